@@ -1,0 +1,70 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "tracepkt", version, about = "Follow probe packets through the Linux network stack: interfaces, namespaces, netfilter verdicts and drops.")]
+pub struct Cli {
+    /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send probes to one target and print every hop they take.
+    Trace(TraceArgs),
+    /// Probe the configured targets on a schedule and export what they see.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// IP address or host name to probe.
+    pub target: String,
+    /// Use IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Number of probes to send.
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub count: u16,
+    /// Seconds to wait for each reply.
+    #[arg(short = 'W', long, default_value_t = 1.0, value_parser = positive_secs)]
+    pub timeout: f64,
+    /// Seconds between probes.
+    #[arg(short, long, default_value_t = 1.0, value_parser = non_negative_secs)]
+    pub interval: f64,
+    /// One JSON object per hop per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (YAML).
+    #[arg(short, long, default_value = "/etc/tracepkt/config.yaml", env = "TRACEPKT_CONFIG")]
+    pub config: PathBuf,
+}
+
+fn secs(s: &str, min_exclusive: bool) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || v < 0.0 || (min_exclusive && v == 0.0) || v > 3600.0 {
+        return Err(format!("`{s}` is out of range (0{}..=3600 seconds)", if min_exclusive { " exclusive" } else { "" }));
+    }
+    Ok(v)
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    secs(s, true)
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    secs(s, false)
+}

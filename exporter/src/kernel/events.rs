@@ -1,0 +1,231 @@
+//! Ring-buffer records → typed events, and the reader that drains them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use probe_common::{Event, direction, hook, kind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Request,
+    Reply,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Reply => "reply",
+        }
+    }
+}
+
+/// The kernel hook an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    NetDevQueue,
+    NetifReceiveSkb,
+    NetifRx,
+    NapiGroReceiveEntry,
+    KfreeSkb,
+    IptDoTable,
+    Ip6tDoTable,
+    NftDoChain,
+}
+
+impl Hook {
+    fn from_raw(v: u8) -> Option<Self> {
+        Some(match v {
+            hook::NET_DEV_QUEUE => Hook::NetDevQueue,
+            hook::NETIF_RECEIVE_SKB => Hook::NetifReceiveSkb,
+            hook::NETIF_RX => Hook::NetifRx,
+            hook::NAPI_GRO_RECEIVE_ENTRY => Hook::NapiGroReceiveEntry,
+            hook::KFREE_SKB => Hook::KfreeSkb,
+            hook::IPT_DO_TABLE => Hook::IptDoTable,
+            hook::IP6T_DO_TABLE => Hook::Ip6tDoTable,
+            hook::NFT_DO_CHAIN => Hook::NftDoChain,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::NetDevQueue => "net_dev_queue",
+            Hook::NetifReceiveSkb => "netif_receive_skb",
+            Hook::NetifRx => "netif_rx",
+            Hook::NapiGroReceiveEntry => "napi_gro_receive_entry",
+            Hook::KfreeSkb => "kfree_skb",
+            Hook::IptDoTable => "ipt_do_table",
+            Hook::Ip6tDoTable => "ip6t_do_table",
+            Hook::NftDoChain => "nft_do_chain",
+        }
+    }
+}
+
+/// What an event says beyond where the packet was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    Interface,
+    Netfilter { pf: u8, hook: u8, table: String, chain: String, verdict: u32 },
+    Drop { reason: u32, location: u64 },
+}
+
+/// One decoded ring-buffer record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEvent {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    pub skb: u64,
+    pub hook: Hook,
+    pub direction: Direction,
+    pub id: u16,
+    pub seq: u16,
+    pub saddr: IpAddr,
+    pub daddr: IpAddr,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub detail: Detail,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes, expected {1}")]
+    Size(usize, usize),
+    #[error("unknown {0} value {1}")]
+    Unknown(&'static str, u8),
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn addr(version: u8, b: &[u8; 16]) -> IpAddr {
+    if version == 6 {
+        IpAddr::V6(Ipv6Addr::from(*b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    }
+}
+
+impl KernelEvent {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let size = std::mem::size_of::<Event>();
+        if bytes.len() < size {
+            return Err(DecodeError::Size(bytes.len(), size));
+        }
+        // SAFETY: Event is plain old data and the slice is long enough; read_unaligned copes
+        // with any alignment of the ring-buffer slot.
+        let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let direction = match e.direction {
+            direction::REQUEST => Direction::Request,
+            direction::REPLY => Direction::Reply,
+            v => return Err(DecodeError::Unknown("direction", v)),
+        };
+        let hook = Hook::from_raw(e.hook).ok_or(DecodeError::Unknown("hook", e.hook))?;
+        let detail = match e.kind {
+            kind::INTERFACE => Detail::Interface,
+            kind::NETFILTER => Detail::Netfilter {
+                pf: e.nf_pf,
+                hook: e.nf_hook,
+                table: cstr(&e.table),
+                chain: cstr(&e.chain),
+                verdict: e.verdict,
+            },
+            kind::DROP => Detail::Drop { reason: e.verdict, location: e.location },
+            v => return Err(DecodeError::Unknown("kind", v)),
+        };
+        Ok(KernelEvent {
+            ts_ns: e.ts_ns,
+            skb: e.skb,
+            hook,
+            direction,
+            id: e.id,
+            seq: e.seq,
+            saddr: addr(e.ip_version, &e.saddr),
+            daddr: addr(e.ip_version, &e.daddr),
+            netns: e.netns,
+            ifindex: e.ifindex,
+            ifname: cstr(&e.ifname),
+            detail,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn raw(kind_: u8, hook_: u8, dir: u8) -> Event {
+        let mut e = Event::zeroed();
+        e.ts_ns = 1_000;
+        e.skb = 0xffff_8880_1234_5600;
+        e.kind = kind_;
+        e.hook = hook_;
+        e.direction = dir;
+        e.ip_version = 4;
+        e.id = 0xbeef;
+        e.seq = 7;
+        e.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        e.netns = 4026531840;
+        e.ifindex = 3;
+        e.ifname[..5].copy_from_slice(b"veth0");
+        e
+    }
+
+    pub fn bytes(e: &Event) -> Vec<u8> {
+        // SAFETY: Event is repr(C) with no padding; viewing it as bytes is sound.
+        unsafe { std::slice::from_raw_parts((e as *const Event).cast::<u8>(), std::mem::size_of::<Event>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_interface_event() {
+        let ev = KernelEvent::decode(&bytes(&raw(kind::INTERFACE, hook::NET_DEV_QUEUE, direction::REQUEST))).unwrap();
+        assert_eq!(ev.hook, Hook::NetDevQueue);
+        assert_eq!(ev.direction, Direction::Request);
+        assert_eq!(ev.id, 0xbeef);
+        assert_eq!(ev.seq, 7);
+        assert_eq!(ev.saddr, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.daddr, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.ifname, "veth0");
+        assert_eq!(ev.netns, 4026531840);
+        assert_eq!(ev.detail, Detail::Interface);
+    }
+
+    #[test]
+    fn decodes_ipv6_netfilter_and_drop() {
+        let mut e = raw(kind::NETFILTER, hook::NFT_DO_CHAIN, direction::REPLY);
+        e.ip_version = 6;
+        e.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        e.table[..6].copy_from_slice(b"filter");
+        e.chain[..5].copy_from_slice(b"input");
+        e.nf_pf = 10;
+        e.nf_hook = 1;
+        e.verdict = 0;
+        let ev = KernelEvent::decode(&bytes(&e)).unwrap();
+        assert_eq!(ev.saddr, "fd00::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            ev.detail,
+            Detail::Netfilter { pf: 10, hook: 1, table: "filter".into(), chain: "input".into(), verdict: 0 }
+        );
+        let mut d = raw(kind::DROP, hook::KFREE_SKB, direction::REQUEST);
+        d.verdict = 12;
+        d.location = 0xffffffff81a00180;
+        let ev = KernelEvent::decode(&bytes(&d)).unwrap();
+        assert_eq!(ev.detail, Detail::Drop { reason: 12, location: 0xffffffff81a00180 });
+    }
+
+    #[test]
+    fn rejects_short_and_garbled_records() {
+        let b = bytes(&raw(kind::INTERFACE, hook::NETIF_RX, direction::REPLY));
+        assert!(matches!(KernelEvent::decode(&b[..10]), Err(DecodeError::Size(10, _))));
+        let mut bad = raw(kind::INTERFACE, hook::NETIF_RX, direction::REPLY);
+        bad.kind = 9;
+        assert_eq!(KernelEvent::decode(&bytes(&bad)), Err(DecodeError::Unknown("kind", 9)));
+        bad.kind = kind::INTERFACE;
+        bad.direction = 0;
+        assert_eq!(KernelEvent::decode(&bytes(&bad)), Err(DecodeError::Unknown("direction", 0)));
+    }
+}

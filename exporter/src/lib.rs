@@ -1,0 +1,9 @@
+//! tracepkt: follows probe packets through the Linux network stack with eBPF and reports
+//! every interface, namespace, netfilter verdict and drop they meet.
+
+pub mod cli;
+pub mod journey;
+pub mod kernel;
+pub mod names;
+pub mod prober;
+pub mod trace;

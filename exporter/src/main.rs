@@ -1,0 +1,40 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracepkt::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for usage and set-up errors (clap uses 2 for usage errors too).
+const SETUP_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match (cli.verbose, &cli.command) {
+        (0, Command::Trace(_)) => "warn",
+        (0, _) | (1, _) => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("tracepkt={default_level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tracepkt: cannot start the async runtime: {e}");
+            return ExitCode::from(SETUP_ERROR);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Trace(args) => tracepkt::trace::run(args).await.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+            Command::Serve(_) => Err(anyhow::anyhow!("`serve` is not available yet")),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tracepkt: error: {e:#}");
+            ExitCode::from(SETUP_ERROR)
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! ICMP echo probes with ids and sequence numbers tracepkt owns.
+//!
+//! Raw ICMP sockets (root) let tracepkt choose the echo id, so it can register the id in the
+//! kernel's `PROBES` map before the packet leaves. One socket per address family serves
+//! every target; replies are matched by (address, id, seq).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence, SurgeError};
+
+use crate::journey::Outcome;
+
+/// What a probe carries after the ICMP header: recognisable in a capture.
+const PAYLOAD: &[u8; 32] = b"tracepkt probe\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Any,
+    V4,
+    V6,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot open a raw ICMP socket: {0} (tracepkt must run as root)")]
+    Socket(std::io::Error),
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+}
+
+pub struct Prober {
+    v4: Client,
+    v6: Option<Client>,
+}
+
+fn client(kind: ICMP) -> std::io::Result<Client> {
+    Client::new(&Config::builder().kind(kind).sock_type_hint(socket2::Type::RAW).build())
+}
+
+impl Prober {
+    /// Opens the sockets. IPv6 is optional: a node without it still probes IPv4.
+    pub fn new() -> Result<Self, ProbeError> {
+        let v4 = client(ICMP::V4).map_err(|e| ProbeError::Socket(e))?;
+        let v6 = client(ICMP::V6).ok();
+        Ok(Prober { v4, v6 })
+    }
+
+    /// Sends one echo request and waits for its reply.
+    pub async fn probe(&self, addr: IpAddr, id: u16, seq: u16, timeout: Duration) -> Outcome {
+        let client = match addr {
+            IpAddr::V4(_) => &self.v4,
+            IpAddr::V6(_) => match &self.v6 {
+                Some(c) => c,
+                None => return Outcome::SendError("IPv6 is not available on this host".into()),
+            },
+        };
+        let mut pinger = client.pinger(addr, PingIdentifier(id)).await;
+        pinger.timeout(timeout);
+        match pinger.ping(PingSequence(seq), PAYLOAD).await {
+            Ok((_, rtt)) => Outcome::Reply { rtt },
+            Err(SurgeError::Timeout { .. }) => Outcome::Timeout,
+            Err(e) => Outcome::SendError(e.to_string()),
+        }
+    }
+}
+
+/// Resolves a target: an IP literal as is, a host name through the system resolver, keeping
+/// the first address of the wanted family.
+pub async fn resolve(host: &str, family: Family) -> Result<IpAddr, ProbeError> {
+    let err = |reason: String| ProbeError::Resolve { host: host.to_string(), reason };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return match (family, ip) {
+            (Family::V4, IpAddr::V6(_)) => Err(err("is an IPv6 address but IPv4 was asked for".into())),
+            (Family::V6, IpAddr::V4(_)) => Err(err("is an IPv4 address but IPv6 was asked for".into())),
+            _ => Ok(ip),
+        };
+    }
+    let addrs = tokio::net::lookup_host((host, 0)).await.map_err(|e| err(e.to_string()))?;
+    addrs
+        .map(|a| a.ip())
+        .find(|ip| match family {
+            Family::Any => true,
+            Family::V4 => ip.is_ipv4(),
+            Family::V6 => ip.is_ipv6(),
+        })
+        .ok_or_else(|| err(format!("no {} address", match family { Family::V6 => "IPv6", Family::V4 => "IPv4", Family::Any => "IP" })))
+}
+
+/// Hands out echo ids no other target of this process uses.
+#[derive(Debug)]
+pub struct IdPool {
+    next: u16,
+    used: HashSet<u16>,
+}
+
+impl IdPool {
+    /// Starts from a per-process offset so two tracepkt processes on one node rarely pick the
+    /// same ids (a shared id only means both follow the packet).
+    pub fn new() -> Self {
+        IdPool { next: (std::process::id() as u16).wrapping_mul(31).max(1), used: HashSet::new() }
+    }
+
+    pub fn take(&mut self) -> Option<u16> {
+        if self.used.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            let id = self.next;
+            self.next = self.next.wrapping_add(1).max(1);
+            if self.used.insert(id) {
+                return Some(id);
+            }
+        }
+    }
+
+    pub fn give_back(&mut self, id: u16) {
+        self.used.remove(&id);
+    }
+}
+
+impl Default for IdPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_never_collide_and_return() {
+        let mut pool = IdPool::new();
+        let ids: HashSet<u16> = (0..5000).map(|_| pool.take().unwrap()).collect();
+        assert_eq!(ids.len(), 5000);
+        assert!(!ids.contains(&0));
+        let one = *ids.iter().next().unwrap();
+        pool.give_back(one);
+        let again: Vec<u16> = (0..70000).filter_map(|_| pool.take()).collect();
+        assert!(again.contains(&one));
+        assert_eq!(again.len(), usize::from(u16::MAX) - 5000 + 1);
+    }
+
+    #[tokio::test]
+    async fn resolves_literals_and_checks_family() {
+        assert_eq!(resolve("127.0.0.1", Family::Any).await.unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert!(resolve("127.0.0.1", Family::V6).await.is_err());
+        assert_eq!(resolve("localhost", Family::V4).await.unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert!(resolve("no-such-host.invalid", Family::Any).await.is_err());
+    }
+}

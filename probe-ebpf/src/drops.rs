@@ -1,0 +1,49 @@
+//! Drops: the `skb:kfree_skb` tracepoint, for probe packets only.
+
+use aya_ebpf::programs::TracePointContext;
+use probe_common::{DropKey, Event, hook, kind, stat};
+
+use crate::packet::{self, L3};
+use crate::{DROPS, EVENTS, REASON_CONSUMED, REASON_NOT_DROPPED_YET, REASON_NOT_SPECIFIED, bump, stat_inc};
+
+#[inline(always)]
+fn reason_const(r: &'static u32) -> u32 {
+    unsafe { core::ptr::read_volatile(r) }
+}
+
+#[inline(always)]
+pub fn handle(skb: usize, location: usize, reason: u32) -> i32 {
+    if reason == reason_const(&REASON_CONSUMED) || reason == reason_const(&REASON_NOT_DROPPED_YET) {
+        return 0;
+    }
+    let Some(p) = packet::ours(skb, L3::NetworkHeader) else {
+        return 0;
+    };
+    let mut ev = Event::zeroed();
+    packet::fill(&mut ev, &p, skb, kind::DROP, hook::KFREE_SKB);
+    packet::device(skb, &mut ev);
+    ev.location = location as u64;
+    ev.verdict = reason;
+    // NOT_SPECIFIED also frees clones on normal paths: user space decides per journey whether
+    // it was the packet's end, so only reasoned drops are counted here.
+    if reason != reason_const(&REASON_NOT_SPECIFIED) {
+        let key = DropKey { tag: p.info.tag, netns: ev.netns, ifindex: ev.ifindex, reason };
+        bump(&DROPS, &key);
+    }
+    if EVENTS.output::<Event>(&ev, 0).is_err() {
+        stat_inc(stat::EVENTS_LOST);
+    }
+    0
+}
+
+#[inline(always)]
+pub fn handle_tp(ctx: &TracePointContext) -> i32 {
+    unsafe {
+        let Ok(skb) = ctx.read_at::<usize>(off!(tp_kfree_skb_skb)) else { return 0 };
+        let location = ctx.read_at::<usize>(off!(tp_kfree_skb_location)).unwrap_or(0);
+        // Kernels before 5.17 have no reason field; the loader then leaves the offset at 0.
+        let reason_off = off!(tp_kfree_skb_reason);
+        let reason = if reason_off == 0 { 0 } else { ctx.read_at::<u32>(reason_off).unwrap_or(0) };
+        handle(skb, location, reason)
+    }
+}

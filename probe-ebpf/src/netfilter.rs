@@ -1,0 +1,161 @@
+//! Netfilter verdicts: iptables-legacy `ipt_do_table` / `ip6t_do_table` and nftables
+//! `nft_do_chain`. fexit sees arguments and verdict in one program; the kprobe fallback stashes
+//! the arguments by task at entry and reads them back at return.
+//!
+//! Argument positions come from the loader (read from each function's BTF prototype): the
+//! `ipt_do_table` order changed in 5.16.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_probe_read_kernel_str_bytes},
+    programs::{FExitContext, ProbeContext, RetProbeContext},
+};
+use probe_common::{Event, VerdictKey, hook, kind, stat};
+
+use crate::packet::{self, L3};
+use crate::{EVENTS, NF_ARGS, VERDICTS, bump, stat_inc};
+
+/// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
+const VERDICT_MASK: u32 = 0xff;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stash {
+    skb: usize,
+    state: usize,
+    /// `xt_table *` for iptables, `nft_chain *` for nftables.
+    table: usize,
+}
+
+/// What the three functions have in common once their arguments are known.
+#[inline(always)]
+fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8) {
+    let Some(p) = packet::ours(skb, L3::NetworkHeader) else {
+        return;
+    };
+    let mut ev = Event::zeroed();
+    packet::fill(&mut ev, &p, skb, kind::NETFILTER, hook_id);
+    packet::device(skb, &mut ev);
+    unsafe {
+        ev.nf_hook = bpf_probe_read_kernel((state + off!(nf_state_hook)) as *const u8).unwrap_or(0xff);
+        ev.nf_pf = bpf_probe_read_kernel((state + off!(nf_state_pf)) as *const u8).unwrap_or(0);
+        if let Ok(net) = bpf_probe_read_kernel((state + off!(nf_state_net)) as *const usize) {
+            ev.netns = packet::netns_of_net(net);
+        }
+        if hook_id == hook::NFT_DO_CHAIN {
+            if let Ok(name) = bpf_probe_read_kernel((table + off!(nft_chain_name)) as *const usize) {
+                let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.chain);
+            }
+            if let Ok(t) = bpf_probe_read_kernel((table + off!(nft_chain_table)) as *const usize) {
+                if let Ok(name) = bpf_probe_read_kernel((t + off!(nft_table_name)) as *const usize) {
+                    let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.table);
+                }
+            }
+        } else {
+            let _ = bpf_probe_read_kernel_buf((table + off!(xt_table_name)) as *const u8, &mut ev.table);
+        }
+    }
+    ev.verdict = verdict & VERDICT_MASK;
+    let key = VerdictKey {
+        tag: p.info.tag,
+        netns: ev.netns,
+        verdict: ev.verdict,
+        pf: ev.nf_pf,
+        hook: ev.nf_hook,
+        _pad: [0; 2],
+        table: ev.table,
+        chain: ev.chain,
+    };
+    bump(&VERDICTS, &key);
+    if EVENTS.output::<Event>(&ev, 0).is_err() {
+        stat_inc(stat::EVENTS_LOST);
+    }
+}
+
+#[inline(always)]
+fn kprobe_arg(ctx: &ProbeContext, n: usize) -> usize {
+    ctx.arg::<usize>(n).unwrap_or(0)
+}
+
+#[inline(always)]
+fn stash(skb: usize, state: usize, table: usize) -> u32 {
+    // Only our packets are stashed: foreign ones stop at the cheap checks in `ours`.
+    if packet::ours(skb, L3::NetworkHeader).is_none() {
+        return 0;
+    }
+    let key = bpf_get_current_pid_tgid();
+    let _ = NF_ARGS.insert(&key, &Stash { skb, state, table }, 0);
+    0
+}
+
+#[inline(always)]
+fn unstash() -> Option<Stash> {
+    let key = bpf_get_current_pid_tgid();
+    let s = unsafe { *NF_ARGS.get(&key)? };
+    let _ = NF_ARGS.remove(&key);
+    Some(s)
+}
+
+#[inline(always)]
+pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
+    stash(
+        kprobe_arg(ctx, off!(ipt_arg_skb)),
+        kprobe_arg(ctx, off!(ipt_arg_state)),
+        kprobe_arg(ctx, off!(ipt_arg_table)),
+    )
+}
+
+#[inline(always)]
+pub fn nft_entry(ctx: &ProbeContext) -> u32 {
+    let pkt = kprobe_arg(ctx, off!(nft_arg_pkt));
+    let chain = kprobe_arg(ctx, off!(nft_arg_chain));
+    unsafe {
+        let skb = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_skb)) as *const usize).unwrap_or(0);
+        let state = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_state)) as *const usize).unwrap_or(0);
+        stash(skb, state, chain)
+    }
+}
+
+#[inline(always)]
+fn ret_of(ctx: &RetProbeContext) -> u32 {
+    ctx.ret::<u64>() as u32
+}
+
+#[inline(always)]
+pub fn ipt_return(ctx: &RetProbeContext, hook_id: u8) -> u32 {
+    if let Some(s) = unstash() {
+        record(s.skb, s.state, s.table, ret_of(ctx), hook_id);
+    }
+    0
+}
+
+#[inline(always)]
+pub fn nft_return(ctx: &RetProbeContext) -> u32 {
+    if let Some(s) = unstash() {
+        record(s.skb, s.state, s.table, ret_of(ctx), hook::NFT_DO_CHAIN);
+    }
+    0
+}
+
+#[inline(always)]
+pub fn ipt_fexit(ctx: &FExitContext, hook_id: u8) -> i32 {
+    let skb: usize = ctx.arg(off!(ipt_arg_skb));
+    let state: usize = ctx.arg(off!(ipt_arg_state));
+    let table: usize = ctx.arg(off!(ipt_arg_table));
+    let verdict: u32 = ctx.ret().unwrap_or(0);
+    record(skb, state, table, verdict, hook_id);
+    0
+}
+
+#[inline(always)]
+pub fn nft_fexit(ctx: &FExitContext) -> i32 {
+    let pkt: usize = ctx.arg(off!(nft_arg_pkt));
+    let chain: usize = ctx.arg(off!(nft_arg_chain));
+    let verdict: u32 = ctx.ret().unwrap_or(0);
+    unsafe {
+        let skb = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_skb)) as *const usize).unwrap_or(0);
+        let state = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_state)) as *const usize).unwrap_or(0);
+        record(skb, state, chain, verdict, hook::NFT_DO_CHAIN);
+    }
+    0
+}

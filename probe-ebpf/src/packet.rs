@@ -1,0 +1,158 @@
+//! "Is it ours?" and the packet fields an event carries.
+//!
+//! Foreign traffic must cost as little as possible, so checks run cheapest first: the skb's
+//! ethertype, then the IP protocol, then the ICMP type; the `PROBES` map is consulted only
+//! for ICMP echo packets.
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use probe_common::{Event, ProbeInfo, direction};
+
+use crate::PROBES;
+
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const ETH_P_IPV6_BE: u16 = 0x86DDu16.to_be();
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+/// `(typeof(skb->network_header))~0U`: header offset not set.
+const HEADER_UNSET: u16 = 0xffff;
+
+/// Where the IP header is, relative to what the hook knows.
+#[derive(Clone, Copy)]
+pub enum L3 {
+    /// Receive hooks run after `eth_type_trans`: `skb->data` points at the IP header, while
+    /// `network_header` may still hold a stale value.
+    Data,
+    /// Transmit, netfilter and free paths: the stack has set `network_header`.
+    NetworkHeader,
+}
+
+/// One of our probe packets, as seen at a hook.
+pub struct Probe {
+    pub info: ProbeInfo,
+    pub ip_version: u8,
+    pub direction: u8,
+    pub id: u16,
+    pub seq: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+#[inline(always)]
+unsafe fn read<T>(base: usize, off: usize) -> Option<T> {
+    unsafe { bpf_probe_read_kernel((base + off) as *const T).ok() }
+}
+
+/// Returns the probe this skb carries, or `None` for every packet that is not one of ours.
+#[inline(always)]
+pub fn ours(skb: usize, l3: L3) -> Option<Probe> {
+    if skb == 0 {
+        return None;
+    }
+    let proto: u16 = unsafe { read(skb, off!(skb_protocol))? };
+    if proto != ETH_P_IP_BE && proto != ETH_P_IPV6_BE {
+        return None;
+    }
+    let ip = match l3 {
+        L3::Data => unsafe { read::<usize>(skb, off!(skb_data))? },
+        L3::NetworkHeader => {
+            let nh: u16 = unsafe { read(skb, off!(skb_network_header))? };
+            if nh == HEADER_UNSET {
+                return None;
+            }
+            let head: usize = unsafe { read(skb, off!(skb_head))? };
+            head + nh as usize
+        }
+    };
+    if ip == 0 {
+        return None;
+    }
+    let mut p = Probe {
+        info: ProbeInfo { tag: 0 },
+        ip_version: 0,
+        direction: 0,
+        id: 0,
+        seq: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    let icmp = if proto == ETH_P_IP_BE {
+        let hdr: [u8; 20] = unsafe { read(ip, 0)? };
+        if hdr[9] != IPPROTO_ICMP || hdr[0] >> 4 != 4 {
+            return None;
+        }
+        p.ip_version = 4;
+        p.saddr[..4].copy_from_slice(&hdr[12..16]);
+        p.daddr[..4].copy_from_slice(&hdr[16..20]);
+        ip + ((hdr[0] & 0x0f) as usize) * 4
+    } else {
+        // Extension headers are not followed: tracepkt's own probes carry none.
+        let hdr: [u8; 8] = unsafe { read(ip, 0)? };
+        if hdr[6] != IPPROTO_ICMPV6 || hdr[0] >> 4 != 6 {
+            return None;
+        }
+        p.ip_version = 6;
+        ip + 40
+    };
+    let echo: [u8; 8] = unsafe { read(icmp, 0)? };
+    p.direction = match (p.ip_version, echo[0]) {
+        (4, 8) | (6, 128) => direction::REQUEST,
+        (4, 0) | (6, 129) => direction::REPLY,
+        _ => return None,
+    };
+    p.id = u16::from_be_bytes([echo[4], echo[5]]);
+    p.info = unsafe { *PROBES.get(&p.id)? };
+    p.seq = u16::from_be_bytes([echo[6], echo[7]]);
+    if p.ip_version == 6 {
+        // Only for our own packets: the addresses are the bulk of an IPv6 header.
+        unsafe {
+            bpf_probe_read_kernel_buf((ip + 8) as *const u8, &mut p.saddr).ok()?;
+            bpf_probe_read_kernel_buf((ip + 24) as *const u8, &mut p.daddr).ok()?;
+        }
+    }
+    Some(p)
+}
+
+/// The device an skb is on: its ifindex, name and network namespace inode.
+#[inline(always)]
+pub fn device(skb: usize, ev: &mut Event) {
+    let Some(dev) = (unsafe { read::<usize>(skb, off!(skb_dev)) }) else {
+        return;
+    };
+    if dev == 0 {
+        return;
+    }
+    ev.ifindex = unsafe { read::<u32>(dev, off!(dev_ifindex)) }.unwrap_or(0);
+    unsafe {
+        let _ = bpf_probe_read_kernel_buf((dev + off!(dev_name)) as *const u8, &mut ev.ifname);
+    }
+    ev.netns = netns_of_dev(dev);
+}
+
+/// `dev->nd_net.net->ns.inum`
+#[inline(always)]
+pub fn netns_of_dev(dev: usize) -> u32 {
+    match unsafe { read::<usize>(dev, off!(dev_nd_net)) } {
+        Some(net) if net != 0 => netns_of_net(net),
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+pub fn netns_of_net(net: usize) -> u32 {
+    unsafe { read::<u32>(net, off!(net_ns_inum)) }.unwrap_or(0)
+}
+
+/// Fills the packet part of an event.
+#[inline(always)]
+pub fn fill(ev: &mut Event, p: &Probe, skb: usize, kind: u8, hook: u8) {
+    ev.ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    ev.skb = skb as u64;
+    ev.kind = kind;
+    ev.hook = hook;
+    ev.direction = p.direction;
+    ev.ip_version = p.ip_version;
+    ev.id = p.id;
+    ev.seq = p.seq;
+    ev.saddr = p.saddr;
+    ev.daddr = p.daddr;
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs what building and testing tracepkt needs on a fresh Debian 12 machine.
+# Idempotent: each step checks first, so a second run takes a second or two.
+#   scripts/deps.sh build   toolchain only (nightly rust-src, bpf-linker)
+#   scripts/deps.sh test    plus the packages the test suite drives (iproute2, iptables, nftables,
+#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/.tools"
+what=${1:-build}
+
+log() { printf 'deps: %s\n' "$*" >&2; }
+
+need_root() {
+    if [ "$(id -u)" != 0 ]; then
+        log "installing Debian packages needs root; run as root or install: $*"
+        exit 1
+    fi
+}
+
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    need_root "${missing[*]}"
+    log "apt-get install ${missing[*]}"
+    if [ ! -f /var/lib/apt/lists/.tracepkt-updated ] || ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+        apt-get update -qq
+        touch /var/lib/apt/lists/.tracepkt-updated
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+rust_toolchain() {
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' ||
+        rustup component add rust-src --toolchain nightly
+}
+
+# bpf-linker has no prebuilt binary here and the system has no LLVM 22: build it against
+# the LLVM shared library that ships inside the nightly toolchain.
+bpf_linker() {
+    local version=0.13.0
+    if [ -x "$tools/bin/bpf-linker" ] && "$tools/bin/bpf-linker" --version 2>/dev/null | grep -q "$version"; then
+        return 0
+    fi
+    local sysroot lib
+    sysroot=$(rustc +nightly --print sysroot)
+    lib=$(ls "$sysroot"/lib/libLLVM.so.*-rust-*-nightly 2>/dev/null | head -n1)
+    if [ -z "$lib" ]; then
+        log "no libLLVM in $sysroot/lib: cannot build bpf-linker"
+        exit 1
+    fi
+    local major
+    major=$(basename "$lib" | sed -E 's/libLLVM\.so\.([0-9]+).*/\1/')
+    mkdir -p "$tools/llvm/lib"
+    ln -sf "$lib" "$tools/llvm/lib/libLLVM.so"
+    log "building bpf-linker $version against $(basename "$lib") (about a minute)"
+    LLVM_PREFIX="$tools/llvm" RUSTFLAGS="-C link-args=-Wl,-rpath,$sysroot/lib" \
+        cargo install --quiet bpf-linker --version "$version" --locked \
+        --no-default-features --features "llvm-$major" --root "$tools"
+}
+
+case "$what" in
+    build)
+        apt_install build-essential pkg-config
+        rust_toolchain
+        bpf_linker
+        ;;
+    test)
+        "$0" build
+        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates
+        ;;
+    *)
+        log "unknown target $what (build|test)"
+        exit 2
+        ;;
+esac
