@@ -72,7 +72,7 @@ case "$what" in
         ;;
     test)
         "$0" build
-        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates
+        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates bc util-linux
         ;;
     *)
         log "unknown target $what (build|test)"

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "tracepkt", version, about = "Follow probe packets through the Linux network stack: interfaces, namespaces, netfilter verdicts and drops.")]
+#[command(
+    name = "tracepkt",
+    version,
+    about = "Follow probe packets through the Linux network stack: interfaces, namespaces, netfilter verdicts and drops."
+)]
 pub struct Cli {
     /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -56,7 +60,10 @@ pub struct ServeArgs {
 fn secs(s: &str, min_exclusive: bool) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !v.is_finite() || v < 0.0 || (min_exclusive && v == 0.0) || v > 3600.0 {
-        return Err(format!("`{s}` is out of range (0{}..=3600 seconds)", if min_exclusive { " exclusive" } else { "" }));
+        return Err(format!(
+            "`{s}` is out of range (0{}..=3600 seconds)",
+            if min_exclusive { " exclusive" } else { "" }
+        ));
     }
     Ok(v)
 }

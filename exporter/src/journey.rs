@@ -104,7 +104,9 @@ impl Hop {
 /// How the probe ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Reply { rtt: Duration },
+    Reply {
+        rtt: Duration,
+    },
     Timeout,
     /// The probe could not be sent (no route, permission...).
     SendError(String),
@@ -120,18 +122,29 @@ pub struct Journey {
 
 /// Whether a drop event ends the packet or only frees a copy of it.
 fn is_real_drop(ev: &KernelEvent, later: &[KernelEvent], not_specified: Option<u32>) -> bool {
-    let Detail::Drop { reason, .. } = ev.detail else { return false };
+    let Detail::Drop { reason, .. } = ev.detail else {
+        return false;
+    };
     if Some(reason) != not_specified {
         return true;
     }
     // NOT_SPECIFIED also frees clones and consumed copies on normal paths: it is the packet's
     // end only if nothing of this direction (or, for a request, no reply at all) came later.
-    !later.iter().any(|l| l.direction == ev.direction || (ev.direction == Direction::Request && l.direction == Direction::Reply))
+    !later
+        .iter()
+        .any(|l| l.direction == ev.direction || (ev.direction == Direction::Request && l.direction == Direction::Reply))
 }
 
 impl Journey {
     /// Builds the journey of probe `(probe, seq)` from its events (any order).
-    pub fn assemble(probe: u16, seq: u16, mut events: Vec<KernelEvent>, outcome: Outcome, names: &mut Names, not_specified: Option<u32>) -> Journey {
+    pub fn assemble(
+        probe: u16,
+        seq: u16,
+        mut events: Vec<KernelEvent>,
+        outcome: Outcome,
+        names: &mut Names,
+        not_specified: Option<u32>,
+    ) -> Journey {
         events.retain(|e| e.id == probe && e.seq == seq);
         events.sort_by_key(|e| e.ts_ns);
         let mut hops: Vec<Hop> = Vec::with_capacity(events.len());
@@ -182,7 +195,13 @@ impl Journey {
             };
             match &ev.detail {
                 Detail::Interface => {}
-                Detail::Netfilter { pf, hook, table, chain, verdict } => {
+                Detail::Netfilter {
+                    pf,
+                    hook,
+                    table,
+                    chain,
+                    verdict,
+                } => {
                     hop.kind = HopKind::Netfilter;
                     hop.family = Some(names::nf_family(*pf));
                     hop.hook = Some(names::nf_hook(*hook));
@@ -198,7 +217,12 @@ impl Journey {
             }
             hops.push(hop);
         }
-        Journey { probe, seq, hops, outcome }
+        Journey {
+            probe,
+            seq,
+            hops,
+            outcome,
+        }
     }
 
     pub fn replied(&self) -> bool {
@@ -214,7 +238,13 @@ impl Journey {
     pub fn latencies(&self) -> Vec<(String, String, Duration)> {
         self.hops
             .windows(2)
-            .map(|w| (w[0].place(), w[1].place(), Duration::from_nanos(w[1].ts_ns.saturating_sub(w[0].ts_ns))))
+            .map(|w| {
+                (
+                    w[0].place(),
+                    w[1].place(),
+                    Duration::from_nanos(w[1].ts_ns.saturating_sub(w[0].ts_ns)),
+                )
+            })
             .collect()
     }
 
@@ -272,8 +302,21 @@ mod tests {
             ev(50, NetifRx, Reply, 1, 5, "veth0", Detail::Interface),
             ev(60, NetifReceiveSkb, Reply, 1, 5, "veth0", Detail::Interface),
         ];
-        let j = Journey::assemble(42, 1, events, Outcome::Reply { rtt: Duration::from_micros(50) }, &mut names(), Some(2));
-        let rows: Vec<(Direction, &str, Option<&str>, u32)> = j.hops.iter().map(|h| (h.direction, h.ifname.as_str(), h.io, h.netns)).collect();
+        let j = Journey::assemble(
+            42,
+            1,
+            events,
+            Outcome::Reply {
+                rtt: Duration::from_micros(50),
+            },
+            &mut names(),
+            Some(2),
+        );
+        let rows: Vec<(Direction, &str, Option<&str>, u32)> = j
+            .hops
+            .iter()
+            .map(|h| (h.direction, h.ifname.as_str(), h.io, h.netns))
+            .collect();
         assert_eq!(
             rows,
             vec![
@@ -301,18 +344,51 @@ mod tests {
 
     #[test]
     fn drop_rows_and_not_specified_clones() {
-        let nf = Detail::Netfilter { pf: 2, hook: 1, table: "filter".into(), chain: String::new(), verdict: 0 };
+        let nf = Detail::Netfilter {
+            pf: 2,
+            hook: 1,
+            table: "filter".into(),
+            chain: String::new(),
+            verdict: 0,
+        };
         let events = vec![
             ev(10, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface),
             // A clone freed on the way: the packet goes on, so this is not its end.
-            ev(15, KfreeSkb, Request, 1, 5, "veth0", Detail::Drop { reason: 2, location: 0 }),
+            ev(
+                15,
+                KfreeSkb,
+                Request,
+                1,
+                5,
+                "veth0",
+                Detail::Drop { reason: 2, location: 0 },
+            ),
             ev(20, NetifReceiveSkb, Request, 2, 9, "eth0", Detail::Interface),
             ev(30, IptDoTable, Request, 2, 9, "eth0", nf),
-            ev(40, KfreeSkb, Request, 2, 9, "eth0", Detail::Drop { reason: 12, location: 0 }),
+            ev(
+                40,
+                KfreeSkb,
+                Request,
+                2,
+                9,
+                "eth0",
+                Detail::Drop {
+                    reason: 12,
+                    location: 0,
+                },
+            ),
         ];
         let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names(), Some(2));
         let kinds: Vec<HopKind> = j.hops.iter().map(|h| h.kind).collect();
-        assert_eq!(kinds, vec![HopKind::Interface, HopKind::Interface, HopKind::Netfilter, HopKind::Drop]);
+        assert_eq!(
+            kinds,
+            vec![
+                HopKind::Interface,
+                HopKind::Interface,
+                HopKind::Netfilter,
+                HopKind::Drop
+            ]
+        );
         assert_eq!(j.hops[2].verdict_text(), "filter.INPUT:DROP");
         assert_eq!(j.hops[3].verdict_text(), "DROP NETFILTER_DROP");
         assert_eq!(j.last_hop().unwrap().netns, 2);
@@ -320,7 +396,15 @@ mod tests {
         // NOT_SPECIFIED as the very last thing seen is the packet's end.
         let events = vec![
             ev(10, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface),
-            ev(15, KfreeSkb, Request, 1, 5, "veth0", Detail::Drop { reason: 2, location: 0 }),
+            ev(
+                15,
+                KfreeSkb,
+                Request,
+                1,
+                5,
+                "veth0",
+                Detail::Drop { reason: 2, location: 0 },
+            ),
         ];
         let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names(), Some(2));
         assert_eq!(j.hops.last().unwrap().verdict_text(), "DROP NOT_SPECIFIED");
@@ -328,8 +412,21 @@ mod tests {
 
     #[test]
     fn nftables_rows_name_table_and_chain() {
-        let nf = Detail::Netfilter { pf: 2, hook: 3, table: "tp".into(), chain: "out".into(), verdict: 1 };
-        let j = Journey::assemble(42, 1, vec![ev(1, NftDoChain, Request, 1, 0, "", nf)], Outcome::Timeout, &mut names(), None);
+        let nf = Detail::Netfilter {
+            pf: 2,
+            hook: 3,
+            table: "tp".into(),
+            chain: "out".into(),
+            verdict: 1,
+        };
+        let j = Journey::assemble(
+            42,
+            1,
+            vec![ev(1, NftDoChain, Request, 1, 0, "", nf)],
+            Outcome::Timeout,
+            &mut names(),
+            None,
+        );
         assert_eq!(j.hops[0].verdict_text(), "tp/out:ACCEPT");
         assert_eq!(j.hops[0].hook, Some("OUTPUT"));
         assert_eq!(j.hops[0].family, Some("ip"));
@@ -347,7 +444,8 @@ mod tests {
         c[1].ifname = "eth1".into();
         c[1].ifindex = 10;
         let mut n = names();
-        let sig = |e: Vec<KernelEvent>, n: &mut Names| Journey::assemble(42, 1, e, Outcome::Timeout, n, None).signature();
+        let sig =
+            |e: Vec<KernelEvent>, n: &mut Names| Journey::assemble(42, 1, e, Outcome::Timeout, n, None).signature();
         assert_eq!(sig(a.clone(), &mut n), sig(b, &mut n));
         assert_ne!(sig(a, &mut n), sig(c, &mut n));
     }

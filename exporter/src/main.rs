@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,10 +15,29 @@ fn main() -> ExitCode {
         (0, _) | (1, _) => "info",
         _ => "debug",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("tracepkt={default_level},warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // `trace` sums up what it cannot see in one line of its own; the per-hook report is
+    // there with -v.
+    let loader_level = if default_level == "warn" {
+        "error"
+    } else {
+        default_level
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "tracepkt={default_level},tracepkt::kernel::loader={loader_level},warn"
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tracepkt: cannot start the async runtime: {e}");
@@ -26,7 +46,9 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Trace(args) => tracepkt::trace::run(args).await.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+            Command::Trace(args) => tracepkt::trace::run(args)
+                .await
+                .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }),
             Command::Serve(_) => Err(anyhow::anyhow!("`serve` is not available yet")),
         }
     });

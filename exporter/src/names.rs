@@ -26,7 +26,11 @@ impl NetnsNames {
     }
 
     pub fn with_dir(dir: &Path) -> Self {
-        NetnsNames { dir: dir.to_owned(), by_inode: HashMap::new(), scanned: None }
+        NetnsNames {
+            dir: dir.to_owned(),
+            by_inode: HashMap::new(),
+            scanned: None,
+        }
     }
 
     fn scan(&mut self) {
@@ -34,7 +38,8 @@ impl NetnsNames {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 if let Ok(meta) = std::fs::metadata(e.path()) {
-                    self.by_inode.insert(meta.ino() as u32, e.file_name().to_string_lossy().into_owned());
+                    self.by_inode
+                        .insert(meta.ino() as u32, e.file_name().to_string_lossy().into_owned());
                 }
             }
         }
@@ -70,11 +75,18 @@ pub struct Names {
 
 impl Names {
     pub fn new(drop_reasons: HashMap<u32, String>) -> Self {
-        Names { netns: NetnsNames::new(), drop_reasons, symbols: OnceLock::new() }
+        Names {
+            netns: NetnsNames::new(),
+            drop_reasons,
+            symbols: OnceLock::new(),
+        }
     }
 
     pub fn drop_reason(&self, v: u32) -> String {
-        self.drop_reasons.get(&v).cloned().unwrap_or_else(|| format!("reason_{v}"))
+        self.drop_reasons
+            .get(&v)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{v}"))
     }
 
     /// Symbolised kernel address; kallsyms is read on the first drop, not at start.

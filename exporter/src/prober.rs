@@ -58,8 +58,11 @@ impl Prober {
         };
         let mut pinger = client.pinger(addr, PingIdentifier(id)).await;
         pinger.timeout(timeout);
+        // Timed here: on loopback the reply can land before the library takes its own
+        // send timestamp, which then reads as a few nanoseconds.
+        let start = std::time::Instant::now();
         match pinger.ping(PingSequence(seq), PAYLOAD).await {
-            Ok((_, rtt)) => Outcome::Reply { rtt },
+            Ok(_) => Outcome::Reply { rtt: start.elapsed() },
             Err(SurgeError::Timeout { .. }) => Outcome::Timeout,
             Err(e) => Outcome::SendError(e.to_string()),
         }
@@ -69,7 +72,10 @@ impl Prober {
 /// Resolves a target: an IP literal as is, a host name through the system resolver, keeping
 /// the first address of the wanted family.
 pub async fn resolve(host: &str, family: Family) -> Result<IpAddr, ProbeError> {
-    let err = |reason: String| ProbeError::Resolve { host: host.to_string(), reason };
+    let err = |reason: String| ProbeError::Resolve {
+        host: host.to_string(),
+        reason,
+    };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return match (family, ip) {
             (Family::V4, IpAddr::V6(_)) => Err(err("is an IPv6 address but IPv4 was asked for".into())),
@@ -77,7 +83,9 @@ pub async fn resolve(host: &str, family: Family) -> Result<IpAddr, ProbeError> {
             _ => Ok(ip),
         };
     }
-    let addrs = tokio::net::lookup_host((host, 0)).await.map_err(|e| err(e.to_string()))?;
+    let addrs = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| err(e.to_string()))?;
     addrs
         .map(|a| a.ip())
         .find(|ip| match family {
@@ -85,7 +93,16 @@ pub async fn resolve(host: &str, family: Family) -> Result<IpAddr, ProbeError> {
             Family::V4 => ip.is_ipv4(),
             Family::V6 => ip.is_ipv6(),
         })
-        .ok_or_else(|| err(format!("no {} address", match family { Family::V6 => "IPv6", Family::V4 => "IPv4", Family::Any => "IP" })))
+        .ok_or_else(|| {
+            err(format!(
+                "no {} address",
+                match family {
+                    Family::V6 => "IPv6",
+                    Family::V4 => "IPv4",
+                    Family::Any => "IP",
+                }
+            ))
+        })
 }
 
 /// Hands out echo ids no other target of this process uses.
@@ -99,7 +116,10 @@ impl IdPool {
     /// Starts from a per-process offset so two tracepkt processes on one node rarely pick the
     /// same ids (a shared id only means both follow the packet).
     pub fn new() -> Self {
-        IdPool { next: (std::process::id() as u16).wrapping_mul(31).max(1), used: HashSet::new() }
+        IdPool {
+            next: (std::process::id() as u16).wrapping_mul(31).max(1),
+            used: HashSet::new(),
+        }
     }
 
     pub fn take(&mut self) -> Option<u16> {
@@ -145,9 +165,15 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_literals_and_checks_family() {
-        assert_eq!(resolve("127.0.0.1", Family::Any).await.unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            resolve("127.0.0.1", Family::Any).await.unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
         assert!(resolve("127.0.0.1", Family::V6).await.is_err());
-        assert_eq!(resolve("localhost", Family::V4).await.unwrap(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            resolve("localhost", Family::V4).await.unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
         assert!(resolve("no-such-host.invalid", Family::Any).await.is_err());
     }
 }

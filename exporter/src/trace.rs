@@ -28,7 +28,11 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<bool> {
     let mut kernel = loader::load()?;
     let blind = kernel.blind_spots();
     if !blind.is_empty() {
-        eprintln!("tracepkt: not visible on this kernel ({}): {}", kernel.release, blind.join("; "));
+        eprintln!(
+            "tracepkt: not visible on this kernel ({}): {}",
+            kernel.release,
+            blind.join("; ")
+        );
     }
     let mut registry = ProbeRegistry::take(&mut kernel)?;
     let mut reader = EventReader::take(&mut kernel)?;
@@ -50,7 +54,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<bool> {
         if seq > 0 && args.interval > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
         }
-        let outcome = prober.probe(target, id, seq, Duration::from_secs_f64(args.timeout)).await;
+        let outcome = prober
+            .probe(target, id, seq, Duration::from_secs_f64(args.timeout))
+            .await;
         tokio::time::sleep(GRACE).await;
         reader.drain(&mut pending);
         let (mine, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|e| e.id == id && e.seq == seq);
@@ -84,7 +90,10 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<bool> {
 }
 
 fn header() -> String {
-    format!("{:<28} {:<16} {:<3} {:<8} {:<34} {}", "NETWORK NS", "INTERFACE", "IO", "TYPE", "ADDRESSES", "NETFILTER / DROP")
+    format!(
+        "{:<28} {:<16} {:<3} {:<8} {:<34} {}",
+        "NETWORK NS", "INTERFACE", "IO", "TYPE", "ADDRESSES", "NETFILTER / DROP"
+    )
 }
 
 fn netns_cell(hop: &Hop) -> String {
@@ -95,7 +104,11 @@ fn netns_cell(hop: &Hop) -> String {
 }
 
 pub fn row(hop: &Hop) -> String {
-    let ifname = if hop.ifname.is_empty() { "-" } else { hop.ifname.as_str() };
+    let ifname = if hop.ifname.is_empty() {
+        "-"
+    } else {
+        hop.ifname.as_str()
+    };
     let io = hop.io.unwrap_or(match hop.kind {
         HopKind::Netfilter => "nf",
         _ => "-",
@@ -116,7 +129,11 @@ pub fn row(hop: &Hop) -> String {
 fn summary(j: &Journey, seq: u16, count: u16, target: std::net::IpAddr) -> String {
     let head = format!("probe {}/{} to {target} (id {} seq {seq}):", seq + 1, count, j.probe);
     match &j.outcome {
-        Outcome::Reply { rtt } => format!("{head} reply in {:.3} ms, {} hops", rtt.as_secs_f64() * 1e3, j.hops.len()),
+        Outcome::Reply { rtt } => format!(
+            "{head} reply in {:.3} ms, {} hops",
+            rtt.as_secs_f64() * 1e3,
+            j.hops.len()
+        ),
         other => {
             let why = match other {
                 Outcome::SendError(e) => format!("not sent: {e}"),
@@ -129,7 +146,11 @@ fn summary(j: &Journey, seq: u16, count: u16, target: std::net::IpAddr) -> Strin
                     h.netns_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
                     if h.ifname.is_empty() { "-" } else { &h.ifname },
                     h.kind.as_str(),
-                    if h.kind == HopKind::Interface { h.io.unwrap_or("").to_string() } else { h.verdict_text() }
+                    if h.kind == HopKind::Interface {
+                        h.io.unwrap_or("").to_string()
+                    } else {
+                        h.verdict_text()
+                    }
                 ),
                 None => format!("{head} {why}; never seen by the kernel hooks"),
             }

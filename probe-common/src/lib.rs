@@ -213,7 +213,10 @@ mod tests {
     // Sizes equal to the sum of the fields: no implicit padding anywhere.
     #[test]
     fn no_implicit_padding() {
-        assert_eq!(size_of::<Event>(), 8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2);
+        assert_eq!(
+            size_of::<Event>(),
+            8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2
+        );
         assert_eq!(size_of::<Event>() % 8, 0);
         assert_eq!(size_of::<HopKey>(), 16);
         assert_eq!(size_of::<VerdictKey>(), 16 + 2 * NAME_LEN);

@@ -1,10 +1,12 @@
 //! Drops: the `skb:kfree_skb` tracepoint, for probe packets only.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{DropKey, Event, hook, kind, stat};
+use probe_common::{DropKey, Event, direction, hook, kind, stat};
 
 use crate::packet::{self, L3};
-use crate::{DROPS, EVENTS, REASON_CONSUMED, REASON_NOT_DROPPED_YET, REASON_NOT_SPECIFIED, bump, stat_inc};
+use crate::{
+    DROPS, EVENTS, REASON_CONSUMED, REASON_NO_SOCKET, REASON_NOT_DROPPED_YET, REASON_NOT_SPECIFIED, bump, stat_inc,
+};
 
 #[inline(always)]
 fn reason_const(r: &'static u32) -> u32 {
@@ -19,6 +21,9 @@ pub fn handle(skb: usize, location: usize, reason: u32) -> i32 {
     let Some(p) = packet::ours(skb, L3::NetworkHeader) else {
         return 0;
     };
+    if p.direction == direction::REPLY && reason == reason_const(&REASON_NO_SOCKET) {
+        return 0;
+    }
     let mut ev = Event::zeroed();
     packet::fill(&mut ev, &p, skb, kind::DROP, hook::KFREE_SKB);
     packet::device(skb, &mut ev);
@@ -27,7 +32,12 @@ pub fn handle(skb: usize, location: usize, reason: u32) -> i32 {
     // NOT_SPECIFIED also frees clones on normal paths: user space decides per journey whether
     // it was the packet's end, so only reasoned drops are counted here.
     if reason != reason_const(&REASON_NOT_SPECIFIED) {
-        let key = DropKey { tag: p.info.tag, netns: ev.netns, ifindex: ev.ifindex, reason };
+        let key = DropKey {
+            tag: p.info.tag,
+            netns: ev.netns,
+            ifindex: ev.ifindex,
+            reason,
+        };
         bump(&DROPS, &key);
     }
     if EVENTS.output::<Event>(&ev, 0).is_err() {
@@ -39,11 +49,17 @@ pub fn handle(skb: usize, location: usize, reason: u32) -> i32 {
 #[inline(always)]
 pub fn handle_tp(ctx: &TracePointContext) -> i32 {
     unsafe {
-        let Ok(skb) = ctx.read_at::<usize>(off!(tp_kfree_skb_skb)) else { return 0 };
+        let Ok(skb) = ctx.read_at::<usize>(off!(tp_kfree_skb_skb)) else {
+            return 0;
+        };
         let location = ctx.read_at::<usize>(off!(tp_kfree_skb_location)).unwrap_or(0);
         // Kernels before 5.17 have no reason field; the loader then leaves the offset at 0.
         let reason_off = off!(tp_kfree_skb_reason);
-        let reason = if reason_off == 0 { 0 } else { ctx.read_at::<u32>(reason_off).unwrap_or(0) };
+        let reason = if reason_off == 0 {
+            0
+        } else {
+            ctx.read_at::<u32>(reason_off).unwrap_or(0)
+        };
         handle(skb, location, reason)
     }
 }

@@ -9,7 +9,11 @@ use crate::{EVENTS, HOPS, bump, stat_inc};
 
 #[inline(always)]
 pub fn handle(skb: usize, hook_id: u8) -> i32 {
-    let l3 = if hook_id == hook::NET_DEV_QUEUE { L3::NetworkHeader } else { L3::Data };
+    let l3 = if hook_id == hook::NET_DEV_QUEUE {
+        L3::NetworkHeader
+    } else {
+        L3::Data
+    };
     let Some(p) = packet::ours(skb, l3) else {
         return 0;
     };

@@ -6,13 +6,11 @@
 /// Reads one field of `OFFSETS`. Volatile, so the compiler cannot fold the zero placeholder:
 /// the verifier folds the real value instead, from the frozen map.
 macro_rules! off {
-    ($field:ident) => {
-        {
-            #[allow(unused_unsafe)]
-            let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$field) };
-            v as usize
-        }
-    };
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$field) };
+        v as usize
+    }};
 }
 
 mod drops;
@@ -25,9 +23,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use probe_common::{
-    DropKey, EVENTS_RING_BYTES, HopKey, MAX_PROBES, Offsets, ProbeInfo, VerdictKey, hook, stat,
-};
+use probe_common::{DropKey, EVENTS_RING_BYTES, HopKey, MAX_PROBES, Offsets, ProbeInfo, VerdictKey, hook, stat};
 
 /// Kernel offsets, filled in by the loader from BTF and tracefs before load. Frozen read-only,
 /// so the verifier sees the values as constants.
@@ -42,6 +38,10 @@ static REASON_NOT_SPECIFIED: u32 = u32::MAX;
 static REASON_CONSUMED: u32 = u32::MAX;
 #[unsafe(no_mangle)]
 static REASON_NOT_DROPPED_YET: u32 = u32::MAX;
+/// A reply freed with `NO_SOCKET` after our raw socket took its copy: the normal end of
+/// every answered probe, not a drop.
+#[unsafe(no_mangle)]
+static REASON_NO_SOCKET: u32 = u32::MAX;
 
 /// Echo ids tracepkt owns right now. Written by user space before each probe is sent.
 #[map]

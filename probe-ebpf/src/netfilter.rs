@@ -6,8 +6,9 @@
 //! `ipt_do_table` order changed in 5.16.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
-        bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+    },
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{Event, VerdictKey, hook, kind, stat};

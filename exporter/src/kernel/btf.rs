@@ -32,7 +32,10 @@ pub struct KernelBtf {
 }
 
 fn parse_err(path: &Path, e: impl std::fmt::Display) -> BtfError {
-    BtfError::Parse { path: path.to_owned(), source: anyhow::anyhow!("{e}") }
+    BtfError::Parse {
+        path: path.to_owned(),
+        source: anyhow::anyhow!("{e}"),
+    }
 }
 
 impl KernelBtf {
@@ -60,7 +63,9 @@ impl KernelBtf {
 
     pub fn from_vmlinux_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
         let btf = Btf::from_bytes(bytes).map_err(|e| parse_err(Path::new("<bytes>"), e))?;
-        Ok(KernelBtf { sets: vec![("vmlinux".into(), btf)] })
+        Ok(KernelBtf {
+            sets: vec![("vmlinux".into(), btf)],
+        })
     }
 
     /// Which BTF set (vmlinux or a module name) defines the function, if any.
@@ -99,14 +104,20 @@ impl KernelBtf {
                 field: path.to_string(),
             })?;
             if member.bitfield_size().is_some_and(|s| s != 0) || bits % 8 != 0 {
-                return Err(BtfError::Bitfield { ty: ty.to_string(), field: path.to_string() });
+                return Err(BtfError::Bitfield {
+                    ty: ty.to_string(),
+                    field: path.to_string(),
+                });
             }
             total_bits += bits;
             if segments.peek().is_some() {
                 cur = match resolve_struct(btf, &member) {
                     Some(s) => s,
                     None => {
-                        return Err(BtfError::NoField { ty: ty.to_string(), field: path.to_string() });
+                        return Err(BtfError::NoField {
+                            ty: ty.to_string(),
+                            field: path.to_string(),
+                        });
                     }
                 };
             }
@@ -117,7 +128,9 @@ impl KernelBtf {
     /// Parameter names of a function, in order.
     pub fn params(&self, func: &str) -> Result<Vec<String>, BtfError> {
         for (_, btf) in &self.sets {
-            let Ok(types) = btf.resolve_types_by_name(func) else { continue };
+            let Ok(types) = btf.resolve_types_by_name(func) else {
+                continue;
+            };
             for t in types {
                 if let Type::Func(f) = t
                     && let Ok(Type::FuncProto(proto)) = btf.resolve_chained_type(&f)
@@ -136,7 +149,9 @@ impl KernelBtf {
     /// Values of an enum, e.g. `skb_drop_reason`, with their names.
     pub fn enum_values(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
         for (_, btf) in &self.sets {
-            let Ok(types) = btf.resolve_types_by_name(name) else { continue };
+            let Ok(types) = btf.resolve_types_by_name(name) else {
+                continue;
+            };
             for t in types {
                 match t {
                     Type::Enum(e) => {
@@ -193,4 +208,229 @@ fn resolve_struct(btf: &Btf, m: &btf_rs::Member) -> Option<btf_rs::Struct> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a raw BTF blob: just enough of the format to describe a few kernel-like types.
+    #[derive(Default)]
+    struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    const INT: u32 = 1;
+    const PTR: u32 = 2;
+    const STRUCT: u32 = 4;
+    const UNION: u32 = 5;
+    const ENUM: u32 = 6;
+    const FUNC: u32 = 12;
+    const FUNC_PROTO: u32 = 13;
+
+    impl Builder {
+        fn new() -> Self {
+            Builder {
+                strings: vec![0],
+                next_id: 1,
+                ..Default::default()
+            }
+        }
+        fn s(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            off
+        }
+        fn u32s(&mut self, v: &[u32]) {
+            for x in v {
+                self.types.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        fn head(&mut self, name: &str, kind: u32, vlen: u32, kflag: bool, size_or_type: u32) -> u32 {
+            let n = self.s(name);
+            let info = (kind << 24) | vlen | if kflag { 1 << 31 } else { 0 };
+            self.u32s(&[n, info, size_or_type]);
+            self.next_id += 1;
+            self.next_id - 1
+        }
+        fn int(&mut self, name: &str, bytes: u32) -> u32 {
+            let id = self.head(name, INT, 0, false, bytes);
+            self.u32s(&[bytes * 8]);
+            id
+        }
+        fn ptr(&mut self, to: u32) -> u32 {
+            self.head("", PTR, 0, false, to)
+        }
+        /// Members: (name, type, bit offset, bitfield size).
+        fn compound(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
+            let kflag = members.iter().any(|m| m.3 != 0);
+            let id = self.head(name, kind, members.len() as u32, kflag, size);
+            for &(mname, ty, off, bits) in members {
+                let n = self.s(mname);
+                let off = if kflag { (bits << 24) | off } else { off };
+                self.u32s(&[n, ty, off]);
+            }
+            id
+        }
+        fn func(&mut self, name: &str, ret: u32, params: &[(&str, u32)]) -> u32 {
+            let proto = self.head("", FUNC_PROTO, params.len() as u32, false, ret);
+            for &(pname, ty) in params {
+                let n = self.s(pname);
+                self.u32s(&[n, ty]);
+            }
+            self.head(name, FUNC, 0, false, proto)
+        }
+        fn enumeration(&mut self, name: &str, values: &[(&str, u32)]) -> u32 {
+            let id = self.head(name, ENUM, values.len() as u32, false, 4);
+            for &(vname, v) in values {
+                let n = self.s(vname);
+                self.u32s(&[n, v]);
+            }
+            id
+        }
+        fn build(self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            for v in [
+                24u32,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// A miniature of the kernel types tracepkt reads, with the same shapes: `dev` inside an
+    /// anonymous struct inside an anonymous union, a nested named struct, a bitfield.
+    fn kernel_like() -> KernelBtf {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        let long = b.int("long", 8);
+        let dev = b.compound(
+            STRUCT,
+            "net_device",
+            24,
+            &[("pad", long, 0, 0), ("ifindex", int, 64, 0), ("name", long, 128, 0)],
+        );
+        let dev_ptr = b.ptr(dev);
+        let anon_s = b.compound(STRUCT, "", 8, &[("dev", dev_ptr, 0, 0)]);
+        let anon_u = b.compound(UNION, "", 8, &[("", anon_s, 0, 0), ("rbnode", long, 0, 0)]);
+        let ns = b.compound(STRUCT, "ns_common", 8, &[("stashed", int, 0, 0), ("inum", int, 32, 0)]);
+        b.compound(STRUCT, "net", 16, &[("passive", long, 0, 0), ("ns", ns, 64, 0)]);
+        b.compound(
+            STRUCT,
+            "sk_buff",
+            64,
+            &[
+                ("next", long, 0, 0),
+                ("", anon_u, 64, 0),
+                ("flag", int, 160, 1),
+                ("protocol", int, 192, 0),
+                ("nd", dev, 256, 0),
+            ],
+        );
+        b.func(
+            "ipt_do_table",
+            int,
+            &[("priv", dev_ptr), ("skb", dev_ptr), ("state", dev_ptr)],
+        );
+        b.enumeration(
+            "skb_drop_reason",
+            &[
+                ("SKB_NOT_DROPPED_YET", 0),
+                ("SKB_DROP_REASON_NOT_SPECIFIED", 2),
+                ("SKB_DROP_REASON_NETFILTER_DROP", 12),
+            ],
+        );
+        KernelBtf::from_vmlinux_bytes(&b.build()).expect("valid BTF")
+    }
+
+    #[test]
+    fn offsets_through_anonymous_unions_and_nested_structs() {
+        let btf = kernel_like();
+        assert_eq!(btf.offset_of("sk_buff", "dev").unwrap(), 8);
+        assert_eq!(btf.offset_of("sk_buff", "rbnode").unwrap(), 8);
+        assert_eq!(btf.offset_of("sk_buff", "protocol").unwrap(), 24);
+        assert_eq!(btf.offset_of("sk_buff", "nd.ifindex").unwrap(), 32 + 8);
+        assert_eq!(btf.offset_of("net", "ns.inum").unwrap(), 12);
+        assert_eq!(btf.offset_of("net_device", "name").unwrap(), 16);
+    }
+
+    #[test]
+    fn offset_errors_name_what_is_missing() {
+        let btf = kernel_like();
+        assert!(matches!(
+            btf.offset_of("sk_buff", "nope"),
+            Err(BtfError::NoField { .. })
+        ));
+        assert!(matches!(btf.offset_of("nope", "dev"), Err(BtfError::NoType(t)) if t == "nope"));
+        assert!(matches!(
+            btf.offset_of("sk_buff", "flag"),
+            Err(BtfError::Bitfield { .. })
+        ));
+        // A path through a pointer is not a layout: the program must dereference it itself.
+        assert!(matches!(
+            btf.offset_of("sk_buff", "dev.ifindex"),
+            Err(BtfError::NoField { .. })
+        ));
+        let msg = btf.offset_of("sk_buff", "nope").unwrap_err().to_string();
+        assert!(msg.contains("sk_buff") && msg.contains("nope"), "{msg}");
+    }
+
+    #[test]
+    fn prototypes_and_enums() {
+        let btf = kernel_like();
+        assert_eq!(btf.params("ipt_do_table").unwrap(), vec!["priv", "skb", "state"]);
+        assert!(matches!(btf.params("nft_do_chain"), Err(BtfError::NoFunction(_))));
+        assert_eq!(btf.function_home("ipt_do_table"), Some("vmlinux"));
+        let reasons = btf.enum_values("skb_drop_reason").unwrap();
+        assert!(reasons.contains(&("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 12)));
+        assert_eq!(reasons.len(), 3);
+    }
+
+    #[test]
+    fn running_kernel_layouts_resolve() {
+        let dir = Path::new(KernelBtf::SYSFS);
+        if !dir.join("vmlinux").exists() {
+            eprintln!("SKIP running_kernel_layouts_resolve: no /sys/kernel/btf/vmlinux");
+            return;
+        }
+        let btf = KernelBtf::load(dir, &[]).unwrap();
+        // Fields the programs need, on whatever kernel runs the suite.
+        for (ty, field) in [
+            ("sk_buff", "dev"),
+            ("sk_buff", "head"),
+            ("sk_buff", "network_header"),
+            ("net_device", "nd_net.net"),
+            ("net", "ns.inum"),
+        ] {
+            let off = btf.offset_of(ty, field).unwrap_or_else(|e| panic!("{e}"));
+            assert!(off < 4096, "{ty}.{field} at {off}");
+        }
+        // `dev` shares its slot with other members of an anonymous union; `head` comes later.
+        assert!(btf.offset_of("sk_buff", "dev").unwrap() < btf.offset_of("sk_buff", "head").unwrap());
+        assert!(
+            btf.enum_values("skb_drop_reason")
+                .unwrap()
+                .iter()
+                .any(|(n, _)| n == "SKB_DROP_REASON_NETFILTER_DROP")
+        );
+        assert!(matches!(
+            KernelBtf::load(Path::new("/nonexistent"), &[]),
+            Err(BtfError::NoVmlinux(_))
+        ));
+    }
 }

@@ -66,8 +66,17 @@ impl Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detail {
     Interface,
-    Netfilter { pf: u8, hook: u8, table: String, chain: String, verdict: u32 },
-    Drop { reason: u32, location: u64 },
+    Netfilter {
+        pf: u8,
+        hook: u8,
+        table: String,
+        chain: String,
+        verdict: u32,
+    },
+    Drop {
+        reason: u32,
+        location: u64,
+    },
 }
 
 /// One decoded ring-buffer record.
@@ -133,7 +142,10 @@ impl KernelEvent {
                 chain: cstr(&e.chain),
                 verdict: e.verdict,
             },
-            kind::DROP => Detail::Drop { reason: e.verdict, location: e.location },
+            kind::DROP => Detail::Drop {
+                reason: e.verdict,
+                location: e.location,
+            },
             v => return Err(DecodeError::Unknown("kind", v)),
         };
         Ok(KernelEvent {
@@ -208,13 +220,25 @@ pub(crate) mod tests {
         assert_eq!(ev.saddr, "fd00::1".parse::<IpAddr>().unwrap());
         assert_eq!(
             ev.detail,
-            Detail::Netfilter { pf: 10, hook: 1, table: "filter".into(), chain: "input".into(), verdict: 0 }
+            Detail::Netfilter {
+                pf: 10,
+                hook: 1,
+                table: "filter".into(),
+                chain: "input".into(),
+                verdict: 0
+            }
         );
         let mut d = raw(kind::DROP, hook::KFREE_SKB, direction::REQUEST);
         d.verdict = 12;
         d.location = 0xffffffff81a00180;
         let ev = KernelEvent::decode(&bytes(&d)).unwrap();
-        assert_eq!(ev.detail, Detail::Drop { reason: 12, location: 0xffffffff81a00180 });
+        assert_eq!(
+            ev.detail,
+            Detail::Drop {
+                reason: 12,
+                location: 0xffffffff81a00180
+            }
+        );
     }
 
     #[test]
@@ -226,6 +250,9 @@ pub(crate) mod tests {
         assert_eq!(KernelEvent::decode(&bytes(&bad)), Err(DecodeError::Unknown("kind", 9)));
         bad.kind = kind::INTERFACE;
         bad.direction = 0;
-        assert_eq!(KernelEvent::decode(&bytes(&bad)), Err(DecodeError::Unknown("direction", 0)));
+        assert_eq!(
+            KernelEvent::decode(&bytes(&bad)),
+            Err(DecodeError::Unknown("direction", 0))
+        );
     }
 }

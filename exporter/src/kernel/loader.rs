@@ -71,7 +71,12 @@ impl Mechanism {
             Mechanism::Kprobe => "kprobe",
         }
     }
-    pub const ALL: [Mechanism; 4] = [Mechanism::TpBtf, Mechanism::Tracepoint, Mechanism::Fexit, Mechanism::Kprobe];
+    pub const ALL: [Mechanism; 4] = [
+        Mechanism::TpBtf,
+        Mechanism::Tracepoint,
+        Mechanism::Fexit,
+        Mechanism::Kprobe,
+    ];
 }
 
 /// The outcome for one hook.
@@ -95,7 +100,13 @@ impl fmt::Display for Attach {
                 }
                 Ok(())
             }
-            None => write!(f, "{} ({}): not attached: {}", self.hook, self.kind.as_str(), self.why.join("; ")),
+            None => write!(
+                f,
+                "{} ({}): not attached: {}",
+                self.hook,
+                self.kind.as_str(),
+                self.why.join("; ")
+            ),
         }
     }
 }
@@ -121,9 +132,19 @@ impl Kernel {
                 if missing.is_empty() {
                     return None;
                 }
-                let names: Vec<String> =
-                    missing.iter().map(|a| format!("{} ({})", a.hook, a.why.last().map(String::as_str).unwrap_or("?"))).collect();
-                Some(format!("{} hops from {}", kind.as_str(), names.join(", ")))
+                let names: Vec<&str> = missing.iter().map(|a| a.hook).collect();
+                let mut why: Vec<&str> = Vec::new();
+                for w in missing.iter().flat_map(|a| a.why.iter()) {
+                    if !why.contains(&w.as_str()) {
+                        why.push(w);
+                    }
+                }
+                Some(format!(
+                    "{} hops from {} [{}]",
+                    kind.as_str(),
+                    names.join(", "),
+                    why.join("; ")
+                ))
             })
             .collect()
     }
@@ -134,7 +155,9 @@ impl Kernel {
 }
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Interface hooks: (tracepoint name, tp_btf program, classic program).
@@ -142,12 +165,19 @@ const INTERFACE_HOOKS: &[(&str, &str, &str)] = &[
     ("net_dev_queue", "net_dev_queue_btf", "net_dev_queue_tp"),
     ("netif_receive_skb", "netif_receive_skb_btf", "netif_receive_skb_tp"),
     ("netif_rx", "netif_rx_btf", "netif_rx_tp"),
-    ("napi_gro_receive_entry", "napi_gro_receive_entry_btf", "napi_gro_receive_entry_tp"),
+    (
+        "napi_gro_receive_entry",
+        "napi_gro_receive_entry_btf",
+        "napi_gro_receive_entry_tp",
+    ),
 ];
 
 /// Netfilter hooks: (function, module that usually holds it, program prefix).
-const NETFILTER_HOOKS: &[(&str, &str)] =
-    &[("ipt_do_table", "ip_tables"), ("ip6t_do_table", "ip6_tables"), ("nft_do_chain", "nf_tables")];
+const NETFILTER_HOOKS: &[(&str, &str)] = &[
+    ("ipt_do_table", "ip_tables"),
+    ("ip6t_do_table", "ip6_tables"),
+    ("nft_do_chain", "nf_tables"),
+];
 
 /// Resolves every offset the programs need. Interface and drop offsets are required;
 /// netfilter ones are optional (returned as the reason when missing).
@@ -165,7 +195,11 @@ fn resolve_offsets(btf: &KernelBtf, tracefs: &Path) -> Result<(Offsets, Option<S
         ..Offsets::default()
     };
     // Classic tracepoint layouts; a missing format only disables that fallback.
-    let skbaddr = |cat: &str, ev: &str| Format::read(tracefs, cat, ev).and_then(|f| f.offset("skbaddr")).unwrap_or(0);
+    let skbaddr = |cat: &str, ev: &str| {
+        Format::read(tracefs, cat, ev)
+            .and_then(|f| f.offset("skbaddr"))
+            .unwrap_or(0)
+    };
     o.tp_net_dev_queue_skb = skbaddr("net", "net_dev_queue");
     o.tp_netif_receive_skb_skb = skbaddr("net", "netif_receive_skb");
     o.tp_netif_rx_skb = skbaddr("net", "netif_rx");
@@ -224,7 +258,11 @@ fn drop_reasons(btf: &KernelBtf) -> HashMap<u32, String> {
 }
 
 fn reason_value(reasons: &HashMap<u32, String>, name: &str) -> u32 {
-    reasons.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v).unwrap_or(u32::MAX)
+    reasons
+        .iter()
+        .find(|(_, n)| n.as_str() == name)
+        .map(|(v, _)| *v)
+        .unwrap_or(u32::MAX)
 }
 
 /// Loads and attaches everything the running kernel supports.
@@ -240,12 +278,16 @@ pub fn load() -> Result<Kernel, LoadError> {
     let not_specified = reason_value(&reasons, "NOT_SPECIFIED");
     let consumed = reason_value(&reasons, "SKB_CONSUMED");
     let not_dropped_yet = reason_value(&reasons, "SKB_NOT_DROPPED_YET");
+    let no_socket = reason_value(&reasons, "NO_SOCKET");
 
-    // Older kernels charge BPF memory to RLIMIT_MEMLOCK.
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: setrlimit with a valid struct; failure only matters on old kernels and is logged.
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        warn!("could not raise RLIMIT_MEMLOCK; loading may fail on kernels before 5.11");
+        tracing::debug!("could not raise RLIMIT_MEMLOCK (only matters before 5.11)");
     }
 
     let mut ebpf = EbpfLoader::new()
@@ -253,6 +295,7 @@ pub fn load() -> Result<Kernel, LoadError> {
         .override_global("REASON_NOT_SPECIFIED", &not_specified, true)
         .override_global("REASON_CONSUMED", &consumed, true)
         .override_global("REASON_NOT_DROPPED_YET", &not_dropped_yet, true)
+        .override_global("REASON_NO_SOCKET", &no_socket, true)
         .load(PROGRAMS)?;
 
     let aya_btf = aya::Btf::from_sys_fs().ok();
@@ -260,11 +303,35 @@ pub fn load() -> Result<Kernel, LoadError> {
     let mut report = Vec::new();
 
     for &(hook, btf_prog, tp_prog) in INTERFACE_HOOKS {
-        report.push(attach_tracepoint(&mut ebpf, aya_btf.as_ref(), "net", hook, btf_prog, tp_prog, HookKind::Interface));
+        report.push(attach_tracepoint(
+            &mut ebpf,
+            aya_btf.as_ref(),
+            "net",
+            hook,
+            btf_prog,
+            tp_prog,
+            HookKind::Interface,
+        ));
     }
-    report.push(attach_tracepoint(&mut ebpf, aya_btf.as_ref(), "skb", "kfree_skb", "kfree_skb_btf", "kfree_skb_tp", HookKind::Drop));
+    report.push(attach_tracepoint(
+        &mut ebpf,
+        aya_btf.as_ref(),
+        "skb",
+        "kfree_skb",
+        "kfree_skb_btf",
+        "kfree_skb_tp",
+        HookKind::Drop,
+    ));
     for &(func, module) in NETFILTER_HOOKS {
-        report.push(attach_netfilter(&mut ebpf, aya_btf.as_ref(), symbols.as_ref(), &offsets, nf_offsets_missing.as_deref(), func, module));
+        report.push(attach_netfilter(
+            &mut ebpf,
+            aya_btf.as_ref(),
+            symbols.as_ref(),
+            &offsets,
+            nf_offsets_missing.as_deref(),
+            func,
+            module,
+        ));
     }
 
     for a in &report {
@@ -274,8 +341,15 @@ pub fn load() -> Result<Kernel, LoadError> {
             warn!(hook = a.hook, kind = a.kind.as_str(), "{a}");
         }
     }
-    if !report.iter().any(|a| a.kind == HookKind::Interface && a.mechanism.is_some()) {
-        let lines: Vec<String> = report.iter().filter(|a| a.kind == HookKind::Interface).map(|a| format!("  {a}")).collect();
+    if !report
+        .iter()
+        .any(|a| a.kind == HookKind::Interface && a.mechanism.is_some())
+    {
+        let lines: Vec<String> = report
+            .iter()
+            .filter(|a| a.kind == HookKind::Interface)
+            .map(|a| format!("  {a}"))
+            .collect();
         return Err(LoadError::NoInterfaceHook(lines.join("\n")));
     }
     Ok(Kernel {
@@ -295,6 +369,13 @@ fn short(e: impl fmt::Display) -> String {
 
 fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
+    // The raw errors for the two common cases say little to a user.
+    if s.contains("kprobe/type") && !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return "the kernel has no kprobes (CONFIG_KPROBES off)".into();
+    }
+    if s.contains("Operation not permitted") {
+        return "not permitted by the kernel (EPERM: ftrace or BPF tracing locked down)".into();
+    }
     let mut cur = e.source();
     while let Some(c) = cur {
         s.push_str(": ");
@@ -323,7 +404,14 @@ fn attach_tracepoint(
                 Ok(())
             })();
             match r {
-                Ok(()) => return Attach { hook: name, kind, mechanism: Some(Mechanism::TpBtf), why },
+                Ok(()) => {
+                    return Attach {
+                        hook: name,
+                        kind,
+                        mechanism: Some(Mechanism::TpBtf),
+                        why,
+                    };
+                }
                 Err(e) => why.push(format!("tp_btf: {}", with_source(&e))),
             }
         }
@@ -336,10 +424,20 @@ fn attach_tracepoint(
         Ok(())
     })();
     match r {
-        Ok(()) => Attach { hook: name, kind, mechanism: Some(Mechanism::Tracepoint), why },
+        Ok(()) => Attach {
+            hook: name,
+            kind,
+            mechanism: Some(Mechanism::Tracepoint),
+            why,
+        },
         Err(e) => {
             why.push(format!("tracepoint: {}", with_source(&e)));
-            Attach { hook: name, kind, mechanism: None, why }
+            Attach {
+                hook: name,
+                kind,
+                mechanism: None,
+                why,
+            }
         }
     }
 }
@@ -358,16 +456,33 @@ fn attach_netfilter(
     if let Some(syms) = symbols
         && !syms.contains(func)
     {
-        why.push(format!("{func} is not in the running kernel (module {module} not loaded, so no such rules exist)"));
-        return Attach { hook: func, kind, mechanism: None, why };
+        why.push(format!(
+            "{func} is not in the running kernel (module {module} not loaded, so no such rules exist)"
+        ));
+        return Attach {
+            hook: func,
+            kind,
+            mechanism: None,
+            why,
+        };
     }
     if let Some(missing) = offsets_missing {
         why.push(format!("netfilter layouts not in BTF: {missing}"));
-        return Attach { hook: func, kind, mechanism: None, why };
+        return Attach {
+            hook: func,
+            kind,
+            mechanism: None,
+            why,
+        };
     }
     if func == "nft_do_chain" && offsets.nft_chain_name == 0 {
         why.push("nf_tables BTF not available (module BTF under /sys/kernel/btf/nf_tables)".into());
-        return Attach { hook: func, kind, mechanism: None, why };
+        return Attach {
+            hook: func,
+            kind,
+            mechanism: None,
+            why,
+        };
     }
     let fexit_prog = format!("{func}_fexit");
     match btf {
@@ -379,7 +494,14 @@ fn attach_netfilter(
                 Ok(())
             })();
             match r {
-                Ok(()) => return Attach { hook: func, kind, mechanism: Some(Mechanism::Fexit), why },
+                Ok(()) => {
+                    return Attach {
+                        hook: func,
+                        kind,
+                        mechanism: Some(Mechanism::Fexit),
+                        why,
+                    };
+                }
                 Err(e) => why.push(format!("fexit: {}", with_source(&e))),
             }
         }
@@ -396,10 +518,20 @@ fn attach_netfilter(
         Ok(())
     })();
     match r {
-        Ok(()) => Attach { hook: func, kind, mechanism: Some(Mechanism::Kprobe), why },
+        Ok(()) => Attach {
+            hook: func,
+            kind,
+            mechanism: Some(Mechanism::Kprobe),
+            why,
+        },
         Err(e) => {
             why.push(format!("kprobe: {}", with_source(&e)));
-            Attach { hook: func, kind, mechanism: None, why }
+            Attach {
+                hook: func,
+                kind,
+                mechanism: None,
+                why,
+            }
         }
     }
 }

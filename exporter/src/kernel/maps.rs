@@ -33,11 +33,15 @@ pub struct ProbeRegistry {
 
 impl ProbeRegistry {
     pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
-        Ok(ProbeRegistry { map: take(kernel, "PROBES")? })
+        Ok(ProbeRegistry {
+            map: take(kernel, "PROBES")?,
+        })
     }
 
     pub fn register(&mut self, id: u16, tag: u32) -> Result<(), MapError> {
-        self.map.insert(id, ProbeInfo { tag }, 0).map_err(|e| MapError::Aya("PROBES", e))
+        self.map
+            .insert(id, ProbeInfo { tag }, 0)
+            .map_err(|e| MapError::Aya("PROBES", e))
     }
 
     pub fn unregister(&mut self, id: u16) {
@@ -58,7 +62,8 @@ impl EventReader {
         let ring: RingBuf<MapData> = take(kernel, "EVENTS")?;
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until dropped,
         // which happens only with this AsyncFd.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(std::io::Error::from)?;
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(std::io::Error::from)?;
         Ok(EventReader { ring, undecodable: 0 })
     }
 
@@ -96,7 +101,9 @@ pub struct KernelStats {
 
 impl KernelStats {
     pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
-        Ok(KernelStats { map: take(kernel, "STATS")? })
+        Ok(KernelStats {
+            map: take(kernel, "STATS")?,
+        })
     }
 
     fn sum(&self, index: u32) -> u64 {

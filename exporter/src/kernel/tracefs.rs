@@ -70,14 +70,20 @@ impl Format {
                 }
             }
             if let (Some(decl), Some(offset)) = (decl, offset) {
-                // The name is the last identifier, before any array suffix: `char name[16]`.
-                let ident = decl.split('[').next().unwrap_or(decl);
-                if let Some(n) = ident.split(|c: char| c.is_whitespace() || c == '*').rfind(|s| !s.is_empty()) {
-                    fields.insert(n.to_string(), offset);
+                // The name is the last word, less pointer stars and array suffix:
+                // `void * skbaddr`, `char comm[16]`, `__data_loc char[] name`.
+                if let Some(last) = decl.split_whitespace().last() {
+                    let name = last.trim_start_matches('*').split('[').next().unwrap_or_default();
+                    if !name.is_empty() {
+                        fields.insert(name.to_string(), offset);
+                    }
                 }
             }
         }
-        Format { name: name.to_string(), fields }
+        Format {
+            name: name.to_string(),
+            fields,
+        }
     }
 
     pub fn offset(&self, field: &str) -> Result<u32, TracefsError> {

@@ -1,0 +1,165 @@
+//! Shared pieces of the privileged integration tests: skip rules, network namespaces that
+//! clean up after themselves, and running the real `tracepkt` binary.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Output};
+
+/// Why this machine cannot run privileged tests, if it cannot. Every skip is printed and
+/// appended to `$TRACEPKT_SKIP_LOG`, so the suite's summary shows it: a skip is never a
+/// silent pass.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (BPF, network namespaces)".into());
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("iproute2 (`ip`) is not installed".into());
+    }
+    None
+}
+
+pub fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Records a skip; returns true so callers can `if skip(...) { return; }`.
+pub fn skip(test: &str, reason: &str) -> bool {
+    let line = format!("SKIP kernel={} test={test}: {reason}", kernel());
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("TRACEPKT_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+    true
+}
+
+/// Skips the calling test when privileged tests cannot run here.
+#[macro_export]
+macro_rules! require_privileges {
+    ($name:expr) => {
+        if let Some(reason) = common::skip_reason() {
+            common::skip($name, &reason);
+            return;
+        }
+    };
+}
+
+/// Runs a shell command, panicking with its output when it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Things to undo when a test ends, in reverse order, pass or fail (Drop runs on panic too).
+#[derive(Default)]
+pub struct Cleanup {
+    cmds: Vec<String>,
+}
+
+impl Cleanup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A network namespace that is deleted at the end of the test (with every interface in it).
+    pub fn netns(&mut self, name: &str) -> String {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set dev lo up"));
+        self.cmds.push(format!("ip netns del {name}"));
+        name.to_string()
+    }
+
+    /// A host-side link that is deleted at the end (deleting one end of a veth deletes both).
+    pub fn host_link(&mut self, name: &str) {
+        self.cmds.push(format!("ip link del {name}"));
+    }
+
+    pub fn on_exit(&mut self, cmd: &str) {
+        self.cmds.push(cmd.to_string());
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in self.cmds.iter().rev() {
+            let _ = Command::new("sh").arg("-c").arg(format!("{c} 2>/dev/null")).status();
+        }
+    }
+}
+
+/// Inode of a named network namespace, as `stat -L -c %i /run/netns/<name>` prints it.
+pub fn netns_inode(name: &str) -> u64 {
+    std::fs::metadata(format!("/run/netns/{name}"))
+        .expect("netns exists")
+        .ino()
+}
+
+/// Inode of this process's network namespace.
+pub fn host_netns_inode() -> u64 {
+    std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tracepkt");
+
+/// Runs `tracepkt trace --json ARGS`, optionally inside a namespace, and parses the hops.
+pub fn trace_json(netns: Option<&str>, args: &[&str]) -> (Output, Vec<serde_json::Value>) {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    cmd.args(["trace", "--json"]).args(args);
+    let out = cmd.output().expect("run tracepkt");
+    let hops = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (out, hops)
+}
+
+/// A hop reduced to what a path assertion needs: (direction, io, ifname, netns inode).
+pub fn path(hops: &[serde_json::Value]) -> Vec<(String, String, String, u64)> {
+    hops.iter()
+        .filter(|h| h["kind"] == "interface")
+        .map(|h| {
+            (
+                h["direction"].as_str().unwrap().to_string(),
+                h["io"].as_str().unwrap().to_string(),
+                h["ifname"].as_str().unwrap().to_string(),
+                h["netns"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+pub fn hop(direction: &str, io: &str, ifname: &str, netns: u64) -> (String, String, String, u64) {
+    (direction.into(), io.into(), ifname.into(), netns)
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
