@@ -5,7 +5,8 @@ use probe_common::{DropKey, Event, direction, hook, kind, stat};
 
 use crate::packet::{self, L3};
 use crate::{
-    DROPS, EVENTS, REASON_CONSUMED, REASON_NO_SOCKET, REASON_NOT_DROPPED_YET, REASON_NOT_SPECIFIED, bump, stat_inc,
+    DROPS, EVENTS, NF_DROPPED, REASON_CONSUMED, REASON_NETFILTER_DROP, REASON_NO_SOCKET, REASON_NOT_DROPPED_YET,
+    REASON_NOT_SPECIFIED, bump, stat_inc,
 };
 
 #[inline(always)]
@@ -23,6 +24,11 @@ pub fn handle(skb: usize, location: usize, reason: u32) -> i32 {
     };
     if p.direction == direction::REPLY && reason == reason_const(&REASON_NO_SOCKET) {
         return 0;
+    }
+    if reason == reason_const(&REASON_NETFILTER_DROP)
+        && let Some(slot) = NF_DROPPED.get_ptr_mut(0)
+    {
+        unsafe { *slot = skb as u64 };
     }
     let mut ev = Event::zeroed();
     packet::fill(&mut ev, &p, skb, kind::DROP, hook::KFREE_SKB);

@@ -42,6 +42,8 @@ static REASON_NOT_DROPPED_YET: u32 = u32::MAX;
 /// every answered probe, not a drop.
 #[unsafe(no_mangle)]
 static REASON_NO_SOCKET: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static REASON_NETFILTER_DROP: u32 = u32::MAX;
 
 /// Echo ids tracepkt owns right now. Written by user space before each probe is sent.
 #[map]
@@ -61,6 +63,11 @@ static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(1638
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// The last skb this CPU saw freed with `NETFILTER_DROP`: since 6.0 `nft_do_chain` frees a
+/// dropped packet itself and returns `NF_STOLEN`; this tells that apart from a real steal.
+#[map]
+static NF_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Netfilter entry arguments stashed for the return probe, keyed by task.
 #[map]

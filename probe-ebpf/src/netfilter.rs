@@ -5,7 +5,10 @@
 //! Argument positions come from the loader (read from each function's BTF prototype): the
 //! `ipt_do_table` order changed in 5.16.
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
     },
@@ -14,7 +17,7 @@ use aya_ebpf::{
 use probe_common::{Event, VerdictKey, hook, kind, stat};
 
 use crate::packet::{self, L3};
-use crate::{EVENTS, NF_ARGS, VERDICTS, bump, stat_inc};
+use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, stat_inc};
 
 /// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
 const VERDICT_MASK: u32 = 0xff;
@@ -26,16 +29,24 @@ pub struct Stash {
     state: usize,
     /// `xt_table *` for iptables, `nft_chain *` for nftables.
     table: usize,
+    /// When the chain was entered: the verdict row is placed there in time.
+    ts_ns: u64,
 }
+
+const NF_DROP: u32 = 0;
+const NF_STOLEN: u32 = 2;
 
 /// What the three functions have in common once their arguments are known.
 #[inline(always)]
-fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8) {
+fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8, entered_ns: u64) {
     let Some(p) = packet::ours(skb, L3::NetworkHeader) else {
         return;
     };
     let mut ev = Event::zeroed();
     packet::fill(&mut ev, &p, skb, kind::NETFILTER, hook_id);
+    if entered_ns != 0 {
+        ev.ts_ns = entered_ns;
+    }
     packet::device(skb, &mut ev);
     unsafe {
         ev.nf_hook = bpf_probe_read_kernel((state + off!(nf_state_hook)) as *const u8).unwrap_or(0xff);
@@ -57,6 +68,14 @@ fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8) {
         }
     }
     ev.verdict = verdict & VERDICT_MASK;
+    if ev.verdict == NF_STOLEN
+        && let Some(slot) = NF_DROPPED.get_ptr_mut(0)
+        && unsafe { *slot } == skb as u64
+    {
+        // Freed with NETFILTER_DROP inside the chain, then reported as stolen: a drop.
+        ev.verdict = NF_DROP;
+        unsafe { *slot = 0 };
+    }
     let key = VerdictKey {
         tag: p.info.tag,
         netns: ev.netns,
@@ -73,9 +92,53 @@ fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8) {
     }
 }
 
+/// The first three arguments of the probed function.
+///
+/// Each is read at a constant offset, volatile so they stay three loads: picking the register
+/// by a runtime index lets LLVM compute `ctx + index * 8`, a modified context pointer that the
+/// 6.1 verifier rejects ("dereference of modified ctx ptr"). The index then picks a value.
 #[inline(always)]
-fn kprobe_arg(ctx: &ProbeContext, n: usize) -> usize {
-    ctx.arg::<usize>(n).unwrap_or(0)
+fn kprobe_args(ctx: &ProbeContext) -> [usize; 3] {
+    let r = ctx.regs;
+    #[cfg(bpf_target_arch = "x86_64")]
+    unsafe {
+        [
+            read_volatile(&raw const (*r).rdi) as usize,
+            read_volatile(&raw const (*r).rsi) as usize,
+            read_volatile(&raw const (*r).rdx) as usize,
+        ]
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = r;
+        [
+            ctx.arg(0).unwrap_or(0),
+            ctx.arg(1).unwrap_or(0),
+            ctx.arg(2).unwrap_or(0),
+        ]
+    }
+}
+
+/// Same for fentry/fexit, whose context is the array of argument values.
+#[inline(always)]
+fn fexit_args(ctx: &FExitContext) -> [usize; 3] {
+    let a = ctx.as_ptr() as *const u64;
+    unsafe {
+        [
+            read_volatile(a) as usize,
+            read_volatile(a.add(1)) as usize,
+            read_volatile(a.add(2)) as usize,
+        ]
+    }
+}
+
+#[inline(always)]
+fn pick(args: &[usize; 3], n: usize) -> usize {
+    match n {
+        0 => args[0],
+        1 => args[1],
+        _ => args[2],
+    }
 }
 
 #[inline(always)]
@@ -85,7 +148,17 @@ fn stash(skb: usize, state: usize, table: usize) -> u32 {
         return 0;
     }
     let key = bpf_get_current_pid_tgid();
-    let _ = NF_ARGS.insert(&key, &Stash { skb, state, table }, 0);
+    let ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let _ = NF_ARGS.insert(
+        &key,
+        &Stash {
+            skb,
+            state,
+            table,
+            ts_ns,
+        },
+        0,
+    );
     0
 }
 
@@ -99,17 +172,19 @@ fn unstash() -> Option<Stash> {
 
 #[inline(always)]
 pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
+    let a = kprobe_args(ctx);
     stash(
-        kprobe_arg(ctx, off!(ipt_arg_skb)),
-        kprobe_arg(ctx, off!(ipt_arg_state)),
-        kprobe_arg(ctx, off!(ipt_arg_table)),
+        pick(&a, off!(ipt_arg_skb)),
+        pick(&a, off!(ipt_arg_state)),
+        pick(&a, off!(ipt_arg_table)),
     )
 }
 
 #[inline(always)]
 pub fn nft_entry(ctx: &ProbeContext) -> u32 {
-    let pkt = kprobe_arg(ctx, off!(nft_arg_pkt));
-    let chain = kprobe_arg(ctx, off!(nft_arg_chain));
+    let a = kprobe_args(ctx);
+    let pkt = pick(&a, off!(nft_arg_pkt));
+    let chain = pick(&a, off!(nft_arg_chain));
     unsafe {
         let skb = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_skb)) as *const usize).unwrap_or(0);
         let state = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_state)) as *const usize).unwrap_or(0);
@@ -125,7 +200,7 @@ fn ret_of(ctx: &RetProbeContext) -> u32 {
 #[inline(always)]
 pub fn ipt_return(ctx: &RetProbeContext, hook_id: u8) -> u32 {
     if let Some(s) = unstash() {
-        record(s.skb, s.state, s.table, ret_of(ctx), hook_id);
+        record(s.skb, s.state, s.table, ret_of(ctx), hook_id, s.ts_ns);
     }
     0
 }
@@ -133,30 +208,33 @@ pub fn ipt_return(ctx: &RetProbeContext, hook_id: u8) -> u32 {
 #[inline(always)]
 pub fn nft_return(ctx: &RetProbeContext) -> u32 {
     if let Some(s) = unstash() {
-        record(s.skb, s.state, s.table, ret_of(ctx), hook::NFT_DO_CHAIN);
+        record(s.skb, s.state, s.table, ret_of(ctx), hook::NFT_DO_CHAIN, s.ts_ns);
     }
     0
 }
 
 #[inline(always)]
 pub fn ipt_fexit(ctx: &FExitContext, hook_id: u8) -> i32 {
-    let skb: usize = ctx.arg(off!(ipt_arg_skb));
-    let state: usize = ctx.arg(off!(ipt_arg_state));
-    let table: usize = ctx.arg(off!(ipt_arg_table));
+    let a = fexit_args(ctx);
+    let (skb, state, table) = (
+        pick(&a, off!(ipt_arg_skb)),
+        pick(&a, off!(ipt_arg_state)),
+        pick(&a, off!(ipt_arg_table)),
+    );
     let verdict: u32 = ctx.ret().unwrap_or(0);
-    record(skb, state, table, verdict, hook_id);
+    record(skb, state, table, verdict, hook_id, 0);
     0
 }
 
 #[inline(always)]
 pub fn nft_fexit(ctx: &FExitContext) -> i32 {
-    let pkt: usize = ctx.arg(off!(nft_arg_pkt));
-    let chain: usize = ctx.arg(off!(nft_arg_chain));
+    let a = fexit_args(ctx);
+    let (pkt, chain) = (pick(&a, off!(nft_arg_pkt)), pick(&a, off!(nft_arg_chain)));
     let verdict: u32 = ctx.ret().unwrap_or(0);
     unsafe {
         let skb = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_skb)) as *const usize).unwrap_or(0);
         let state = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_state)) as *const usize).unwrap_or(0);
-        record(skb, state, chain, verdict, hook::NFT_DO_CHAIN);
+        record(skb, state, chain, verdict, hook::NFT_DO_CHAIN, 0);
     }
     0
 }

@@ -279,6 +279,7 @@ pub fn load() -> Result<Kernel, LoadError> {
     let consumed = reason_value(&reasons, "SKB_CONSUMED");
     let not_dropped_yet = reason_value(&reasons, "SKB_NOT_DROPPED_YET");
     let no_socket = reason_value(&reasons, "NO_SOCKET");
+    let netfilter_drop = reason_value(&reasons, "NETFILTER_DROP");
 
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
     let rlim = libc::rlimit {
@@ -296,6 +297,7 @@ pub fn load() -> Result<Kernel, LoadError> {
         .override_global("REASON_CONSUMED", &consumed, true)
         .override_global("REASON_NOT_DROPPED_YET", &not_dropped_yet, true)
         .override_global("REASON_NO_SOCKET", &no_socket, true)
+        .override_global("REASON_NETFILTER_DROP", &netfilter_drop, true)
         .load(PROGRAMS)?;
 
     let aya_btf = aya::Btf::from_sys_fs().ok();
@@ -525,6 +527,7 @@ fn attach_netfilter(
             why,
         },
         Err(e) => {
+            tracing::debug!(hook = func, "kprobe load failed: {e:?}");
             why.push(format!("kprobe: {}", with_source(&e)));
             Attach {
                 hook: func,

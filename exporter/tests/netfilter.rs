@@ -1,0 +1,283 @@
+//! Netfilter verdicts and drop reasons, on whatever kernel runs the suite. Drops
+//! (`skb:kfree_skb`) are asserted on every kernel; a netfilter row is asserted where tracepkt
+//! reports its hook attached, and the test says which it could not check otherwise.
+//!
+//! Rules live only inside namespaces the tests create; the host's rulesets are not touched.
+
+mod common;
+
+use common::{Cleanup, describe, hop, host_netns_inode, netns_inode, path, sh, trace_json};
+use serde_json::Value;
+
+/// Builds host veth `<hostif>` (198.18.N.1) ↔ `eth0` (198.18.N.2) in a new namespace.
+fn veth_ns(c: &mut Cleanup, ns: &str, hostif: &str, n: u8) -> String {
+    let ns = c.netns(ns);
+    c.host_link(hostif);
+    sh(&format!("ip link add {hostif} type veth peer name eth0 netns {ns}"));
+    sh(&format!(
+        "ip addr add 198.18.{n}.1/24 dev {hostif} && ip link set dev {hostif} up"
+    ));
+    sh(&format!(
+        "ip -n {ns} addr add 198.18.{n}.2/24 dev eth0 && ip -n {ns} link set dev eth0 up"
+    ));
+    ns
+}
+
+/// Whether tracepkt saw this netfilter function on this kernel; if not, records the skip of
+/// the netfilter part of `test` with tracepkt's own explanation.
+fn netfilter_visible(out: &std::process::Output, func: &str, test: &str) -> bool {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match stderr
+        .lines()
+        .find(|l| l.contains("not visible on this kernel") && l.contains(func))
+    {
+        Some(line) => {
+            common::skip(&format!("{test} (netfilter rows)"), line.trim());
+            false
+        }
+        None => true,
+    }
+}
+
+fn rows<'a>(hops: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    hops.iter().filter(|h| h["kind"] == kind).collect()
+}
+
+fn assert_netfilter_drop(hops: &[Value], netns: u64, ifname: &str, out: &std::process::Output) {
+    let drops = rows(hops, "drop");
+    assert_eq!(drops.len(), 1, "one drop: {}", describe(out));
+    let d = drops[0];
+    assert_eq!(d["reason"], "NETFILTER_DROP", "{d}");
+    assert_eq!(d["netns"].as_u64(), Some(netns), "{d}");
+    assert_eq!(d["ifname"], ifname, "{d}");
+    assert_eq!(d["direction"], "request", "{d}");
+    // Where the kernel freed it: nf_hook_slow, or nft_do_chain itself on newer kernels.
+    let location = d["location"].as_str().unwrap();
+    assert!(
+        ["nf_hook_slow+0x", "nft_do_chain+0x"]
+            .iter()
+            .any(|f| location.starts_with(f)),
+        "{d}"
+    );
+    assert_eq!(
+        hops.last().unwrap(),
+        d,
+        "the drop is where the packet was last seen: {}",
+        describe(out)
+    );
+}
+
+#[test]
+fn nftables_drop_names_table_chain_and_reason() {
+    require_privileges!("nftables_drop_names_table_chain_and_reason");
+    let mut c = Cleanup::new();
+    let ns = veth_ns(&mut c, "tpk-nftd", "tpknd0", 10);
+    sh(&format!(
+        "ip netns exec {ns} nft -f - <<'EOF'
+table inet tpkfilter {{
+  chain tpkinput {{ type filter hook input priority 0; policy accept; icmp type echo-request drop; }}
+}}
+EOF"
+    ));
+    let (out, hops) = trace_json(None, &["--timeout", "0.5", "198.18.10.2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let inner = netns_inode(&ns);
+    assert_eq!(
+        path(&hops),
+        vec![
+            hop("request", "tx", "tpknd0", host_netns_inode()),
+            hop("request", "rx", "eth0", inner)
+        ],
+        "{}",
+        describe(&out)
+    );
+    assert_netfilter_drop(&hops, inner, "eth0", &out);
+    if netfilter_visible(&out, "nft_do_chain", "nftables_drop_names_table_chain_and_reason") {
+        let nf = rows(&hops, "netfilter");
+        let verdict = nf
+            .iter()
+            .find(|h| h["table"] == "tpkfilter")
+            .unwrap_or_else(|| panic!("no tpkfilter row: {}", describe(&out)));
+        assert_eq!(verdict["chain"], "tpkinput");
+        assert_eq!(verdict["hook"], "INPUT");
+        assert_eq!(verdict["verdict"], "DROP");
+        assert_eq!(verdict["family"], "ip");
+        assert_eq!(verdict["netns"].as_u64(), Some(inner));
+    }
+}
+
+#[test]
+fn nftables_accept_names_table_and_chain() {
+    require_privileges!("nftables_accept_names_table_and_chain");
+    let mut c = Cleanup::new();
+    let ns = veth_ns(&mut c, "tpk-nfta", "tpkna0", 11);
+    sh(&format!(
+        "ip netns exec {ns} nft -f - <<'EOF'
+table ip tpkacc {{
+  chain tpkin {{ type filter hook input priority 0; policy accept; }}
+  chain tpkout {{ type filter hook output priority 0; policy accept; }}
+}}
+EOF"
+    ));
+    let (out, hops) = trace_json(None, &["198.18.11.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(rows(&hops, "drop").is_empty(), "{}", describe(&out));
+    if !netfilter_visible(&out, "nft_do_chain", "nftables_accept_names_table_and_chain") {
+        return;
+    }
+    let inner = netns_inode(&ns);
+    let nf: Vec<(String, String, String, String)> = rows(&hops, "netfilter")
+        .iter()
+        .filter(|h| h["table"] == "tpkacc")
+        .map(|h| {
+            assert_eq!(h["netns"].as_u64(), Some(inner), "{h}");
+            let s = |k: &str| h[k].as_str().unwrap().to_string();
+            (s("direction"), s("chain"), s("hook"), s("verdict"))
+        })
+        .collect();
+    let t = |d: &str, c: &str, h: &str| (d.to_string(), c.to_string(), h.to_string(), "ACCEPT".to_string());
+    assert_eq!(
+        nf,
+        vec![t("request", "tpkin", "INPUT"), t("reply", "tpkout", "OUTPUT")],
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn iptables_legacy_filter_input_drop_and_accept() {
+    require_privileges!("iptables_legacy_filter_input_drop_and_accept");
+    if std::process::Command::new("iptables-legacy")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::skip(
+            "iptables_legacy_filter_input_drop_and_accept",
+            "iptables-legacy is not installed",
+        );
+        return;
+    }
+    let mut c = Cleanup::new();
+    let drop_ns = veth_ns(&mut c, "tpk-iptd", "tpkid0", 12);
+    sh(&format!(
+        "ip netns exec {drop_ns} iptables-legacy -A INPUT -p icmp --icmp-type echo-request -j DROP"
+    ));
+    let (out, hops) = trace_json(None, &["--timeout", "0.5", "198.18.12.2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let inner = netns_inode(&drop_ns);
+    assert_netfilter_drop(&hops, inner, "eth0", &out);
+    let test = "iptables_legacy_filter_input_drop_and_accept";
+    if netfilter_visible(&out, "ipt_do_table", test) {
+        let nf = rows(&hops, "netfilter");
+        let filter: Vec<&&Value> = nf.iter().filter(|h| h["table"] == "filter").collect();
+        assert_eq!(filter.len(), 1, "{}", describe(&out));
+        assert_eq!(filter[0]["hook"], "INPUT");
+        assert_eq!(filter[0]["verdict"], "DROP");
+        assert!(
+            filter[0]["chain"].is_null(),
+            "iptables rows have no chain name: {}",
+            filter[0]
+        );
+        assert_eq!(filter[0]["netns"].as_u64(), Some(inner));
+    }
+
+    let acc_ns = veth_ns(&mut c, "tpk-ipta", "tpkia0", 13);
+    sh(&format!(
+        "ip netns exec {acc_ns} iptables-legacy -A INPUT -p icmp -j ACCEPT"
+    ));
+    let (out, hops) = trace_json(None, &["198.18.13.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(rows(&hops, "drop").is_empty(), "{}", describe(&out));
+    if netfilter_visible(&out, "ipt_do_table", test) {
+        let inner = netns_inode(&acc_ns);
+        let seen: Vec<(String, String)> = rows(&hops, "netfilter")
+            .iter()
+            .filter(|h| h["table"] == "filter" && h["netns"].as_u64() == Some(inner))
+            .map(|h| {
+                (
+                    h["hook"].as_str().unwrap().to_string(),
+                    h["verdict"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("INPUT".into(), "ACCEPT".into()), ("OUTPUT".into(), "ACCEPT".into())],
+            "{}",
+            describe(&out)
+        );
+    }
+}
+
+#[test]
+fn iptables_legacy_nat_output_dnat_reaches_the_rewritten_namespace() {
+    let test = "iptables_legacy_nat_output_dnat_reaches_the_rewritten_namespace";
+    require_privileges!(test);
+    if std::process::Command::new("iptables-legacy")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::skip(test, "iptables-legacy is not installed");
+        return;
+    }
+    // a: where tracepkt runs, with a nat OUTPUT rule; b: the address probed; c: where DNAT sends it.
+    let mut c = Cleanup::new();
+    let a = c.netns("tpk-na");
+    let b = c.netns("tpk-nb");
+    let cc = c.netns("tpk-nc");
+    sh(&format!("ip -n {a} link add tob type veth peer name eth0 netns {b}"));
+    sh(&format!("ip -n {a} link add toc type veth peer name eth0 netns {cc}"));
+    sh(&format!(
+        "ip -n {a} addr add 198.18.14.1/24 dev tob && ip -n {a} link set dev tob up"
+    ));
+    sh(&format!(
+        "ip -n {a} addr add 198.18.15.1/24 dev toc && ip -n {a} link set dev toc up"
+    ));
+    sh(&format!(
+        "ip -n {b} addr add 198.18.14.2/24 dev eth0 && ip -n {b} link set dev eth0 up"
+    ));
+    sh(&format!(
+        "ip -n {cc} addr add 198.18.15.2/24 dev eth0 && ip -n {cc} link set dev eth0 up"
+    ));
+    sh(&format!("ip -n {cc} route add default via 198.18.15.1"));
+    sh(&format!(
+        "ip netns exec {a} iptables-legacy -t nat -A OUTPUT -d 198.18.14.2 -p icmp -j DNAT --to-destination 198.18.15.2"
+    ));
+
+    let (out, hops) = trace_json(Some(&a), &["198.18.14.2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (ia, ic) = (netns_inode(&a), netns_inode(&cc));
+    assert_eq!(
+        path(&hops),
+        vec![
+            hop("request", "tx", "toc", ia),
+            hop("request", "rx", "eth0", ic),
+            hop("reply", "tx", "eth0", ic),
+            hop("reply", "rx", "toc", ia),
+        ],
+        "DNAT sends the probe to c, not b: {}",
+        describe(&out)
+    );
+    let arrived = hops.iter().find(|h| h["netns"].as_u64() == Some(ic)).unwrap();
+    assert_eq!(arrived["daddr"], "198.18.15.2", "rewritten destination: {arrived}");
+    assert!(hops.iter().all(|h| h["netns"].as_u64() != Some(netns_inode(&b))));
+    if netfilter_visible(&out, "ipt_do_table", test) {
+        let nat: Vec<&Value> = rows(&hops, "netfilter")
+            .into_iter()
+            .filter(|h| h["table"] == "nat")
+            .collect();
+        let first = nat.first().unwrap_or_else(|| panic!("no nat row: {}", describe(&out)));
+        assert_eq!(
+            (first["hook"].as_str(), first["verdict"].as_str()),
+            (Some("OUTPUT"), Some("ACCEPT")),
+            "{first}"
+        );
+        assert_eq!(
+            first["daddr"], "198.18.14.2",
+            "nat.OUTPUT sees the address before rewriting: {first}"
+        );
+        assert_eq!(first["netns"].as_u64(), Some(ia));
+    }
+}
