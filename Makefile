@@ -21,9 +21,9 @@ build: deps
 	cargo build --release --locked
 	@ls -l $(BIN)
 
-# The main job on the shipped default config (until `serve` lands: a trace of loopback).
+# The main job on the shipped default config.
 run: build
-	$(BIN) trace --count 3 --interval 0.5 127.0.0.1
+	$(BIN) serve --config $(CONFIG)
 
 # One-shot trace (TARGET=addr, ARGS=extra flags).
 TARGET ?= 127.0.0.1

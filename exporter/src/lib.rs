@@ -2,8 +2,11 @@
 //! every interface, namespace, netfilter verdict and drop they meet.
 
 pub mod cli;
+pub mod config;
+pub mod export;
 pub mod journey;
 pub mod kernel;
 pub mod names;
 pub mod prober;
+pub mod serve;
 pub mod trace;

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             Command::Trace(args) => tracepkt::trace::run(args)
                 .await
                 .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }),
-            Command::Serve(_) => Err(anyhow::anyhow!("`serve` is not available yet")),
+            Command::Serve(args) => tracepkt::serve::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

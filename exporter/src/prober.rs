@@ -42,7 +42,7 @@ fn client(kind: ICMP) -> std::io::Result<Client> {
 impl Prober {
     /// Opens the sockets. IPv6 is optional: a node without it still probes IPv4.
     pub fn new() -> Result<Self, ProbeError> {
-        let v4 = client(ICMP::V4).map_err(|e| ProbeError::Socket(e))?;
+        let v4 = client(ICMP::V4).map_err(ProbeError::Socket)?;
         let v6 = client(ICMP::V6).ok();
         Ok(Prober { v4, v6 })
     }

@@ -185,7 +185,7 @@ fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
         Some(v) => unsafe { *v += 1 },
         None => {
             // BPF_NOEXIST: another CPU's first insert does not clobber this one's.
-            let _ = map.insert(key, &1, 1);
+            let _ = map.insert(key, 1, 1);
         }
     }
 }

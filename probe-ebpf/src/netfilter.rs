@@ -58,10 +58,10 @@ fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8, ent
             if let Ok(name) = bpf_probe_read_kernel((table + off!(nft_chain_name)) as *const usize) {
                 let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.chain);
             }
-            if let Ok(t) = bpf_probe_read_kernel((table + off!(nft_chain_table)) as *const usize) {
-                if let Ok(name) = bpf_probe_read_kernel((t + off!(nft_table_name)) as *const usize) {
-                    let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.table);
-                }
+            if let Ok(t) = bpf_probe_read_kernel((table + off!(nft_chain_table)) as *const usize)
+                && let Ok(name) = bpf_probe_read_kernel((t + off!(nft_table_name)) as *const usize)
+            {
+                let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.table);
             }
         } else {
             let _ = bpf_probe_read_kernel_buf((table + off!(xt_table_name)) as *const u8, &mut ev.table);
@@ -150,8 +150,8 @@ fn stash(skb: usize, state: usize, table: usize) -> u32 {
     let key = bpf_get_current_pid_tgid();
     let ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     let _ = NF_ARGS.insert(
-        &key,
-        &Stash {
+        key,
+        Stash {
             skb,
             state,
             table,
@@ -165,8 +165,8 @@ fn stash(skb: usize, state: usize, table: usize) -> u32 {
 #[inline(always)]
 fn unstash() -> Option<Stash> {
     let key = bpf_get_current_pid_tgid();
-    let s = unsafe { *NF_ARGS.get(&key)? };
-    let _ = NF_ARGS.remove(&key);
+    let s = unsafe { *NF_ARGS.get(key)? };
+    let _ = NF_ARGS.remove(key);
     Some(s)
 }
 

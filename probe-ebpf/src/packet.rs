@@ -100,7 +100,7 @@ pub fn ours(skb: usize, l3: L3) -> Option<Probe> {
         _ => return None,
     };
     p.id = u16::from_be_bytes([echo[4], echo[5]]);
-    p.info = unsafe { *PROBES.get(&p.id)? };
+    p.info = unsafe { *PROBES.get(p.id)? };
     p.seq = u16::from_be_bytes([echo[6], echo[7]]);
     if p.ip_version == 6 {
         // Only for our own packets: the addresses are the bulk of an IPv6 header.

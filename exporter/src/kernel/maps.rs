@@ -1,8 +1,8 @@
 //! User-space handles on the maps the programs share: the `PROBES` registry, the `EVENTS`
 //! ring buffer, and the kernel's own health counters.
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use probe_common::{ProbeInfo, stat};
+use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use probe_common::{DropKey, HopKey, ProbeInfo, VerdictKey, stat};
 use tokio::io::unix::AsyncFd;
 
 use super::events::KernelEvent;
@@ -113,5 +113,56 @@ impl KernelStats {
     /// Events the kernel could not put in the ring buffer because it was full.
     pub fn events_lost(&self) -> u64 {
         self.sum(stat::EVENTS_LOST)
+    }
+}
+
+/// The kernel's per-CPU counters (`HOPS`, `VERDICTS`, `DROPS`), read at scrape time and summed
+/// over CPUs. They are never mirrored into user-space counters.
+pub struct KernelCounters {
+    hops: PerCpuHashMap<MapData, HopKey, u64>,
+    verdicts: PerCpuHashMap<MapData, VerdictKey, u64>,
+    drops: PerCpuHashMap<MapData, DropKey, u64>,
+}
+
+fn sum_all<K: aya::Pod + Copy>(map: &PerCpuHashMap<MapData, K, u64>) -> Vec<(K, u64)> {
+    map.iter()
+        .filter_map(Result::ok)
+        .map(|(k, per_cpu)| (k, per_cpu.iter().sum()))
+        .collect()
+}
+
+fn remove_tag<K: aya::Pod + Copy>(map: &mut PerCpuHashMap<MapData, K, u64>, tag_of: impl Fn(&K) -> u32, tag: u32) {
+    let doomed: Vec<K> = map.keys().filter_map(Result::ok).filter(|k| tag_of(k) == tag).collect();
+    for k in doomed {
+        let _ = map.remove(&k);
+    }
+}
+
+impl KernelCounters {
+    pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
+        Ok(KernelCounters {
+            hops: take(kernel, "HOPS")?,
+            verdicts: take(kernel, "VERDICTS")?,
+            drops: take(kernel, "DROPS")?,
+        })
+    }
+
+    pub fn hops(&self) -> Vec<(HopKey, u64)> {
+        sum_all(&self.hops)
+    }
+
+    pub fn verdicts(&self) -> Vec<(VerdictKey, u64)> {
+        sum_all(&self.verdicts)
+    }
+
+    pub fn drops(&self) -> Vec<(DropKey, u64)> {
+        sum_all(&self.drops)
+    }
+
+    /// Drops every counter of a target that no longer exists, so the maps stay bounded.
+    pub fn forget(&mut self, tag: u32) {
+        remove_tag(&mut self.hops, |k| k.tag, tag);
+        remove_tag(&mut self.verdicts, |k| k.tag, tag);
+        remove_tag(&mut self.drops, |k| k.tag, tag);
     }
 }

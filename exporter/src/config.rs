@@ -1,0 +1,1662 @@
+//! The configuration file of `tracepkt serve` (YAML).
+//!
+//! ```yaml
+//! listen: 127.0.0.1:19977      # optional, default 127.0.0.1:DEFAULT_PORT
+//! interval: 10s                # optional, default 10s, at least 100ms
+//! timeout: 2s                  # optional, default 2s, > 0 and <= each target's interval
+//! targets:                     # at least one
+//!   - address: 192.0.2.10      # IP address or host name (resolved at each probe)
+//!     name: gateway            # optional, default: the address; unique
+//!     ip_version: 4            # optional: 4, 6 or any (default)
+//!     interval: 30s            # optional overrides of the top-level values
+//!     timeout: 5s
+//!     count: 3                 # optional, probes per round, 1..=100, default 1
+//!     labels: {site: paris}    # optional extra Prometheus labels
+//! otlp:                        # optional
+//!   endpoint: http://127.0.0.1:4317
+//!   protocol: grpc             # or http/protobuf; default grpc
+//! ```
+//!
+//! # Where errors point
+//!
+//! Every error reads `file:line:column: path: what is wrong`.
+//!
+//! * Syntax and type errors, unknown keys (every level denies them), and everything checked while
+//!   one value is deserialized (durations, addresses, label names, counts, endpoints...) are
+//!   serde_norway errors: the checks run inside the visitors, so serde_norway attaches the position
+//!   of the offending node itself.
+//! * Checks that need several values at once (duplicate names, timeout against interval,
+//!   `ip_version` against an IP literal) run after deserializing. serde_norway has no `Spanned`
+//!   type and its `Value` keeps no positions, so the position of the node to blame is found by
+//!   walking the same text again with serde_norway along the node's path (`targets[3].name`) and
+//!   failing on purpose when the walk reaches it: serde_norway then reports that node's line and
+//!   column, exactly as for a type error. This uses the same parser as the real load, so anchors,
+//!   aliases, flow style and multi-line scalars need no special handling; if the walk ever fails to
+//!   reach the node, the error points at the nearest enclosing node that it does reach.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// Default port of the HTTP server (`/metrics`).
+///
+/// Chosen as unlisted in the Prometheus "Default port allocations" list (wiki of
+/// prometheus/prometheus) as seen on 2026-11-25, in a stored copy of that page whose newest
+/// entries reach port 10026. That list has no free port left in the exporter
+/// range 9100-9999 (every port is listed, several twice; 9200, 9300 and 9312 are kept
+/// unallocated on purpose to avoid Elasticsearch and Sphinx), so the port is outside that range.
+/// It also avoids the list's "outside the standard range" entries and their sequential
+/// continuation at 10001 and up, and stays below Linux's default ephemeral range (32768-60999).
+pub const DEFAULT_PORT: u16 = 19977;
+/// Default time between two probe rounds of a target.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default time a probe's journey may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Default number of probes per round.
+pub const DEFAULT_COUNT: u32 = 1;
+/// Largest number of probes per round.
+pub const MAX_COUNT: u32 = 100;
+/// Label names that tracepkt sets itself (or that Prometheus sets on scrape, or that histograms
+/// and summaries use): a target's `labels` may not use them.
+pub const RESERVED_LABELS: &[&str] = &[
+    "target",
+    "netns",
+    "interface",
+    "direction",
+    "family",
+    "hook",
+    "table",
+    "chain",
+    "verdict",
+    "reason",
+    "from",
+    "to",
+    "kind",
+    "program",
+    "mechanism",
+    "version",
+    "kernel",
+    "le",
+    "quantile",
+    "instance",
+    "job",
+];
+
+/// The default listen address: 127.0.0.1 on [`DEFAULT_PORT`].
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT)
+}
+
+/// A loaded and checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Top-level interval (targets may override it: see [`Target::interval`]).
+    pub interval: Duration,
+    /// Top-level timeout (targets may override it: see [`Target::timeout`]).
+    pub timeout: Duration,
+    /// In file order; never empty; names unique.
+    pub targets: Vec<Target>,
+    pub otlp: Option<Otlp>,
+}
+
+/// One target, with the top-level defaults already applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Unique among targets; the address when the file gives none.
+    pub name: String,
+    /// An IP address or a syntactically valid host name, as written in the file.
+    pub address: String,
+    pub ip_version: IpVersion,
+    /// Effective interval (the target's own, else the top-level one). At least [`MIN_INTERVAL`].
+    pub interval: Duration,
+    /// Effective timeout: > 0 and <= `interval`.
+    pub timeout: Duration,
+    /// Probes per round, 1..=[`MAX_COUNT`].
+    pub count: u32,
+    /// Extra Prometheus labels; names valid and not reserved.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// The address if it is an IP literal, `None` for a host name.
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        self.address.parse().ok()
+    }
+}
+
+/// Which address family a target is probed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IpVersion {
+    /// Whatever the host name resolves to first.
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+impl IpVersion {
+    /// Whether an address of this family is acceptable.
+    pub fn accepts(self, ip: IpAddr) -> bool {
+        match self {
+            IpVersion::Any => true,
+            IpVersion::V4 => ip.is_ipv4(),
+            IpVersion::V6 => ip.is_ipv6(),
+        }
+    }
+}
+
+impl fmt::Display for IpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpVersion::Any => "any",
+            IpVersion::V4 => "4",
+            IpVersion::V6 => "6",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "4, 6 or any", |s| match s {
+            "4" => Ok(IpVersion::V4),
+            "6" => Ok(IpVersion::V6),
+            "any" => Ok(IpVersion::Any),
+            _ => Err(format!("invalid ip_version {s:?}: expected 4, 6 or any")),
+        })
+    }
+}
+
+/// Where to send OpenTelemetry data (used by a later feature).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Otlp {
+    /// Starts with `http://` or `https://`.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OtlpProtocol {
+    #[default]
+    Grpc,
+    HttpProtobuf,
+}
+
+impl fmt::Display for OtlpProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpProtocol {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "grpc or http/protobuf", |s| match s {
+            "grpc" => Ok(OtlpProtocol::Grpc),
+            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+            _ => Err(format!("invalid OTLP protocol {s:?}: expected grpc or http/protobuf")),
+        })
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {error}", .path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    /// The file was read but is not a valid configuration. Displays as
+    /// `file:line:column: path: what is wrong` (`file: ...` when no position is known).
+    #[error("{file}:{}{message}", location_prefix(*.line, *.column))]
+    Invalid {
+        /// The file name as given to [`Config::load`] or [`Config::parse`].
+        file: String,
+        /// 1-based.
+        line: Option<usize>,
+        /// 1-based.
+        column: Option<usize>,
+        /// `path: what is wrong`, e.g. `targets[1].timeout: invalid duration "10 parsecs": ...`.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// 1-based line of the offending node, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { line, .. } => *line,
+            ConfigError::Io { .. } => None,
+        }
+    }
+
+    /// 1-based column of the offending node, when known.
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { column, .. } => *column,
+            ConfigError::Io { .. } => None,
+        }
+    }
+}
+
+fn location_prefix(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("{line}:{column}: "),
+        (Some(line), None) => format!("{line}: "),
+        _ => " ".to_owned(),
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks a configuration; `file_label` names it in errors.
+    pub fn parse(text: &str, file_label: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_norway::from_str(text).map_err(|e| yaml_error(file_label, e))?;
+        build(raw).map_err(|problem| {
+            let (line, column) = locate_nearest(text, &problem.path).unzip();
+            ConfigError::Invalid {
+                file: file_label.to_owned(),
+                line,
+                column,
+                message: format!("{}: {}", path_string(&problem.path), problem.message),
+            }
+        })
+    }
+}
+
+/// serde_norway's message without its " at line L column C" (the position goes in front instead).
+fn yaml_error(file_label: &str, error: serde_norway::Error) -> ConfigError {
+    let location = error.location();
+    let mut message = error.to_string();
+    if let Some(location) = &location {
+        let suffix = format!(" at line {} column {}", location.line(), location.column());
+        message = message.replacen(&suffix, "", 1);
+    }
+    ConfigError::Invalid {
+        file: file_label.to_owned(),
+        line: location.as_ref().map(|l| l.line()),
+        column: location.as_ref().map(|l| l.column()),
+        message,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping of tracepkt settings", deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, deserialize_with = "listen_address")]
+    listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "interval")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "timeout")]
+    timeout: Option<Duration>,
+    #[serde(deserialize_with = "targets")]
+    targets: Vec<RawTarget>,
+    #[serde(default)]
+    otlp: Option<RawOtlp>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a target: a mapping with at least an address", deny_unknown_fields)]
+struct RawTarget {
+    #[serde(deserialize_with = "address")]
+    address: String,
+    #[serde(default, deserialize_with = "target_name")]
+    name: Option<String>,
+    #[serde(default)]
+    ip_version: Option<IpVersion>,
+    #[serde(default, deserialize_with = "interval")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "timeout")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "count")]
+    count: Option<u32>,
+    #[serde(default, deserialize_with = "labels")]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping with an endpoint and a protocol", deny_unknown_fields)]
+struct RawOtlp {
+    #[serde(deserialize_with = "otlp_endpoint")]
+    endpoint: String,
+    #[serde(default)]
+    protocol: OtlpProtocol,
+}
+
+// Field deserializers. Each check runs inside a visitor, never after `deserialize_*` returns: an
+// error raised inside gets the position of the value itself, one raised after would get the
+// position of the enclosing mapping.
+
+/// Visits a scalar as text and converts it with `parse`.
+struct StrVisitor<T, F> {
+    expecting: &'static str,
+    parse: F,
+    value: PhantomData<T>,
+}
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for StrVisitor<T, F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+}
+
+fn parse_str<'de, D, T, F>(d: D, expecting: &'static str, parse: F) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    d.deserialize_str(StrVisitor {
+        expecting,
+        parse,
+        value: PhantomData,
+    })
+}
+
+fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    parse_str(d, "an address such as 127.0.0.1:9977", |s| {
+        s.parse().map(Some).map_err(|_| {
+            format!(
+                "invalid listen address {s:?}: expected IP:PORT, such as 127.0.0.1:{DEFAULT_PORT} or [::1]:{DEFAULT_PORT}"
+            )
+        })
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    parse_str(d, "a duration such as 10s", |s| {
+        let interval = parse_duration(s)?;
+        if interval < MIN_INTERVAL {
+            return Err(format!(
+                "interval {s:?} is too short: the minimum is {}",
+                humantime::format_duration(MIN_INTERVAL)
+            ));
+        }
+        Ok(Some(interval))
+    })
+}
+
+fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    parse_str(d, "a duration such as 2s", |s| {
+        let timeout = parse_duration(s)?;
+        if timeout.is_zero() {
+            return Err(format!("timeout {s:?} must be greater than zero"));
+        }
+        Ok(Some(timeout))
+    })
+}
+
+fn address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    parse_str(d, "an IP address or a host name", parse_address)
+}
+
+fn target_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    parse_str(d, "a target name", |s| {
+        if s.trim().is_empty() {
+            return Err("a target name must not be empty".to_owned());
+        }
+        Ok(Some(s.to_owned()))
+    })
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct CountVisitor;
+
+    impl CountVisitor {
+        fn check<E: de::Error>(v: i128) -> Result<Option<u32>, E> {
+            match u32::try_from(v) {
+                Ok(count) if (1..=MAX_COUNT).contains(&count) => Ok(Some(count)),
+                _ => Err(E::custom(format!(
+                    "count {v} is out of range: expected 1 to {MAX_COUNT}"
+                ))),
+            }
+        }
+    }
+
+    impl<'de> Visitor<'de> for CountVisitor {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a whole number from 1 to {MAX_COUNT}")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Self::check(v.into())
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Self::check(v.into())
+        }
+    }
+
+    d.deserialize_u64(CountVisitor)
+}
+
+fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawTarget>, D::Error> {
+    struct TargetsVisitor;
+
+    impl<'de> Visitor<'de> for TargetsVisitor {
+        type Value = Vec<RawTarget>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of targets")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut targets = Vec::new();
+            while let Some(target) = seq.next_element()? {
+                targets.push(target);
+            }
+            if targets.is_empty() {
+                return Err(de::Error::custom(
+                    "the list of targets is empty: at least one target is needed",
+                ));
+            }
+            Ok(targets)
+        }
+    }
+
+    d.deserialize_seq(TargetsVisitor)
+}
+
+fn labels<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    /// A label name, checked against the rules and against the names already seen.
+    struct NameSeed<'a>(&'a BTreeMap<String, String>);
+
+    impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
+        type Value = String;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            parse_str(d, "a label name", |s| {
+                check_label_name(s).map_err(|why| format!("invalid label name {s:?}: {why}"))?;
+                if self.0.contains_key(s) {
+                    return Err(format!("label {s:?} is given twice"));
+                }
+                Ok(s.to_owned())
+            })
+        }
+    }
+
+    struct ValueSeed<'a>(&'a str);
+
+    impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+        type Value = String;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            parse_str(d, "a label value", |s| {
+                if s.is_empty() {
+                    // Prometheus treats an empty value as an absent label.
+                    return Err(format!("label {:?} has an empty value", self.0));
+                }
+                Ok(s.to_owned())
+            })
+        }
+    }
+
+    struct LabelsVisitor;
+
+    impl<'de> Visitor<'de> for LabelsVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of label names to values")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut labels = BTreeMap::new();
+            while let Some(name) = map.next_key_seed(NameSeed(&labels))? {
+                let value = map.next_value_seed(ValueSeed(&name))?;
+                labels.insert(name, value);
+            }
+            Ok(labels)
+        }
+    }
+
+    d.deserialize_map(LabelsVisitor)
+}
+
+fn otlp_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    parse_str(d, "an http:// or https:// URL", |s| {
+        let lower = s.to_ascii_lowercase();
+        let Some(rest) = ["http://", "https://"]
+            .iter()
+            .find_map(|scheme| lower.strip_prefix(scheme))
+        else {
+            return Err(format!(
+                "invalid OTLP endpoint {s:?}: it must start with http:// or https://"
+            ));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("invalid OTLP endpoint {s:?}: no host after the scheme"));
+        }
+        if s.chars().any(char::is_whitespace) {
+            return Err(format!("invalid OTLP endpoint {s:?}: it contains white space"));
+        }
+        Ok(s.to_owned())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value checks.
+
+/// An IP address, or a host name made of RFC 1123 labels.
+fn parse_address(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the address must not be empty".to_owned());
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    if s.starts_with('[') {
+        return Err(format!("invalid address {s:?}: write IPv6 addresses without brackets"));
+    }
+    if s.contains(':') {
+        return Err(format!("invalid address {s:?}: not a valid IPv6 address"));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("invalid address {s:?}: not a valid IPv4 address"));
+    }
+    check_host_name(s)
+        .map_err(|why| format!("invalid address {s:?}: not an IP address nor a valid host name: {why}"))?;
+    Ok(s.to_owned())
+}
+
+/// Host name syntax (RFC 1123 section 2.1, RFC 1035 section 2.3.4): dot-separated labels of 1 to
+/// 63 letters, digits and hyphens, not starting or ending with a hyphen; at most 253 characters
+/// without the optional final dot; the last label not all digits (so that nothing that looks
+/// like a dotted IPv4 address passes as a name).
+fn check_host_name(s: &str) -> Result<(), String> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    if name.len() > 253 {
+        return Err(format!("it is {} characters long, the maximum is 253", name.len()));
+    }
+    let mut last = "";
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("it has an empty label (a leading dot or two dots in a row)".to_owned());
+        }
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+            return Err(format!("{c:?} is not allowed (only letters, digits, '-' and '.')"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "label {label:?} is {} characters long, the maximum is 63",
+                label.len()
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with '-'"));
+        }
+        last = label;
+    }
+    if last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("its last label {last:?} is all digits"));
+    }
+    Ok(())
+}
+
+/// Prometheus label name rules, plus the names tracepkt keeps for itself.
+fn check_label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = match chars.next() {
+        Some(first) => {
+            (first.is_ascii_alphabetic() || first == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        None => false,
+    };
+    if !valid {
+        return Err("label names must match [a-zA-Z_][a-zA-Z0-9_]*".to_owned());
+    }
+    if name.starts_with("__") {
+        return Err("names starting with \"__\" are reserved for Prometheus' internal use".to_owned());
+    }
+    if RESERVED_LABELS.contains(&name) {
+        return Err("tracepkt uses this label itself".to_owned());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks across values, and the path of the node each one blames.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// What is wrong, and the node to blame.
+struct Problem {
+    path: Vec<Seg>,
+    message: String,
+}
+
+fn path_string(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(key) if out.is_empty() => out.push_str(key),
+            Seg::Key(key) => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
+fn build(raw: RawConfig) -> Result<Config, Problem> {
+    let interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
+    let timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let mut targets: Vec<Target> = Vec::with_capacity(raw.targets.len());
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    for (i, t) in raw.targets.into_iter().enumerate() {
+        let at = |key| vec![Seg::Key("targets"), Seg::Index(i), Seg::Key(key)];
+        let name = t.name.clone().unwrap_or_else(|| t.address.clone());
+        let ip_version = t.ip_version.unwrap_or_default();
+
+        if let Ok(ip) = t.address.parse::<IpAddr>()
+            && !ip_version.accepts(ip)
+        {
+            let family = if ip.is_ipv4() { "an IPv4" } else { "an IPv6" };
+            return Err(Problem {
+                path: at("ip_version"),
+                message: format!(
+                    "ip_version {ip_version} does not match the address {:?}, which is {family} address",
+                    t.address
+                ),
+            });
+        }
+
+        let target_interval = t.interval.unwrap_or(interval);
+        let target_timeout = t.timeout.unwrap_or(timeout);
+        if target_timeout > target_interval {
+            let (iv, to) = (
+                humantime::format_duration(target_interval),
+                humantime::format_duration(target_timeout),
+            );
+            let why = "a probe's journey must end before the next probe of the same target";
+            let inherited = |given: bool, what: &str| {
+                if given {
+                    format!("the top-level {what}")
+                } else {
+                    format!("the default {what}")
+                }
+            };
+            let (path, message) = if t.timeout.is_some() {
+                let source = match t.interval {
+                    Some(_) => "the target's own interval".to_owned(),
+                    None => inherited(raw.interval.is_some(), "interval"),
+                };
+                (
+                    at("timeout"),
+                    format!("timeout {to} is longer than the interval {iv} ({source}): {why}"),
+                )
+            } else if t.interval.is_some() {
+                let source = inherited(raw.timeout.is_some(), "timeout");
+                (
+                    at("interval"),
+                    format!("interval {iv} is shorter than the timeout {to} ({source}): {why}"),
+                )
+            } else if raw.timeout.is_some() {
+                let source = inherited(raw.interval.is_some(), "interval");
+                (
+                    vec![Seg::Key("timeout")],
+                    format!(
+                        "timeout {to} is longer than the interval {iv} ({source}), which targets[{i}] ({name:?}) uses: {why}"
+                    ),
+                )
+            } else {
+                // The default timeout is shorter than the minimum interval, so the top-level
+                // interval was given.
+                (
+                    vec![Seg::Key("interval")],
+                    format!(
+                        "interval {iv} is shorter than the timeout {to} (the default timeout), which targets[{i}] ({name:?}) uses: {why}"
+                    ),
+                )
+            };
+            return Err(Problem { path, message });
+        }
+
+        if let Some(&first) = index_of.get(&name) {
+            let (key, hint) = if t.name.is_some() {
+                ("name", "")
+            } else {
+                (
+                    "address",
+                    " (a target without a name is named after its address: give it a name)",
+                )
+            };
+            return Err(Problem {
+                path: at(key),
+                message: format!("duplicate target name {name:?}, already used by targets[{first}]{hint}"),
+            });
+        }
+        index_of.insert(name.clone(), i);
+
+        targets.push(Target {
+            name,
+            address: t.address,
+            ip_version,
+            interval: target_interval,
+            timeout: target_timeout,
+            count: t.count.unwrap_or(DEFAULT_COUNT),
+            labels: t.labels,
+        });
+    }
+    Ok(Config {
+        listen: raw.listen.unwrap_or_else(default_listen),
+        interval,
+        timeout,
+        targets,
+        otlp: raw.otlp.map(|o| Otlp {
+            endpoint: o.endpoint,
+            protocol: o.protocol,
+        }),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Positions of nodes after the fact: walk the document along a path and fail on purpose at the
+// node, so that serde_norway reports the node's position in the error.
+
+/// The message of the deliberate error; no YAML text can produce it.
+const FOUND: &str = "\u{0}tracepkt: node found\u{0}";
+
+/// 1-based (line, column) of the node at `path`, or of its nearest ancestor that can be found.
+fn locate_nearest(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
+    (0..=path.len()).rev().find_map(|len| locate(text, &path[..len]))
+}
+
+/// 1-based (line, column) of the node at `path`.
+fn locate(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
+    match Locate(path).deserialize(serde_norway::Deserializer::from_str(text)) {
+        Err(error) if error.to_string().contains(FOUND) => error.location().map(|l| (l.line(), l.column())),
+        _ => None,
+    }
+}
+
+/// Follows the rest of the path through the node it is given.
+struct Locate<'a>(&'a [Seg]);
+
+impl Locate<'_> {
+    fn leaf<E: de::Error>(&self) -> Result<(), E> {
+        match self.0 {
+            [] => Err(E::custom(FOUND)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Locate<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Locate<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Some((Seg::Key(want), rest)) = self.0.split_first() else {
+            // Found (empty path), or the path wants a list here: give up, leaving the map unread
+            // (serde_norway then complains, which is as good as "not found").
+            return self.leaf();
+        };
+        while let Some(key) = map.next_key::<serde_norway::Value>()? {
+            if key.as_str() == Some(*want) {
+                return map.next_value_seed(Locate(rest));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some((Seg::Index(want), rest)) = self.0.split_first() else {
+            return self.leaf();
+        };
+        let mut i = 0;
+        while i < *want {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+        seq.next_element_seed(Locate(rest)).map(|_| ())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "conf/tracepkt.yaml";
+
+    /// The lines joined: line N of the document is `lines[N - 1]`.
+    fn yaml(lines: &[&str]) -> String {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
+
+    fn parse(lines: &[&str]) -> Config {
+        let text = yaml(lines);
+        match Config::parse(&text, FILE) {
+            Ok(config) => config,
+            Err(e) => panic!("unexpected error: {e}\n{text}"),
+        }
+    }
+
+    /// The error's text, checked to start with `FILE:line:column: path: `.
+    fn error(lines: &[&str], line: usize, column: usize, path: &str) -> String {
+        let text = yaml(lines);
+        let e = match Config::parse(&text, FILE) {
+            Ok(config) => panic!("expected an error, got {config:?}\n{text}"),
+            Err(e) => e,
+        };
+        let message = e.to_string();
+        let start = if path.is_empty() {
+            format!("{FILE}:{line}:{column}: ")
+        } else {
+            format!("{FILE}:{line}:{column}: {path}: ")
+        };
+        assert!(message.starts_with(&start), "expected {start:?}..., got {message:?}");
+        assert_eq!(e.line(), Some(line));
+        assert_eq!(e.column(), Some(column));
+        assert!(!message.contains(" at line "), "position given twice: {message:?}");
+        message
+    }
+
+    fn assert_contains(message: &str, part: &str) {
+        assert!(message.contains(part), "{message:?} does not contain {part:?}");
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn full_config_with_overrides_applied() {
+        let config = parse(&[
+            "listen: '[::1]:9000'",
+            "interval: 30s",
+            "timeout: 3s",
+            "targets:",
+            "  - address: 192.0.2.1",
+            "  - address: gw.example.net",
+            "    name: gateway",
+            "    ip_version: 6",
+            "    interval: 1m",
+            "    timeout: 500ms",
+            "    count: 5",
+            "    labels:",
+            "      site: paris",
+            "      _rack: \"12\"",
+            "      tier: 1",
+            "  - address: 2001:db8::1",
+            "    ip_version: any",
+            "    interval: 5s",
+            "otlp:",
+            "  endpoint: https://collector.example.net:4318",
+            "  protocol: http/protobuf",
+        ]);
+        let expected = Config {
+            listen: "[::1]:9000".parse().unwrap(),
+            interval: secs(30),
+            timeout: secs(3),
+            targets: vec![
+                Target {
+                    name: "192.0.2.1".into(),
+                    address: "192.0.2.1".into(),
+                    ip_version: IpVersion::Any,
+                    interval: secs(30),
+                    timeout: secs(3),
+                    count: 1,
+                    labels: BTreeMap::new(),
+                },
+                Target {
+                    name: "gateway".into(),
+                    address: "gw.example.net".into(),
+                    ip_version: IpVersion::V6,
+                    interval: secs(60),
+                    timeout: ms(500),
+                    count: 5,
+                    labels: [("site", "paris"), ("_rack", "12"), ("tier", "1")]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                },
+                Target {
+                    name: "2001:db8::1".into(),
+                    address: "2001:db8::1".into(),
+                    ip_version: IpVersion::Any,
+                    interval: secs(5),
+                    timeout: secs(3),
+                    count: 1,
+                    labels: BTreeMap::new(),
+                },
+            ],
+            otlp: Some(Otlp {
+                endpoint: "https://collector.example.net:4318".into(),
+                protocol: OtlpProtocol::HttpProtobuf,
+            }),
+        };
+        assert_eq!(config, expected);
+        assert_eq!(config.targets[0].literal_ip(), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(config.targets[1].literal_ip(), None);
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&["targets:", "  - address: 127.0.0.1"]);
+        assert_eq!(
+            config,
+            Config {
+                listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+                interval: secs(10),
+                timeout: secs(2),
+                targets: vec![Target {
+                    name: "127.0.0.1".into(),
+                    address: "127.0.0.1".into(),
+                    ip_version: IpVersion::Any,
+                    interval: secs(10),
+                    timeout: secs(2),
+                    count: 1,
+                    labels: BTreeMap::new(),
+                }],
+                otlp: None,
+            }
+        );
+        assert_eq!(default_listen().to_string(), format!("127.0.0.1:{DEFAULT_PORT}"));
+        // 9100-9999 is the Prometheus exporter range, where no port is free any more.
+        assert!(!(9100..=9999).contains(&DEFAULT_PORT));
+    }
+
+    #[test]
+    fn empty_optional_values_mean_defaults() {
+        let config = parse(&[
+            "targets:",
+            "  - address: localhost",
+            "    ip_version:",
+            "    labels:",
+            "otlp:",
+        ]);
+        assert_eq!(config.targets[0].ip_version, IpVersion::Any);
+        assert!(config.targets[0].labels.is_empty());
+        assert_eq!(config.otlp, None);
+        let config = parse(&[
+            "targets: [{address: 127.0.0.1}]",
+            "otlp: {endpoint: 'http://[::1]:4317'}",
+        ]);
+        assert_eq!(config.otlp.unwrap().protocol, OtlpProtocol::Grpc);
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let lines = ["interval: 10s", "targets:", "  - address: 127.0.0.1", "intervall: 5s"];
+        let message = error(&lines, 4, 1, "");
+        assert_contains(
+            &message,
+            "unknown field `intervall`, expected one of `listen`, `interval`",
+        );
+    }
+
+    #[test]
+    fn unknown_target_key() {
+        let lines = [
+            "targets:",
+            "  - address: 127.0.0.1",
+            "  - address: ::1",
+            "    name: six",
+            "    lables: {a: b}",
+        ];
+        let message = error(&lines, 5, 5, "targets[1]");
+        assert_contains(&message, "unknown field `lables`");
+    }
+
+    #[test]
+    fn unknown_otlp_key() {
+        let lines = [
+            "targets: [{address: 127.0.0.1}]",
+            "otlp:",
+            "  endpoint: http://localhost:4317",
+            "  headers: {}",
+        ];
+        let message = error(&lines, 4, 3, "otlp");
+        assert_contains(&message, "unknown field `headers`, expected `endpoint` or `protocol`");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let lines = [
+            "timeout: 1s",
+            "targets:",
+            "  - address: 127.0.0.1",
+            "  - address: 127.0.0.2",
+            "    timeout: 10 parsecs",
+        ];
+        let message = error(&lines, 5, 14, "targets[1].timeout");
+        assert_contains(
+            &message,
+            "invalid duration \"10 parsecs\": unknown time unit \"parsecs\"",
+        );
+    }
+
+    #[test]
+    fn duration_without_unit() {
+        let message = error(&["interval: 10", "targets: [{address: 127.0.0.1}]"], 1, 11, "interval");
+        assert_contains(
+            &message,
+            "invalid duration \"10\": time unit needed, for example 10sec or 10ms",
+        );
+    }
+
+    #[test]
+    fn duration_of_wrong_type() {
+        let message = error(&["targets: [{address: 127.0.0.1}]", "timeout: [2s]"], 2, 10, "timeout");
+        assert_contains(&message, "invalid type: sequence, expected a duration such as 2s");
+    }
+
+    #[test]
+    fn interval_too_short() {
+        let lines = [
+            "targets:",
+            "  - address: ::1",
+            "    interval: 50ms",
+            "    timeout: 10ms",
+        ];
+        let message = error(&lines, 3, 15, "targets[0].interval");
+        assert_contains(&message, "interval \"50ms\" is too short: the minimum is 100ms");
+        // The minimum itself is fine.
+        let config = parse(&["interval: 100ms", "timeout: 100ms", "targets: [{address: 127.0.0.1}]"]);
+        assert_eq!(config.targets[0].interval, MIN_INTERVAL);
+    }
+
+    #[test]
+    fn zero_timeout() {
+        let message = error(&["timeout: 0s", "targets: [{address: 127.0.0.1}]"], 1, 10, "timeout");
+        assert_contains(&message, "timeout \"0s\" must be greater than zero");
+    }
+
+    #[test]
+    fn bad_ipv4_address() {
+        let lines = ["targets:", "  - address: 10.0.0.1", "  - address: 10.0.0.300"];
+        let message = error(&lines, 3, 14, "targets[1].address");
+        assert_contains(&message, "invalid address \"10.0.0.300\": not a valid IPv4 address");
+    }
+
+    #[test]
+    fn bad_host_name() {
+        let lines = ["targets:", "  - name: x", "    address: bad host!"];
+        let message = error(&lines, 3, 14, "targets[0].address");
+        assert_contains(
+            &message,
+            "invalid address \"bad host!\": not an IP address nor a valid host name: ' ' is not allowed",
+        );
+    }
+
+    #[test]
+    fn bad_ipv6_address() {
+        let message = error(&["targets:", "  - address: 2001:db8::g"], 2, 14, "targets[0].address");
+        assert_contains(&message, "not a valid IPv6 address");
+        let message = error(&["targets:", "  - address: '[::1]'"], 2, 14, "targets[0].address");
+        assert_contains(&message, "write IPv6 addresses without brackets");
+    }
+
+    #[test]
+    fn address_rules() {
+        for good in [
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "localhost",
+            "example.com.",
+            "a-b.c0",
+            "1.2.3.example",
+            "xn--bcher-kva.example",
+            &format!("{}.com", "a".repeat(63)),
+        ] {
+            assert_eq!(parse_address(good).as_deref(), Ok(good), "{good}");
+        }
+        for (bad, why) in [
+            ("", "must not be empty"),
+            ("1.2.3", "not a valid IPv4 address"),
+            ("1.2.3.4.5", "not a valid IPv4 address"),
+            ("010.0.0.1", "not a valid IPv4 address"),
+            ("example..com", "empty label"),
+            (".example.com", "empty label"),
+            ("-example.com", "starts or ends with '-'"),
+            ("example-.com", "starts or ends with '-'"),
+            ("under_score.example", "'_' is not allowed"),
+            ("host.123", "last label \"123\" is all digits"),
+            ("0x7f.1", "last label \"1\" is all digits"),
+            ("héllo.example", "'é' is not allowed"),
+            (
+                &format!("{}.com", "a".repeat(64)),
+                "is 64 characters long, the maximum is 63",
+            ),
+            (
+                &format!("{}.com", vec!["a".repeat(60); 5].join(".")),
+                "characters long, the maximum is 253",
+            ),
+        ] {
+            match parse_address(bad) {
+                Ok(_) => panic!("{bad:?} accepted"),
+                Err(message) => assert!(message.contains(why), "{bad:?}: {message:?} lacks {why:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_second() {
+        let lines = [
+            "targets:",
+            "  - address: 127.0.0.1",
+            "    name: lo",
+            "  - address: 127.0.0.2",
+            "  - address: ::1",
+            "    count: 2",
+            "    name: lo",
+        ];
+        let message = error(&lines, 7, 11, "targets[2].name");
+        assert_contains(&message, "duplicate target name \"lo\", already used by targets[0]");
+    }
+
+    #[test]
+    fn duplicate_default_names_point_at_the_address() {
+        let lines = [
+            "targets:",
+            "  - address: localhost",
+            "  - address: localhost",
+            "    ip_version: 6",
+        ];
+        let message = error(&lines, 3, 14, "targets[1].address");
+        assert_contains(
+            &message,
+            "duplicate target name \"localhost\", already used by targets[0]",
+        );
+        assert_contains(&message, "named after its address");
+    }
+
+    #[test]
+    fn duplicate_names_in_flow_style() {
+        let lines = ["targets: [{address: '::1', name: a}, {name: a, address: 127.0.0.1}]"];
+        let message = error(&lines, 1, 45, "targets[1].name");
+        assert_contains(&message, "already used by targets[0]");
+    }
+
+    #[test]
+    fn empty_targets() {
+        let message = error(&["interval: 10s", "targets: []"], 2, 10, "targets");
+        assert_contains(&message, "the list of targets is empty");
+        let message = error(&["targets:", "interval: 10s"], 1, 9, "targets");
+        assert_contains(&message, "the list of targets is empty");
+        let message = error(&["listen: 127.0.0.1:9000"], 1, 1, "");
+        assert_contains(&message, "missing field `targets`");
+    }
+
+    #[test]
+    fn empty_file() {
+        // Points at the end of the (empty) document.
+        for (text, line) in [("", 1), ("# nothing\n", 2), ("\n\n\n", 4)] {
+            let e = Config::parse(text, FILE).unwrap_err().to_string();
+            assert_eq!(e, format!("{FILE}:{line}:1: missing field `targets`"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn not_a_mapping() {
+        let message = error(&["- address: ::1"], 1, 1, "");
+        assert_contains(
+            &message,
+            "invalid type: sequence, expected a mapping of tracepkt settings",
+        );
+    }
+
+    #[test]
+    fn missing_address() {
+        let lines = [
+            "targets:",
+            "  - address: 127.0.0.1",
+            "  - name: nowhere",
+            "    count: 2",
+        ];
+        let message = error(&lines, 3, 5, "targets[1]");
+        assert_contains(&message, "missing field `address`");
+    }
+
+    #[test]
+    fn timeout_longer_than_own_interval() {
+        let lines = [
+            "targets:",
+            "  - address: 127.0.0.1",
+            "  - address: ::1",
+            "    interval: 1s",
+            "    timeout: 3s",
+        ];
+        let message = error(&lines, 5, 14, "targets[1].timeout");
+        assert_contains(
+            &message,
+            "timeout 3s is longer than the interval 1s (the target's own interval)",
+        );
+        assert_contains(&message, "before the next probe of the same target");
+    }
+
+    #[test]
+    fn timeout_longer_than_inherited_interval() {
+        let lines = ["interval: 1s", "targets:", "  - address: ::1", "    timeout: 1500ms"];
+        let message = error(&lines, 4, 14, "targets[0].timeout");
+        assert_contains(
+            &message,
+            "timeout 1s 500ms is longer than the interval 1s (the top-level interval)",
+        );
+        let lines = ["targets:", "  - address: ::1", "    timeout: 11s"];
+        let message = error(&lines, 3, 14, "targets[0].timeout");
+        assert_contains(&message, "(the default interval)");
+    }
+
+    #[test]
+    fn interval_shorter_than_inherited_timeout() {
+        let lines = ["targets:", "  - address: ::1", "    interval: 1s"];
+        let message = error(&lines, 3, 15, "targets[0].interval");
+        assert_contains(
+            &message,
+            "interval 1s is shorter than the timeout 2s (the default timeout)",
+        );
+    }
+
+    #[test]
+    fn top_level_timeout_longer_than_interval() {
+        let lines = [
+            "interval: 5s",
+            "timeout: 6s",
+            "targets:",
+            "  - address: ::1",
+            "    interval: 10s",
+            "  - address: 127.0.0.1",
+        ];
+        let message = error(&lines, 2, 10, "timeout");
+        assert_contains(
+            &message,
+            "timeout 6s is longer than the interval 5s (the top-level interval), which targets[1] (\"127.0.0.1\") uses",
+        );
+        let lines = ["interval: 1s", "targets:", "  - address: ::1"];
+        let message = error(&lines, 1, 11, "interval");
+        assert_contains(
+            &message,
+            "interval 1s is shorter than the timeout 2s (the default timeout)",
+        );
+        // Fine when every target that inherits both values gets a consistent pair.
+        let config = parse(&[
+            "interval: 5s",
+            "timeout: 6s",
+            "targets:",
+            "  - address: ::1",
+            "    timeout: 1s",
+        ]);
+        assert_eq!(
+            (config.targets[0].interval, config.targets[0].timeout),
+            (secs(5), secs(1))
+        );
+    }
+
+    #[test]
+    fn invalid_label_name() {
+        let lines = [
+            "targets:",
+            "  - address: ::1",
+            "    labels:",
+            "      site: paris",
+            "      data-center: x",
+        ];
+        let message = error(&lines, 5, 7, "targets[0].labels");
+        assert_contains(
+            &message,
+            "invalid label name \"data-center\": label names must match [a-zA-Z_][a-zA-Z0-9_]*",
+        );
+        let lines = ["targets:", "  - address: ::1", "    labels: {9lives: x}"];
+        let message = error(&lines, 3, 14, "targets[0].labels");
+        assert_contains(&message, "invalid label name \"9lives\"");
+    }
+
+    #[test]
+    fn reserved_label_names() {
+        let lines = ["targets:", "  - address: ::1", "    labels:", "      interface: eth0"];
+        let message = error(&lines, 4, 7, "targets[0].labels");
+        assert_contains(
+            &message,
+            "invalid label name \"interface\": tracepkt uses this label itself",
+        );
+        let lines = ["targets:", "  - address: ::1", "    labels:", "      __meta: x"];
+        let message = error(&lines, 4, 7, "targets[0].labels");
+        assert_contains(
+            &message,
+            "invalid label name \"__meta\": names starting with \"__\" are reserved",
+        );
+        for name in RESERVED_LABELS {
+            assert!(check_label_name(name).is_err(), "{name}");
+        }
+        for name in ["site", "_x", "Zone_9", "a"] {
+            assert_eq!(check_label_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn duplicate_or_empty_label() {
+        let lines = [
+            "targets:",
+            "  - address: ::1",
+            "    labels:",
+            "      a: x",
+            "      a: y",
+        ];
+        let message = error(&lines, 5, 7, "targets[0].labels");
+        assert_contains(&message, "label \"a\" is given twice");
+        let lines = ["targets:", "  - address: ::1", "    labels:", "      a: ''"];
+        let message = error(&lines, 4, 10, "targets[0].labels.a");
+        assert_contains(&message, "label \"a\" has an empty value");
+    }
+
+    #[test]
+    fn bad_otlp_endpoint() {
+        let lines = ["targets: [{address: 127.0.0.1}]", "otlp:", "  endpoint: localhost:4317"];
+        let message = error(&lines, 3, 13, "otlp.endpoint");
+        assert_contains(
+            &message,
+            "invalid OTLP endpoint \"localhost:4317\": it must start with http:// or https://",
+        );
+        let lines = ["targets: [{address: 127.0.0.1}]", "otlp:", "  endpoint: http://"];
+        let message = error(&lines, 3, 13, "otlp.endpoint");
+        assert_contains(&message, "no host after the scheme");
+        let lines = ["targets: [{address: 127.0.0.1}]", "otlp:", "  protocol: grpc"];
+        let message = error(&lines, 3, 3, "otlp");
+        assert_contains(&message, "missing field `endpoint`");
+    }
+
+    #[test]
+    fn bad_otlp_protocol() {
+        let lines = [
+            "targets: [{address: 127.0.0.1}]",
+            "otlp:",
+            "  endpoint: http://localhost:4318",
+            "  protocol: http/json",
+        ];
+        let message = error(&lines, 4, 13, "otlp.protocol");
+        assert_contains(
+            &message,
+            "invalid OTLP protocol \"http/json\": expected grpc or http/protobuf",
+        );
+    }
+
+    #[test]
+    fn ip_version_must_match_a_literal() {
+        let lines = [
+            "targets:",
+            "  - address: localhost",
+            "    ip_version: 6",
+            "  - ip_version: 6",
+            "    address: 127.0.0.1",
+        ];
+        let message = error(&lines, 4, 17, "targets[1].ip_version");
+        assert_contains(
+            &message,
+            "ip_version 6 does not match the address \"127.0.0.1\", which is an IPv4 address",
+        );
+        let lines = ["targets:", "  - address: ::1", "    ip_version: 4"];
+        let message = error(&lines, 3, 17, "targets[0].ip_version");
+        assert_contains(&message, "which is an IPv6 address");
+    }
+
+    #[test]
+    fn bad_ip_version() {
+        let lines = ["targets:", "  - address: ::1", "    ip_version: ipv6"];
+        let message = error(&lines, 3, 17, "targets[0].ip_version");
+        assert_contains(&message, "invalid ip_version \"ipv6\": expected 4, 6 or any");
+    }
+
+    #[test]
+    fn count_out_of_range() {
+        for count in ["0", "101", "4294967297"] {
+            let count_line = format!("    count: {count}");
+            let lines = ["targets:", "  - address: ::1", &count_line];
+            let message = error(&lines, 3, 12, "targets[0].count");
+            assert_contains(&message, &format!("count {count} is out of range: expected 1 to 100"));
+        }
+        for (count, found) in [
+            ("-1", "integer `-1`"),
+            ("many", "string \"many\""),
+            ("1.5", "floating point `1.5`"),
+        ] {
+            let count_line = format!("    count: {count}");
+            let lines = ["targets:", "  - address: ::1", &count_line];
+            let message = error(&lines, 3, 12, "targets[0].count");
+            assert_contains(
+                &message,
+                &format!("invalid type: {found}, expected a whole number from 1 to 100"),
+            );
+        }
+        assert_eq!(
+            parse(&["targets:", "  - address: ::1", "    count: 100"]).targets[0].count,
+            100
+        );
+    }
+
+    #[test]
+    fn bad_listen_address() {
+        let message = error(
+            &["listen: localhost:9977", "targets: [{address: 127.0.0.1}]"],
+            1,
+            9,
+            "listen",
+        );
+        assert_contains(&message, "invalid listen address \"localhost:9977\": expected IP:PORT");
+        let message = error(&["listen: ::1", "targets: [{address: 127.0.0.1}]"], 1, 9, "listen");
+        assert_contains(&message, "invalid listen address \"::1\"");
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_a_position() {
+        let lines = [
+            "targets:",
+            "  - address: ::1",
+            "    name: 'unterminated",
+            "interval: 1s",
+        ];
+        let e = Config::parse(&yaml(&lines), FILE).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with(&format!("{FILE}:{}:", e.line().unwrap())),
+            "{message}"
+        );
+        assert!(e.line().unwrap() >= 3, "{message}");
+        assert_contains(&message, "found unexpected end of stream");
+    }
+
+    #[test]
+    fn locate_finds_nodes() {
+        let text = yaml(&[
+            "# comment",
+            "targets:",
+            "  - &first",
+            "    address: ::1",
+            "    name: \"one\"",
+            "  - {address: b, name: two}",
+            "interval: >-",
+            "  10s",
+        ]);
+        let path = [Seg::Key("targets"), Seg::Index(0), Seg::Key("name")];
+        assert_eq!(locate(&text, &path), Some((5, 11)));
+        let path = [Seg::Key("targets"), Seg::Index(1), Seg::Key("name")];
+        assert_eq!(locate(&text, &path), Some((6, 24)));
+        assert_eq!(locate(&text, &[Seg::Key("interval")]), Some((7, 11)));
+        assert_eq!(locate(&text, &[]), Some((2, 1)));
+        // Missing nodes: not found, then the nearest ancestor.
+        let path = [Seg::Key("targets"), Seg::Index(1), Seg::Key("count")];
+        assert_eq!(locate(&text, &path), None);
+        assert_eq!(locate_nearest(&text, &path), Some((6, 5)));
+        let path = [Seg::Key("targets"), Seg::Index(7), Seg::Key("name")];
+        // The value of `targets` is the block sequence, which starts at its first "-".
+        assert_eq!(locate_nearest(&text, &path), Some((3, 3)));
+        assert_eq!(path_string(&path), "targets[7].name");
+        assert_eq!(path_string(&[]), ".");
+    }
+
+    #[test]
+    fn io_error_for_a_missing_file() {
+        let path = Path::new("/nonexistent/tracepkt/config.yaml");
+        let e = Config::load(path).unwrap_err();
+        assert!(matches!(&e, ConfigError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound));
+        let message = e.to_string();
+        assert!(
+            message.starts_with("cannot read /nonexistent/tracepkt/config.yaml: "),
+            "{message}"
+        );
+        assert_contains(&message, "No such file or directory");
+    }
+
+    #[test]
+    fn load_names_the_file_in_errors() {
+        let dir = std::env::temp_dir().join(format!("tracepkt-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&good, yaml(&["targets:", "  - address: ::1"])).unwrap();
+        std::fs::write(&bad, yaml(&["targets:", "  - address: ::1", "    count: 0"])).unwrap();
+        let loaded = Config::load(&good);
+        let failed = Config::load(&bad);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.unwrap().targets[0].address, "::1");
+        let message = failed.unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("{}:3:12: targets[0].count: count 0", bad.display())),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let config = Config::parse(include_str!("../../config.example.yaml"), "config.example.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.listen, default_listen());
+        assert_eq!((config.interval, config.timeout), (secs(10), secs(2)));
+        let targets: Vec<_> = config
+            .targets
+            .iter()
+            .map(|t| (t.name.as_str(), t.address.as_str(), t.ip_version))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("loopback", "127.0.0.1", IpVersion::Any),
+                ("loopback6", "::1", IpVersion::V6),
+                ("localhost", "localhost", IpVersion::V4),
+            ]
+        );
+        assert!(config.targets.iter().all(|t| t.count == 1 && t.labels.is_empty()));
+        assert_eq!(config.otlp, None);
+    }
+
+    #[test]
+    fn example_config_commented_examples_are_valid() {
+        // In the shipped file, "## " starts prose and "# " a commented-out example: uncommenting
+        // every example must give a valid configuration.
+        let text = include_str!("../../config.example.yaml");
+        let uncommented: String = text
+            .lines()
+            .map(|line| {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                match line.trim_start().strip_prefix("# ") {
+                    Some(rest) => format!("{indent}{rest}\n"),
+                    None => format!("{line}\n"),
+                }
+            })
+            .collect();
+        assert_ne!(uncommented, text, "no uncommentable example found");
+        let config = Config::parse(&uncommented, "uncommented").unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert!(config.targets.len() > 3);
+        assert!(config.targets.iter().any(|t| !t.labels.is_empty()));
+        assert!(config.otlp.is_some());
+    }
+}
