@@ -106,6 +106,37 @@ pub struct Config {
     /// In file order; never empty; names unique.
     pub targets: Vec<Target>,
     pub otlp: Option<Otlp>,
+    /// When the kernel programs are attached.
+    pub attach: AttachMode,
+}
+
+/// When the kernel programs are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AttachMode {
+    /// Only while a probe is in flight: the node's own traffic pays nothing in between.
+    #[default]
+    InFlight,
+    /// All the time (for measuring, or when probe windows overlap anyway).
+    Always,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::InFlight => "in-flight",
+            AttachMode::Always => "always",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for AttachMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "in-flight or always", |s| match s {
+            "in-flight" => Ok(AttachMode::InFlight),
+            "always" => Ok(AttachMode::Always),
+            _ => Err(format!("invalid attach mode {s:?}: expected in-flight or always")),
+        })
+    }
 }
 
 /// One target, with the top-level defaults already applied.
@@ -314,6 +345,8 @@ struct RawConfig {
     targets: Vec<RawTarget>,
     #[serde(default)]
     otlp: Option<RawOtlp>,
+    #[serde(default)]
+    attach: AttachMode,
 }
 
 #[derive(Deserialize)]
@@ -788,6 +821,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             endpoint: o.endpoint,
             protocol: o.protocol,
         }),
+        attach: raw.attach,
     })
 }
 
@@ -1022,6 +1056,7 @@ mod tests {
                 endpoint: "https://collector.example.net:4318".into(),
                 protocol: OtlpProtocol::HttpProtobuf,
             }),
+            attach: AttachMode::InFlight,
         };
         assert_eq!(config, expected);
         assert_eq!(config.targets[0].literal_ip(), Some("192.0.2.1".parse().unwrap()));
@@ -1047,11 +1082,30 @@ mod tests {
                     labels: BTreeMap::new(),
                 }],
                 otlp: None,
+                attach: AttachMode::InFlight,
             }
         );
         assert_eq!(default_listen().to_string(), format!("127.0.0.1:{DEFAULT_PORT}"));
         // 9100-9999 is the Prometheus exporter range, where no port is free any more.
         assert!(!(9100..=9999).contains(&DEFAULT_PORT));
+    }
+
+    #[test]
+    fn attach_mode() {
+        let config = parse(&["attach: always", "targets: [{address: 127.0.0.1}]"]);
+        assert_eq!(config.attach, AttachMode::Always);
+        let config = parse(&["attach: in-flight", "targets: [{address: 127.0.0.1}]"]);
+        assert_eq!(config.attach, AttachMode::InFlight);
+        let message = error(
+            &["targets: [{address: 127.0.0.1}]", "attach: sometimes"],
+            2,
+            9,
+            "attach",
+        );
+        assert!(
+            message.contains("invalid attach mode \"sometimes\": expected in-flight or always"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod floor;
 pub mod journey;
 pub mod kernel;
 pub mod names;

@@ -6,7 +6,7 @@
 //! buffer events to the journeys in flight. SIGHUP reloads the config: targets that stay keep
 //! their id, tag and counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,12 +16,12 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::config::{Config, IpVersion, Target};
+use crate::config::{AttachMode, Config, IpVersion, Target};
 use crate::export::http;
-use crate::export::metrics::{Metrics, TargetLabels};
+use crate::export::metrics::{AttachClock, Metrics, TargetLabels};
 use crate::journey::{Journey, Outcome};
 use crate::kernel::events::KernelEvent;
-use crate::kernel::loader;
+use crate::kernel::loader::{self, Kernel};
 use crate::kernel::maps::{EventReader, KernelCounters, KernelStats, ProbeRegistry};
 use crate::names::Names;
 use crate::prober::{self, Family, IdPool, Prober};
@@ -35,9 +35,55 @@ struct InFlight {
     open: HashMap<(u16, u16), Vec<KernelEvent>>,
 }
 
+/// Keeps the kernel programs attached while any probe is in flight (`attach: in-flight`), or
+/// all the time (`attach: always`). Between probes the node's own packets run no tracepkt
+/// code at all; attaching a BTF tracepoint is a link creation, cheap enough per probe window.
+struct Gate {
+    kernel: Kernel,
+    mode: AttachMode,
+    in_flight: HashSet<u16>,
+    clock: Arc<AttachClock>,
+}
+
+impl Gate {
+    fn new(mut kernel: Kernel, mode: AttachMode, clock: Arc<AttachClock>) -> anyhow::Result<Self> {
+        match mode {
+            AttachMode::InFlight => kernel
+                .detach_all()
+                .context("detaching the programs until the first probe")?,
+            AttachMode::Always => clock.start(),
+        }
+        Ok(Gate {
+            kernel,
+            mode,
+            in_flight: HashSet::new(),
+            clock,
+        })
+    }
+
+    fn arm(&mut self, id: u16) -> anyhow::Result<()> {
+        if self.mode == AttachMode::InFlight && self.in_flight.is_empty() {
+            self.kernel.attach_all().context("attaching the programs for a probe")?;
+            self.clock.start();
+        }
+        self.in_flight.insert(id);
+        Ok(())
+    }
+
+    fn disarm(&mut self, id: u16) {
+        if self.in_flight.remove(&id) && self.in_flight.is_empty() && self.mode == AttachMode::InFlight {
+            if let Err(e) = self.kernel.detach_all() {
+                warn!("detaching the programs between probes failed: {e}");
+            }
+            self.clock.stop();
+        }
+    }
+}
+
 /// What the target tasks share.
 struct Ctx {
     prober: Prober,
+    gate: Mutex<Gate>,
     registry: Mutex<ProbeRegistry>,
     inflight: Mutex<InFlight>,
     names: Arc<Mutex<Names>>,
@@ -49,22 +95,24 @@ impl Ctx {
     /// Opens a journey and lets the kernel follow the id.
     fn begin(&self, id: u16, seq: u16, tag: u32) -> anyhow::Result<()> {
         self.inflight.lock().unwrap().open.insert((id, seq), Vec::new());
-        self.registry
-            .lock()
-            .unwrap()
+        let mut registry = self.registry.lock().unwrap();
+        registry
             .register(id, tag)
-            .context("registering the probe id in the kernel")
+            .context("registering the probe id in the kernel")?;
+        self.gate.lock().unwrap().arm(id)
     }
 
     /// Closes a journey: the kernel stops following the id, its events are handed back.
     fn end(&self, id: u16, seq: u16) -> Vec<KernelEvent> {
+        self.forget(id);
+        let mut inflight = self.inflight.lock().unwrap();
+        inflight.open.remove(&(id, seq)).unwrap_or_default()
+    }
+
+    /// The id is no longer in flight (journey closed, or its target stopped mid-probe).
+    fn forget(&self, id: u16) {
         self.registry.lock().unwrap().unregister(id);
-        self.inflight
-            .lock()
-            .unwrap()
-            .open
-            .remove(&(id, seq))
-            .unwrap_or_default()
+        self.gate.lock().unwrap().disarm(id);
     }
 
     fn deliver(&self, events: &mut Vec<KernelEvent>) {
@@ -184,7 +232,7 @@ impl Fleet {
         for name in gone {
             let r = self.running.remove(&name).expect("present");
             r.task.abort();
-            self.ctx.registry.lock().unwrap().unregister(r.id);
+            self.ctx.forget(r.id);
             self.ids.give_back(r.id);
             self.ctx.metrics.remove_target(r.tag, true);
             info!(target = %name, "target removed");
@@ -198,7 +246,7 @@ impl Fleet {
                     // Changed settings: same id and tag, so the kernel counters continue.
                     let r = self.running.remove(&t.name).expect("present");
                     r.task.abort();
-                    self.ctx.registry.lock().unwrap().unregister(r.id);
+                    self.ctx.forget(r.id);
                     self.ctx.metrics.remove_target(r.tag, false);
                     self.start(t.clone(), r.tag, r.id, start_after);
                     info!(target = %t.name, "target updated");
@@ -217,7 +265,7 @@ impl Fleet {
     fn stop_all(&mut self) {
         for (_, r) in self.running.drain() {
             r.task.abort();
-            self.ctx.registry.lock().unwrap().unregister(r.id);
+            self.ctx.forget(r.id);
         }
     }
 }
@@ -233,14 +281,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stats = KernelStats::take(&mut kernel)?;
     let counters = KernelCounters::take(&mut kernel)?;
     let names = Arc::new(Mutex::new(Names::new(kernel.drop_reasons.clone())));
-    let metrics = Arc::new(Metrics::new(&kernel, counters, stats, names.clone()));
+    let clock = Arc::new(AttachClock::default());
+    let metrics = Arc::new(Metrics::new(&kernel, counters, stats, names.clone(), clock.clone()));
+    info!(attach = %config.attach, "programs attach {}", match config.attach {
+        AttachMode::InFlight => "only while a probe is in flight",
+        AttachMode::Always => "for the whole run",
+    });
     let ctx = Arc::new(Ctx {
         prober: Prober::new()?,
+        not_specified: kernel.not_specified_reason,
+        gate: Mutex::new(Gate::new(kernel, config.attach, clock)?),
         registry: Mutex::new(registry),
         inflight: Mutex::new(InFlight::default()),
         names,
         metrics: metrics.clone(),
-        not_specified: kernel.not_specified_reason,
     });
 
     let pump_ctx = ctx.clone();

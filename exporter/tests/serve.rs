@@ -380,3 +380,42 @@ fn bad_config_is_rejected_with_file_and_line_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/tracepkt.yaml"));
 }
+
+#[test]
+fn programs_are_attached_only_while_probes_are_in_flight() {
+    require_privileges!("programs_are_attached_only_while_probes_are_in_flight");
+    for (mode, port) in [("in-flight", free_port()), ("always", free_port())] {
+        let dir = TempDir::new(&format!("gate-{mode}"));
+        let config = dir.path("tracepkt.yaml");
+        write(
+            &config,
+            &format!(
+                "listen: 127.0.0.1:{port}\nattach: {mode}\ninterval: 500ms\ntimeout: 200ms\ntargets: [{{address: 127.0.0.1}}]\n"
+            ),
+        );
+        let log = dir.path("tracepkt.log");
+        let _serve = serve(&config, &log);
+        let first = wait_for(30, "the first reply", &log, || {
+            sample(&scrape(port), r#"tracepkt_probe_replies_total{target="127.0.0.1"}"#)
+                .filter(|v| *v >= 1.0)
+                .map(|_| Instant::now())
+        });
+        let text = wait_for(30, "six replies", &log, || {
+            let t = scrape(port);
+            sample(&t, r#"tracepkt_probe_replies_total{target="127.0.0.1"}"#)
+                .filter(|v| *v >= 6.0)
+                .map(|_| t)
+        });
+        let watched = first.elapsed().as_secs_f64();
+        let attached = sample(&text, "tracepkt_attached_seconds_total").unwrap();
+        // Every probe was still followed: one transmit and one receive on lo each way.
+        let hops = sample(&text, r#"tracepkt_hops_total{target="127.0.0.1",netns="#).unwrap();
+        assert!(hops >= 6.0 * 2.0 - 2.0, "{mode}: hops {hops}\n{text}");
+        match mode {
+            // Loopback journeys take well under a millisecond plus the 25 ms grace: the programs
+            // are detached for most of each 500 ms interval.
+            "in-flight" => assert!(attached < 0.5 * watched, "{mode}: attached {attached}s of {watched}s"),
+            _ => assert!(attached >= watched, "{mode}: attached {attached}s of {watched}s"),
+        }
+    }
+}

@@ -178,6 +178,39 @@ pub fn nft_do_chain_return(ctx: RetProbeContext) -> u32 {
     netfilter::nft_return(&ctx)
 }
 
+// ---- the floor: what being attached at all costs (benchmarks only, `tracepkt bench-floor`) ----
+
+#[map]
+static FLOOR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn floor() -> i32 {
+    if let Some(v) = FLOOR.get_ptr_mut(0) {
+        unsafe { *v += 1 }
+    }
+    0
+}
+
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn floor_net_dev_queue(_ctx: BtfTracePointContext) -> i32 {
+    floor()
+}
+
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn floor_netif_receive_skb(_ctx: BtfTracePointContext) -> i32 {
+    floor()
+}
+
+#[btf_tracepoint(function = "netif_rx")]
+pub fn floor_netif_rx(_ctx: BtfTracePointContext) -> i32 {
+    floor()
+}
+
+#[btf_tracepoint(function = "napi_gro_receive_entry")]
+pub fn floor_napi_gro_receive_entry(_ctx: BtfTracePointContext) -> i32 {
+    floor()
+}
+
 /// Adds one to a per-CPU counter, creating it on first use.
 #[inline(always)]
 fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) {

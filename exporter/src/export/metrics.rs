@@ -22,6 +22,32 @@ use crate::kernel::loader::{Kernel, Mechanism};
 use crate::kernel::maps::{KernelCounters, KernelStats};
 use crate::names::{self, Names};
 
+/// Cumulative time the kernel programs have been attached: with `attach: in-flight`, the
+/// duty cycle is its rate.
+#[derive(Default)]
+pub struct AttachClock {
+    inner: Mutex<(std::time::Duration, Option<Instant>)>,
+}
+
+impl AttachClock {
+    pub fn start(&self) {
+        let mut g = self.inner.lock().unwrap();
+        g.1.get_or_insert_with(Instant::now);
+    }
+
+    pub fn stop(&self) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(since) = g.1.take() {
+            g.0 += since.elapsed();
+        }
+    }
+
+    pub fn total(&self) -> std::time::Duration {
+        let g = self.inner.lock().unwrap();
+        g.0 + g.1.map(|s| s.elapsed()).unwrap_or_default()
+    }
+}
+
 /// A label set. Owned strings: targets carry user-defined extra labels.
 pub type Labels = Vec<(String, String)>;
 
@@ -62,6 +88,7 @@ struct Shared {
     names: Arc<Mutex<Names>>,
     counters: Mutex<KernelCounters>,
     stats: KernelStats,
+    clock: Arc<AttachClock>,
 }
 
 impl Shared {
@@ -112,7 +139,13 @@ fn hop_buckets() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(kernel: &Kernel, counters: KernelCounters, stats: KernelStats, names: Arc<Mutex<Names>>) -> Self {
+    pub fn new(
+        kernel: &Kernel,
+        counters: KernelCounters,
+        stats: KernelStats,
+        names: Arc<Mutex<Names>>,
+        clock: Arc<AttachClock>,
+    ) -> Self {
         // Names are spelled in full (no registry prefix) so they read the same here and in
         // the collector, which writes its own.
         let mut registry = Registry::default();
@@ -207,6 +240,7 @@ impl Metrics {
             names,
             counters: Mutex::new(counters),
             stats,
+            clock,
         });
         registry.register_collector(Box::new(KernelCollector {
             shared: shared.clone(),
@@ -463,6 +497,13 @@ impl Collector for KernelCollector {
             "Kernel events that did not fit in the ring buffer (hops missing from journeys)",
             None,
             lost.metric_type(),
+        )?)?;
+        let attached = ConstCounter::new(self.shared.clock.total().as_secs_f64());
+        attached.encode(encoder.encode_descriptor(
+            "tracepkt_attached_seconds",
+            "Time the kernel programs have been attached (with attach: in-flight, its rate is the duty cycle)",
+            None,
+            attached.metric_type(),
         )?)?;
         let took = ConstGauge::new(start.elapsed().as_secs_f64());
         let mut m = encoder.encode_descriptor(

@@ -90,6 +90,52 @@ pub struct Attach {
     pub why: Vec<String>,
 }
 
+/// How one loaded program is attached, so it can be detached and attached again.
+enum How {
+    TpBtf,
+    Tracepoint { category: &'static str, name: &'static str },
+    Fexit,
+    Kprobe { func: &'static str },
+}
+
+enum LinkId {
+    TpBtf(aya::programs::tp_btf::BtfTracePointLinkId),
+    Tracepoint(aya::programs::trace_point::TracePointLinkId),
+    Fexit(aya::programs::fexit::FExitLinkId),
+    Kprobe(aya::programs::kprobe::KProbeLinkId),
+}
+
+/// One program that attached at start, and its live link when attached now.
+struct Attachment {
+    program: String,
+    how: How,
+    link: Option<LinkId>,
+}
+
+type ProgResult<T> = Result<T, aya::programs::ProgramError>;
+
+fn attach_one(ebpf: &mut Ebpf, program: &str, how: &How) -> ProgResult<LinkId> {
+    let p = ebpf.program_mut(program).expect("program in object");
+    Ok(match how {
+        How::TpBtf => LinkId::TpBtf(<&mut BtfTracePoint>::try_from(p)?.attach()?),
+        How::Tracepoint { category, name } => {
+            LinkId::Tracepoint(<&mut TracePoint>::try_from(p)?.attach(category, name)?)
+        }
+        How::Fexit => LinkId::Fexit(<&mut FExit>::try_from(p)?.attach()?),
+        How::Kprobe { func } => LinkId::Kprobe(<&mut KProbe>::try_from(p)?.attach(func, 0)?),
+    })
+}
+
+fn detach_one(ebpf: &mut Ebpf, program: &str, link: LinkId) -> ProgResult<()> {
+    let p = ebpf.program_mut(program).expect("program in object");
+    match link {
+        LinkId::TpBtf(id) => <&mut BtfTracePoint>::try_from(p)?.detach(id),
+        LinkId::Tracepoint(id) => <&mut TracePoint>::try_from(p)?.detach(id),
+        LinkId::Fexit(id) => <&mut FExit>::try_from(p)?.detach(id),
+        LinkId::Kprobe(id) => <&mut KProbe>::try_from(p)?.detach(id),
+    }
+}
+
 impl fmt::Display for Attach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.mechanism {
@@ -115,6 +161,7 @@ impl fmt::Display for Attach {
 pub struct Kernel {
     pub ebpf: Ebpf,
     pub report: Vec<Attach>,
+    attachments: Vec<Attachment>,
     /// `skb_drop_reason` value → name without the `SKB_DROP_REASON_` prefix.
     pub drop_reasons: HashMap<u32, String>,
     pub not_specified_reason: Option<u32>,
@@ -151,6 +198,29 @@ impl Kernel {
 
     pub fn attached(&self, hook: &str) -> Option<Mechanism> {
         self.report.iter().find(|a| a.hook == hook).and_then(|a| a.mechanism)
+    }
+
+    /// Detaches every program; the maps and loaded programs stay, so `attach_all` is cheap.
+    pub fn detach_all(&mut self) -> ProgResult<()> {
+        let mut first_err = None;
+        for a in &mut self.attachments {
+            if let Some(link) = a.link.take()
+                && let Err(e) = detach_one(&mut self.ebpf, &a.program, link)
+            {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Attaches again every program that attached at start, as it did then.
+    pub fn attach_all(&mut self) -> ProgResult<()> {
+        for a in &mut self.attachments {
+            if a.link.is_none() {
+                a.link = Some(attach_one(&mut self.ebpf, &a.program, &a.how)?);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -303,10 +373,12 @@ pub fn load() -> Result<Kernel, LoadError> {
     let aya_btf = aya::Btf::from_sys_fs().ok();
     let symbols = Symbols::load().ok();
     let mut report = Vec::new();
+    let mut att = Vec::new();
 
     for &(hook, btf_prog, tp_prog) in INTERFACE_HOOKS {
         report.push(attach_tracepoint(
             &mut ebpf,
+            &mut att,
             aya_btf.as_ref(),
             "net",
             hook,
@@ -317,6 +389,7 @@ pub fn load() -> Result<Kernel, LoadError> {
     }
     report.push(attach_tracepoint(
         &mut ebpf,
+        &mut att,
         aya_btf.as_ref(),
         "skb",
         "kfree_skb",
@@ -327,6 +400,7 @@ pub fn load() -> Result<Kernel, LoadError> {
     for &(func, module) in NETFILTER_HOOKS {
         report.push(attach_netfilter(
             &mut ebpf,
+            &mut att,
             aya_btf.as_ref(),
             symbols.as_ref(),
             &offsets,
@@ -357,6 +431,7 @@ pub fn load() -> Result<Kernel, LoadError> {
     Ok(Kernel {
         ebpf,
         report,
+        attachments: att,
         not_specified_reason: (not_specified != u32::MAX).then_some(not_specified),
         drop_reasons: reasons,
         release: kernel_release(),
@@ -387,10 +462,30 @@ fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
     short(s)
 }
 
+/// Loads `program` for `how` (`load`) and attaches it; on success records the attachment.
+fn try_attach(
+    ebpf: &mut Ebpf,
+    attachments: &mut Vec<Attachment>,
+    program: &str,
+    how: How,
+    load: impl FnOnce(&mut aya::programs::Program) -> ProgResult<()>,
+) -> ProgResult<()> {
+    load(ebpf.program_mut(program).expect("program in object"))?;
+    let link = attach_one(ebpf, program, &how)?;
+    attachments.push(Attachment {
+        program: program.to_string(),
+        how,
+        link: Some(link),
+    });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
+    attachments: &mut Vec<Attachment>,
     btf: Option<&aya::Btf>,
-    category: &str,
+    category: &'static str,
     name: &'static str,
     btf_prog: &str,
     tp_prog: &str,
@@ -399,12 +494,9 @@ fn attach_tracepoint(
     let mut why = Vec::new();
     match btf {
         Some(btf) => {
-            let r = (|| -> Result<(), aya::programs::ProgramError> {
-                let p: &mut BtfTracePoint = ebpf.program_mut(btf_prog).expect("program in object").try_into()?;
-                p.load(name, btf)?;
-                p.attach()?;
-                Ok(())
-            })();
+            let r = try_attach(ebpf, attachments, btf_prog, How::TpBtf, |p| {
+                <&mut BtfTracePoint>::try_from(p)?.load(name, btf)
+            });
             match r {
                 Ok(()) => {
                     return Attach {
@@ -419,12 +511,9 @@ fn attach_tracepoint(
         }
         None => why.push("tp_btf: no vmlinux BTF".into()),
     }
-    let r = (|| -> Result<(), aya::programs::ProgramError> {
-        let p: &mut TracePoint = ebpf.program_mut(tp_prog).expect("program in object").try_into()?;
-        p.load()?;
-        p.attach(category, name)?;
-        Ok(())
-    })();
+    let r = try_attach(ebpf, attachments, tp_prog, How::Tracepoint { category, name }, |p| {
+        <&mut TracePoint>::try_from(p)?.load()
+    });
     match r {
         Ok(()) => Attach {
             hook: name,
@@ -444,8 +533,10 @@ fn attach_tracepoint(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attach_netfilter(
     ebpf: &mut Ebpf,
+    attachments: &mut Vec<Attachment>,
     btf: Option<&aya::Btf>,
     symbols: Option<&Symbols>,
     offsets: &Offsets,
@@ -486,15 +577,11 @@ fn attach_netfilter(
             why,
         };
     }
-    let fexit_prog = format!("{func}_fexit");
     match btf {
         Some(btf) => {
-            let r = (|| -> Result<(), aya::programs::ProgramError> {
-                let p: &mut FExit = ebpf.program_mut(&fexit_prog).expect("program in object").try_into()?;
-                p.load(func, btf)?;
-                p.attach()?;
-                Ok(())
-            })();
+            let r = try_attach(ebpf, attachments, &format!("{func}_fexit"), How::Fexit, |p| {
+                <&mut FExit>::try_from(p)?.load(func, btf)
+            });
             match r {
                 Ok(()) => {
                     return Attach {
@@ -509,16 +596,16 @@ fn attach_netfilter(
         }
         None => why.push("fexit: no vmlinux BTF".into()),
     }
-    let entry = format!("{func}_entry");
-    let ret = format!("{func}_return");
-    let r = (|| -> Result<(), aya::programs::ProgramError> {
-        for prog in [&ret, &entry] {
-            let p: &mut KProbe = ebpf.program_mut(prog).expect("program in object").try_into()?;
-            p.load()?;
-            p.attach(func, 0)?;
+    // The return probe first: an entry that fires without it would stash for nothing.
+    let mut r = Ok(());
+    for prog in [format!("{func}_return"), format!("{func}_entry")] {
+        r = try_attach(ebpf, attachments, &prog, How::Kprobe { func }, |p| {
+            <&mut KProbe>::try_from(p)?.load()
+        });
+        if r.is_err() {
+            break;
         }
-        Ok(())
-    })();
+    }
     match r {
         Ok(()) => Attach {
             hook: func,
@@ -528,6 +615,12 @@ fn attach_netfilter(
         },
         Err(e) => {
             tracing::debug!(hook = func, "kprobe load failed: {e:?}");
+            // A return probe attached without its entry is useless: take it back.
+            if let Some(pos) = attachments.iter().position(|a| a.program == format!("{func}_return"))
+                && let Some(link) = attachments.remove(pos).link
+            {
+                let _ = detach_one(ebpf, &format!("{func}_return"), link);
+            }
             why.push(format!("kprobe: {}", with_source(&e)));
             Attach {
                 hook: func,
@@ -537,4 +630,37 @@ fn attach_netfilter(
             }
         }
     }
+}
+
+/// The floor for benchmarks: programs on the four interface tracepoints that only bump a
+/// per-CPU array. Returns the loaded object (dropping it detaches them).
+pub fn load_floor() -> Result<Ebpf, LoadError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(LoadError::NotRoot);
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|e| {
+        LoadError::Btf(BtfError::Parse {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            source: anyhow::anyhow!("{e}"),
+        })
+    })?;
+    let mut ebpf = EbpfLoader::new().load(PROGRAMS)?;
+    let mut failures = Vec::new();
+    for &(hook, _, _) in INTERFACE_HOOKS {
+        let prog = format!("floor_{hook}");
+        let r = (|| -> ProgResult<()> {
+            let p: &mut BtfTracePoint = ebpf.program_mut(&prog).expect("program in object").try_into()?;
+            p.load(hook, &btf)?;
+            p.attach()?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            failures.push(format!("  {hook}: {}", with_source(&e)));
+        }
+    }
+    if failures.len() == INTERFACE_HOOKS.len() {
+        return Err(LoadError::NoInterfaceHook(failures.join("\n")));
+    }
+    Ok(ebpf)
 }
