@@ -141,15 +141,13 @@ fn summary(j: &Journey, seq: u16, count: u16, target: std::net::IpAddr) -> Strin
             };
             match j.last_hop() {
                 Some(h) => format!(
-                    "{head} {why}; last seen in netns {}{} on {} ({} {})",
+                    "{head} {why}; last seen in netns {}{} on {} ({})",
                     h.netns,
                     h.netns_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
                     if h.ifname.is_empty() { "-" } else { &h.ifname },
-                    h.kind.as_str(),
-                    if h.kind == HopKind::Interface {
-                        h.io.unwrap_or("").to_string()
-                    } else {
-                        h.verdict_text()
+                    match h.kind {
+                        HopKind::Interface => format!("interface, {}", h.io.unwrap_or("?")),
+                        _ => h.verdict_text(),
                     }
                 ),
                 None => format!("{head} {why}; never seen by the kernel hooks"),
