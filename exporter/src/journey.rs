@@ -108,6 +108,8 @@ pub enum Outcome {
         rtt: Duration,
     },
     Timeout,
+    /// Answered by an ICMP error instead of a reply (host unreachable, time exceeded...).
+    IcmpError(String),
     /// The probe could not be sent (no route, permission...).
     SendError(String),
 }

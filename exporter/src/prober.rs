@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence, SurgeError};
+use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 
 use crate::journey::Outcome;
 
@@ -62,11 +62,54 @@ impl Prober {
         // send timestamp, which then reads as a few nanoseconds.
         let start = std::time::Instant::now();
         match pinger.ping(PingSequence(seq), PAYLOAD).await {
-            Ok(_) => Outcome::Reply { rtt: start.elapsed() },
+            // The library also hands over ICMP errors quoting our request (host unreachable
+            // after a failed ARP, time exceeded): those are answers, not replies.
+            Ok((packet, _)) => match icmp_error(&packet) {
+                None => Outcome::Reply { rtt: start.elapsed() },
+                Some(e) => Outcome::IcmpError(e),
+            },
             Err(SurgeError::Timeout { .. }) => Outcome::Timeout,
             Err(e) => Outcome::SendError(e.to_string()),
         }
     }
+}
+
+/// `None` for an echo reply, else what the ICMP error says.
+fn icmp_error(packet: &IcmpPacket) -> Option<String> {
+    let (from, ty, code) = match packet {
+        IcmpPacket::V4(p) => {
+            let (t, c) = (p.get_icmp_type().0, p.get_icmp_code().0);
+            if t == 0 {
+                return None;
+            }
+            let what = match (t, c) {
+                (3, 0) => "network unreachable",
+                (3, 1) => "host unreachable",
+                (3, 3) => "port unreachable",
+                (3, 13) => "administratively prohibited",
+                (3, _) => "destination unreachable",
+                (11, _) => "time exceeded",
+                _ => "ICMP error",
+            };
+            (p.get_source().to_string(), what, format!("type {t} code {c}"))
+        }
+        IcmpPacket::V6(p) => {
+            let (t, c) = (p.get_icmpv6_type().0, p.get_icmpv6_code().0);
+            if t == 129 {
+                return None;
+            }
+            let what = match (t, c) {
+                (1, 0) => "no route",
+                (1, 1) => "administratively prohibited",
+                (1, 3) => "address unreachable",
+                (1, _) => "destination unreachable",
+                (3, _) => "time exceeded",
+                _ => "ICMPv6 error",
+            };
+            (p.get_source().to_string(), what, format!("type {t} code {c}"))
+        }
+    };
+    Some(format!("{ty} from {from} ({code})"))
 }
 
 /// Resolves a target: an IP literal as is, a host name through the system resolver, keeping

@@ -182,9 +182,16 @@ async fn probe_loop(ctx: Arc<Ctx>, t: Target, tag: u32, id: u16, start_after: Du
             let outcome = ctx.prober.probe(addr, id, seq, t.timeout).await;
             tokio::time::sleep(GRACE).await;
             let events = ctx.end(id, seq);
-            if let Outcome::SendError(e) = &outcome {
-                warn!(target = %t.name, %addr, "probe not sent: {e}");
-                ctx.metrics.probe_error(&labels, "send");
+            match &outcome {
+                Outcome::SendError(e) => {
+                    warn!(target = %t.name, %addr, "probe not sent: {e}");
+                    ctx.metrics.probe_error(&labels, "send");
+                }
+                Outcome::IcmpError(e) => {
+                    tracing::debug!(target = %t.name, %addr, "{e}");
+                    ctx.metrics.probe_error(&labels, "icmp_error");
+                }
+                _ => {}
             }
             let journey = {
                 let mut names = ctx.names.lock().unwrap();

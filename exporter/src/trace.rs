@@ -137,6 +137,7 @@ fn summary(j: &Journey, seq: u16, count: u16, target: std::net::IpAddr) -> Strin
         other => {
             let why = match other {
                 Outcome::SendError(e) => format!("not sent: {e}"),
+                Outcome::IcmpError(e) => format!("no reply: {e}"),
                 _ => "no reply".to_string(),
             };
             match j.last_hop() {

@@ -286,7 +286,11 @@ fn iptables_legacy_nat_output_dnat_reaches_the_rewritten_namespace() {
 fn ip6tables_legacy_drop_over_ipv6() {
     let test = "ip6tables_legacy_drop_over_ipv6";
     require_privileges!(test);
-    if std::process::Command::new("ip6tables-legacy").arg("--version").output().is_err() {
+    if std::process::Command::new("ip6tables-legacy")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         common::skip(test, "ip6tables-legacy is not installed");
         return;
     }
@@ -295,8 +299,12 @@ fn ip6tables_legacy_drop_over_ipv6() {
     c.host_link("tpki6d0");
     sh(&format!("ip link add tpki6d0 type veth peer name eth0 netns {ns}"));
     sh("ip -6 addr add fd00:7470:16::1/64 dev tpki6d0 nodad && ip link set dev tpki6d0 up");
-    sh(&format!("ip -n {ns} -6 addr add fd00:7470:16::2/64 dev eth0 nodad && ip -n {ns} link set dev eth0 up"));
-    sh(&format!("ip netns exec {ns} ip6tables-legacy -A INPUT -p ipv6-icmp --icmpv6-type echo-request -j DROP"));
+    sh(&format!(
+        "ip -n {ns} -6 addr add fd00:7470:16::2/64 dev eth0 nodad && ip -n {ns} link set dev eth0 up"
+    ));
+    sh(&format!(
+        "ip netns exec {ns} ip6tables-legacy -A INPUT -p ipv6-icmp --icmpv6-type echo-request -j DROP"
+    ));
 
     let (out, hops) = trace_json(None, &["--timeout", "0.5", "fd00:7470:16::2"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -304,7 +312,10 @@ fn ip6tables_legacy_drop_over_ipv6() {
     assert_netfilter_drop(&hops, inner, "eth0", &out);
     assert_eq!(hops.last().unwrap()["saddr"], "fd00:7470:16::1");
     if netfilter_visible(&out, "ip6t_do_table", test) {
-        let nf: Vec<&Value> = rows(&hops, "netfilter").into_iter().filter(|h| h["table"] == "filter").collect();
+        let nf: Vec<&Value> = rows(&hops, "netfilter")
+            .into_iter()
+            .filter(|h| h["table"] == "filter")
+            .collect();
         assert_eq!(nf.len(), 1, "{}", describe(&out));
         assert_eq!(nf[0]["family"], "ip6");
         assert_eq!(nf[0]["hook"], "INPUT");

@@ -251,3 +251,26 @@ fn table_output_has_one_row_per_hop() {
     }
     assert!(lines.last().unwrap().contains("reply in"), "{text}");
 }
+
+#[test]
+fn host_unreachable_error_is_not_a_reply() {
+    require_privileges!("host_unreachable_error_is_not_a_reply");
+    let mut c = Cleanup::new();
+    let ns = c.netns("tpk-unr");
+    c.host_link("tpku0");
+    sh(&format!("ip link add tpku0 type veth peer name eth0 netns {ns}"));
+    sh("ip addr add 198.18.8.1/24 dev tpku0 && ip link set dev tpku0 up");
+    sh(&format!(
+        "ip -n {ns} addr add 198.18.8.2/24 dev eth0 && ip -n {ns} link set dev eth0 up"
+    ));
+    // Nobody answers ARP for .99: after the kernel's retries, it sends "host unreachable" back.
+    let (out, hops) = trace_json(None, &["--timeout", "8", "198.18.8.99"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no reply: host unreachable from 198.18.8.1"),
+        "{}",
+        describe(&out)
+    );
+    assert!(hops.iter().all(|h| h["direction"] == "request"), "{}", describe(&out));
+}

@@ -198,7 +198,7 @@ impl Metrics {
         );
         registry.register(
             "tracepkt_probe_errors",
-            "Probes that could not be sent, by reason",
+            "Probes not sent (resolve, send) or answered by an ICMP error (icmp_error)",
             probe_errors.clone(),
         );
         registry.register(
@@ -285,7 +285,7 @@ impl Metrics {
         self.success.remove(&base);
         self.rtt.remove(&base);
         self.path_hops.remove(&base);
-        for reason in ["resolve", "send"] {
+        for reason in ["resolve", "send", "icmp_error"] {
             self.probe_errors.remove(&t.with(&[("reason", reason.to_string())]));
         }
         if let Some(s) = self.series.lock().unwrap().remove(&t.name) {
