@@ -9,20 +9,6 @@ mod common;
 use common::{Cleanup, describe, hop, host_netns_inode, netns_inode, path, sh, trace_json};
 use serde_json::Value;
 
-/// Builds host veth `<hostif>` (198.18.N.1) ↔ `eth0` (198.18.N.2) in a new namespace.
-fn veth_ns(c: &mut Cleanup, ns: &str, hostif: &str, n: u8) -> String {
-    let ns = c.netns(ns);
-    c.host_link(hostif);
-    sh(&format!("ip link add {hostif} type veth peer name eth0 netns {ns}"));
-    sh(&format!(
-        "ip addr add 198.18.{n}.1/24 dev {hostif} && ip link set dev {hostif} up"
-    ));
-    sh(&format!(
-        "ip -n {ns} addr add 198.18.{n}.2/24 dev eth0 && ip -n {ns} link set dev eth0 up"
-    ));
-    ns
-}
-
 /// Whether tracepkt saw this netfilter function on this kernel; if not, records the skip of
 /// the netfilter part of `test` with tracepkt's own explanation.
 fn netfilter_visible(out: &std::process::Output, func: &str, test: &str) -> bool {
@@ -71,7 +57,7 @@ fn assert_netfilter_drop(hops: &[Value], netns: u64, ifname: &str, out: &std::pr
 fn nftables_drop_names_table_chain_and_reason() {
     require_privileges!("nftables_drop_names_table_chain_and_reason");
     let mut c = Cleanup::new();
-    let ns = veth_ns(&mut c, "tpk-nftd", "tpknd0", 10);
+    let ns = c.veth_ns("tpk-nftd", "tpknd0", "198.18.10");
     sh(&format!(
         "ip netns exec {ns} nft -f - <<'EOF'
 table inet tpkfilter {{
@@ -110,7 +96,7 @@ EOF"
 fn nftables_accept_names_table_and_chain() {
     require_privileges!("nftables_accept_names_table_and_chain");
     let mut c = Cleanup::new();
-    let ns = veth_ns(&mut c, "tpk-nfta", "tpkna0", 11);
+    let ns = c.veth_ns("tpk-nfta", "tpkna0", "198.18.11");
     sh(&format!(
         "ip netns exec {ns} nft -f - <<'EOF'
 table ip tpkacc {{
@@ -159,7 +145,7 @@ fn iptables_legacy_filter_input_drop_and_accept() {
         return;
     }
     let mut c = Cleanup::new();
-    let drop_ns = veth_ns(&mut c, "tpk-iptd", "tpkid0", 12);
+    let drop_ns = c.veth_ns("tpk-iptd", "tpkid0", "198.18.12");
     sh(&format!(
         "ip netns exec {drop_ns} iptables-legacy -A INPUT -p icmp --icmp-type echo-request -j DROP"
     ));
@@ -182,7 +168,7 @@ fn iptables_legacy_filter_input_drop_and_accept() {
         assert_eq!(filter[0]["netns"].as_u64(), Some(inner));
     }
 
-    let acc_ns = veth_ns(&mut c, "tpk-ipta", "tpkia0", 13);
+    let acc_ns = c.veth_ns("tpk-ipta", "tpkia0", "198.18.13");
     sh(&format!(
         "ip netns exec {acc_ns} iptables-legacy -A INPUT -p icmp -j ACCEPT"
     ));
@@ -295,13 +281,7 @@ fn ip6tables_legacy_drop_over_ipv6() {
         return;
     }
     let mut c = Cleanup::new();
-    let ns = c.netns("tpk-ip6d");
-    c.host_link("tpki6d0");
-    sh(&format!("ip link add tpki6d0 type veth peer name eth0 netns {ns}"));
-    sh("ip -6 addr add fd00:7470:16::1/64 dev tpki6d0 nodad && ip link set dev tpki6d0 up");
-    sh(&format!(
-        "ip -n {ns} -6 addr add fd00:7470:16::2/64 dev eth0 nodad && ip -n {ns} link set dev eth0 up"
-    ));
+    let ns = c.veth_ns6("tpk-ip6d", "tpki6d0", "fd00:7470:16::");
     sh(&format!(
         "ip netns exec {ns} ip6tables-legacy -A INPUT -p ipv6-icmp --icmpv6-type echo-request -j DROP"
     ));

@@ -12,13 +12,7 @@ use common::{Cleanup, describe, hop, host_netns_inode, netns_inode, path, sh, tr
 fn veth_pair_into_a_namespace() {
     require_privileges!("veth_pair_into_a_namespace");
     let mut c = Cleanup::new();
-    let ns = c.netns("tpk-veth");
-    c.host_link("tpkv0");
-    sh(&format!("ip link add tpkv0 type veth peer name eth0 netns {ns}"));
-    sh("ip addr add 198.18.1.1/24 dev tpkv0 && ip link set dev tpkv0 up");
-    sh(&format!(
-        "ip -n {ns} addr add 198.18.1.2/24 dev eth0 && ip -n {ns} link set dev eth0 up"
-    ));
+    let ns = c.veth_ns("tpk-veth", "tpkv0", "198.18.1");
 
     let (out, hops) = trace_json(None, &["198.18.1.2"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -165,13 +159,7 @@ fn namespace_routing_between_two_others() {
 fn ipv6_veth_pair() {
     require_privileges!("ipv6_veth_pair");
     let mut c = Cleanup::new();
-    let ns = c.netns("tpk-v6");
-    c.host_link("tpk6v0");
-    sh(&format!("ip link add tpk6v0 type veth peer name eth0 netns {ns}"));
-    sh("ip -6 addr add fd00:7470:6::1/64 dev tpk6v0 nodad && ip link set dev tpk6v0 up");
-    sh(&format!(
-        "ip -n {ns} -6 addr add fd00:7470:6::2/64 dev eth0 nodad && ip -n {ns} link set dev eth0 up"
-    ));
+    let ns = c.veth_ns6("tpk-v6", "tpk6v0", "fd00:7470:6::");
 
     let (out, hops) = trace_json(None, &["-6", "fd00:7470:6::2"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -196,13 +184,7 @@ fn ipv6_veth_pair() {
 fn unanswered_probe_exits_1_and_says_where_it_was_last_seen() {
     require_privileges!("unanswered_probe_exits_1_and_says_where_it_was_last_seen");
     let mut c = Cleanup::new();
-    let ns = c.netns("tpk-lost");
-    c.host_link("tpkl0");
-    sh(&format!("ip link add tpkl0 type veth peer name eth0 netns {ns}"));
-    sh("ip addr add 198.18.5.1/24 dev tpkl0 && ip link set dev tpkl0 up");
-    sh(&format!(
-        "ip -n {ns} addr add 198.18.5.2/24 dev eth0 && ip -n {ns} link set dev eth0 up"
-    ));
+    let ns = c.veth_ns("tpk-lost", "tpkl0", "198.18.5");
     // The namespace has no route back: the request arrives, the reply cannot leave.
     sh(&format!("ip -n {ns} route flush dev eth0"));
 
@@ -256,13 +238,7 @@ fn table_output_has_one_row_per_hop() {
 fn host_unreachable_error_is_not_a_reply() {
     require_privileges!("host_unreachable_error_is_not_a_reply");
     let mut c = Cleanup::new();
-    let ns = c.netns("tpk-unr");
-    c.host_link("tpku0");
-    sh(&format!("ip link add tpku0 type veth peer name eth0 netns {ns}"));
-    sh("ip addr add 198.18.8.1/24 dev tpku0 && ip link set dev tpku0 up");
-    sh(&format!(
-        "ip -n {ns} addr add 198.18.8.2/24 dev eth0 && ip -n {ns} link set dev eth0 up"
-    ));
+    c.veth_ns("tpk-unr", "tpku0", "198.18.8");
     // Nobody answers ARP for .99: after the kernel's retries, it sends "host unreachable" back.
     let (out, hops) = trace_json(None, &["--timeout", "8", "198.18.8.99"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));

@@ -85,6 +85,38 @@ impl Cleanup {
         name.to_string()
     }
 
+    /// A veth pair into a new namespace `ns`: `hostif` here with `<net>.1/24`, `eth0` there
+    /// with `<net>.2/24`, both up. `net` is the first three octets, e.g. `198.18.1`.
+    pub fn veth_ns(&mut self, ns: &str, hostif: &str, net: &str) -> String {
+        let ns = self.veth(ns, hostif);
+        sh(&format!(
+            "ip addr add {net}.1/24 dev {hostif} && ip link set dev {hostif} up"
+        ));
+        sh(&format!(
+            "ip -n {ns} addr add {net}.2/24 dev eth0 && ip -n {ns} link set dev eth0 up"
+        ));
+        ns
+    }
+
+    /// The same over IPv6: `<prefix>1/64` here, `<prefix>2/64` there, e.g. `fd00:7470:6::`.
+    pub fn veth_ns6(&mut self, ns: &str, hostif: &str, prefix: &str) -> String {
+        let ns = self.veth(ns, hostif);
+        sh(&format!(
+            "ip -6 addr add {prefix}1/64 dev {hostif} nodad && ip link set dev {hostif} up"
+        ));
+        sh(&format!(
+            "ip -n {ns} -6 addr add {prefix}2/64 dev eth0 nodad && ip -n {ns} link set dev eth0 up"
+        ));
+        ns
+    }
+
+    fn veth(&mut self, ns: &str, hostif: &str) -> String {
+        let ns = self.netns(ns);
+        self.host_link(hostif);
+        sh(&format!("ip link add {hostif} type veth peer name eth0 netns {ns}"));
+        ns
+    }
+
     /// A host-side link that is deleted at the end (deleting one end of a veth deletes both).
     pub fn host_link(&mut self, name: &str) {
         self.cmds.push(format!("ip link del {name}"));
