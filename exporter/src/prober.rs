@@ -8,12 +8,14 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use probe_common::PROBE_PAYLOAD_LEN;
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 
 use crate::journey::Outcome;
 
-/// What a probe carries after the ICMP header: recognisable in a capture.
-const PAYLOAD: &[u8; 32] = b"tracepkt probe\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+/// What a probe carries after the ICMP header: recognisable in a capture. Its length is part
+/// of the contract with the kernel programs, which filter on the probe's IP length.
+const PAYLOAD: &[u8; PROBE_PAYLOAD_LEN] = b"tracepkt probe\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

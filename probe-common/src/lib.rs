@@ -9,6 +9,13 @@ pub const IFNAMSIZ: usize = 16;
 /// longer but names that long are rare; they are cut, never overflowed).
 pub const NAME_LEN: usize = 32;
 
+/// Bytes of payload after the ICMP echo header in every probe (and so in every reply).
+pub const PROBE_PAYLOAD_LEN: usize = 32;
+/// Total IP length of a probe packet: the kernel programs reject every packet of another
+/// length from the skb's own fields, before reading a byte of the packet.
+pub const PROBE_L3_LEN_V4: usize = 20 + 8 + PROBE_PAYLOAD_LEN;
+pub const PROBE_L3_LEN_V6: usize = 40 + 8 + PROBE_PAYLOAD_LEN;
+
 /// Most probe ids registered at once. Each target in flight uses one id.
 pub const MAX_PROBES: u32 = 4096;
 
@@ -54,6 +61,7 @@ pub mod stat {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offsets {
+    pub skb_len: u32,
     pub skb_head: u32,
     pub skb_data: u32,
     pub skb_network_header: u32,
@@ -221,6 +229,6 @@ mod tests {
         assert_eq!(size_of::<HopKey>(), 16);
         assert_eq!(size_of::<VerdictKey>(), 16 + 2 * NAME_LEN);
         assert_eq!(size_of::<DropKey>(), 16);
-        assert_eq!(size_of::<Offsets>(), 4 * 30);
+        assert_eq!(size_of::<Offsets>(), 4 * 31);
     }
 }

@@ -3,7 +3,7 @@
 use aya_ebpf::programs::TracePointContext;
 use probe_common::{DropKey, Event, direction, hook, kind, stat};
 
-use crate::packet::{self, L3};
+use crate::packet::{self, Access, L3};
 use crate::{
     DROPS, EVENTS, NF_DROPPED, REASON_CONSUMED, REASON_NETFILTER_DROP, REASON_NO_SOCKET, REASON_NOT_DROPPED_YET,
     REASON_NOT_SPECIFIED, bump, stat_inc,
@@ -15,11 +15,11 @@ fn reason_const(r: &'static u32) -> u32 {
 }
 
 #[inline(always)]
-pub fn handle(skb: usize, location: usize, reason: u32) -> i32 {
+pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
     if reason == reason_const(&REASON_CONSUMED) || reason == reason_const(&REASON_NOT_DROPPED_YET) {
         return 0;
     }
-    let Some(p) = packet::ours(skb, L3::NetworkHeader) else {
+    let Some(p) = packet::ours(skb, L3::NetworkHeader, access) else {
         return 0;
     };
     if p.direction == direction::REPLY && reason == reason_const(&REASON_NO_SOCKET) {
@@ -66,6 +66,6 @@ pub fn handle_tp(ctx: &TracePointContext) -> i32 {
         } else {
             ctx.read_at::<u32>(reason_off).unwrap_or(0)
         };
-        handle(skb, location, reason)
+        handle(skb, location, reason, Access::Probe)
     }
 }

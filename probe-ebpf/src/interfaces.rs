@@ -4,17 +4,17 @@
 use aya_ebpf::programs::TracePointContext;
 use probe_common::{Event, HopKey, hook, kind, stat};
 
-use crate::packet::{self, L3};
+use crate::packet::{self, Access, L3};
 use crate::{EVENTS, HOPS, bump, stat_inc};
 
 #[inline(always)]
-pub fn handle(skb: usize, hook_id: u8) -> i32 {
+pub fn handle(skb: usize, hook_id: u8, access: Access) -> i32 {
     let l3 = if hook_id == hook::NET_DEV_QUEUE {
         L3::NetworkHeader
     } else {
         L3::Data
     };
-    let Some(p) = packet::ours(skb, l3) else {
+    let Some(p) = packet::ours(skb, l3, access) else {
         return 0;
     };
     let mut ev = Event::zeroed();
@@ -41,7 +41,7 @@ pub fn handle(skb: usize, hook_id: u8) -> i32 {
 #[inline(always)]
 pub fn handle_tp(ctx: &TracePointContext, skb_off: usize, hook_id: u8) -> i32 {
     match unsafe { ctx.read_at::<usize>(skb_off) } {
-        Ok(skb) => handle(skb, hook_id),
+        Ok(skb) => handle(skb, hook_id, Access::Probe),
         Err(_) => 0,
     }
 }

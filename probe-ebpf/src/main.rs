@@ -18,6 +18,8 @@ mod interfaces;
 mod netfilter;
 mod packet;
 
+use packet::Access;
+
 use aya_ebpf::{
     macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -77,22 +79,22 @@ static NF_ARGS: HashMap<u64, netfilter::Stash> = HashMap::with_max_entries(4096,
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NET_DEV_QUEUE)
+    interfaces::handle(ctx.arg(0), hook::NET_DEV_QUEUE, Access::Btf)
 }
 
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NETIF_RECEIVE_SKB)
+    interfaces::handle(ctx.arg(0), hook::NETIF_RECEIVE_SKB, Access::Btf)
 }
 
 #[btf_tracepoint(function = "netif_rx")]
 pub fn netif_rx_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NETIF_RX)
+    interfaces::handle(ctx.arg(0), hook::NETIF_RX, Access::Btf)
 }
 
 #[btf_tracepoint(function = "napi_gro_receive_entry")]
 pub fn napi_gro_receive_entry_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NAPI_GRO_RECEIVE_ENTRY)
+    interfaces::handle(ctx.arg(0), hook::NAPI_GRO_RECEIVE_ENTRY, Access::Btf)
 }
 
 // ---- interfaces: classic tracepoints (fallback); skbaddr offset from tracefs ----
@@ -121,7 +123,7 @@ pub fn napi_gro_receive_entry_tp(ctx: TracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    drops::handle(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+    drops::handle(ctx.arg(0), ctx.arg(1), ctx.arg(2), Access::Btf)
 }
 
 #[tracepoint(category = "skb", name = "kfree_skb")]

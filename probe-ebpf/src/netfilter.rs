@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use probe_common::{Event, VerdictKey, hook, kind, stat};
 
-use crate::packet::{self, L3};
+use crate::packet::{self, Access, L3};
 use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, stat_inc};
 
 /// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
@@ -39,7 +39,7 @@ const NF_STOLEN: u32 = 2;
 /// What the three functions have in common once their arguments are known.
 #[inline(always)]
 fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8, entered_ns: u64) {
-    let Some(p) = packet::ours(skb, L3::NetworkHeader) else {
+    let Some(p) = packet::ours(skb, L3::NetworkHeader, Access::Probe) else {
         return;
     };
     let mut ev = Event::zeroed();
@@ -144,7 +144,7 @@ fn pick(args: &[usize; 3], n: usize) -> usize {
 #[inline(always)]
 fn stash(skb: usize, state: usize, table: usize) -> u32 {
     // Only our packets are stashed: foreign ones stop at the cheap checks in `ours`.
-    if packet::ours(skb, L3::NetworkHeader).is_none() {
+    if packet::ours(skb, L3::NetworkHeader, Access::Probe).is_none() {
         return 0;
     }
     let key = bpf_get_current_pid_tgid();

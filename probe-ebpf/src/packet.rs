@@ -1,11 +1,14 @@
 //! "Is it ours?" and the packet fields an event carries.
 //!
-//! Foreign traffic must cost as little as possible, so checks run cheapest first: the skb's
-//! ethertype, then the IP protocol, then the ICMP type; the `PROBES` map is consulted only
-//! for ICMP echo packets.
+//! Foreign traffic must cost as little as possible, so checks run cheapest first, and most
+//! packets are turned away from the skb's own fields alone: its ethertype, then its IP
+//! length, which must be a probe's (`PROBE_L3_LEN_*`). Only then are packet bytes read: the IP
+//! protocol, the ICMP type, and last the `PROBES` map. In BTF-typed programs the skb fields
+//! are plain loads the verifier checks against BTF, not helper calls: a foreign packet costs
+//! a handful of loads and compares.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use probe_common::{Event, ProbeInfo, direction};
+use probe_common::{Event, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, direction};
 
 use crate::PROBES;
 
@@ -26,6 +29,25 @@ pub enum L3 {
     NetworkHeader,
 }
 
+/// How a program may read the skb's fields.
+#[derive(Clone, Copy)]
+pub enum Access {
+    /// `tp_btf`: the skb is a BTF-typed pointer; fields are direct loads.
+    Btf,
+    /// Classic tracepoints and kprobes: through `bpf_probe_read_kernel`.
+    Probe,
+}
+
+#[inline(always)]
+fn field<T: Copy>(skb: usize, off: usize, access: Access) -> Option<T> {
+    match access {
+        // SAFETY: the verifier checks the load against sk_buff's BTF and turns it into a
+        // fault-tolerant load; `off` is a frozen constant naming a field of that type.
+        Access::Btf => Some(unsafe { core::ptr::read((skb + off) as *const T) }),
+        Access::Probe => unsafe { read(skb, off) },
+    }
+}
+
 /// One of our probe packets, as seen at a hook.
 pub struct Probe {
     pub info: ProbeInfo,
@@ -44,26 +66,35 @@ unsafe fn read<T>(base: usize, off: usize) -> Option<T> {
 
 /// Returns the probe this skb carries, or `None` for every packet that is not one of ours.
 #[inline(always)]
-pub fn ours(skb: usize, l3: L3) -> Option<Probe> {
+pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     if skb == 0 {
         return None;
     }
-    let proto: u16 = unsafe { read(skb, off!(skb_protocol))? };
-    if proto != ETH_P_IP_BE && proto != ETH_P_IPV6_BE {
+    let proto: u16 = field(skb, off!(skb_protocol), access)?;
+    let want = if proto == ETH_P_IP_BE {
+        PROBE_L3_LEN_V4
+    } else if proto == ETH_P_IPV6_BE {
+        PROBE_L3_LEN_V6
+    } else {
         return None;
-    }
-    let ip = match l3 {
-        L3::Data => unsafe { read::<usize>(skb, off!(skb_data))? },
+    };
+    let len = field::<u32>(skb, off!(skb_len), access)? as usize;
+    let data: usize = field(skb, off!(skb_data), access)?;
+    let (ip, l3_len) = match l3 {
+        L3::Data => (data, len),
         L3::NetworkHeader => {
-            let nh: u16 = unsafe { read(skb, off!(skb_network_header))? };
+            let nh: u16 = field(skb, off!(skb_network_header), access)?;
             if nh == HEADER_UNSET {
                 return None;
             }
-            let head: usize = unsafe { read(skb, off!(skb_head))? };
-            head + nh as usize
+            let head: usize = field(skb, off!(skb_head), access)?;
+            let ip = head + nh as usize;
+            // skb->len counts from skb->data, which may sit before (link header still on)
+            // or after (already pulled to the transport header) the IP header.
+            (ip, (len + data).wrapping_sub(ip))
         }
     };
-    if ip == 0 {
+    if l3_len != want || ip == 0 {
         return None;
     }
     let mut p = Probe {

@@ -253,6 +253,7 @@ const NETFILTER_HOOKS: &[(&str, &str)] = &[
 /// netfilter ones are optional (returned as the reason when missing).
 fn resolve_offsets(btf: &KernelBtf, tracefs: &Path) -> Result<(Offsets, Option<String>), LoadError> {
     let mut o = Offsets {
+        skb_len: btf.offset_of("sk_buff", "len")?,
         skb_head: btf.offset_of("sk_buff", "head")?,
         skb_data: btf.offset_of("sk_buff", "data")?,
         skb_network_header: btf.offset_of("sk_buff", "network_header")?,
