@@ -63,7 +63,7 @@ for log in "$results"/host.log "$results"/vm.log; do
     k=$(if [ "$(basename "$log")" = host.log ]; then uname -r; else scripts/vm.sh kernel; fi)
     p=$(sed -nE 's/^test result: .*\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$log" | paste -sd+ | bc)
     f=$(sed -nE 's/^test result: .*\. ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$log" | paste -sd+ | bc)
-    s=$(grep -c "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" || true)
+    s=$(grep "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" | sort -u | grep -c . || true)
     echo "kernel $k: ${p:-0} passed, ${f:-0} failed, $s of them skipped"
     grep "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" | sed 's/^/  /' | sort -u || true
     passed=$((passed + ${p:-0})); fails=$((fails + ${f:-0}))

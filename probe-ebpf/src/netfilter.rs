@@ -10,44 +10,61 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_probe_read_kernel_str_bytes,
     },
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
 use probe_common::{Event, VerdictKey, hook, kind, stat};
 
-use crate::packet::{self, Access, L3};
+use crate::packet::{self, Access, Dev, L3, Probe};
 use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, stat_inc};
 
 /// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
 const VERDICT_MASK: u32 = 0xff;
 
-#[repr(C)]
+/// One of our packets at a chain's entry: what the verdict row needs of the skb, read while
+/// the skb is certainly alive (a dropping chain may free it before returning).
+#[derive(Clone, Copy)]
+pub struct Seen {
+    probe: Probe,
+    dev: Dev,
+    skb: usize,
+    /// When the chain was entered: the verdict row is placed there in time.
+    ts_ns: u64,
+}
+
+/// Entry arguments kept for the return probe.
 #[derive(Clone, Copy)]
 pub struct Stash {
-    skb: usize,
+    seen: Seen,
     state: usize,
     /// `xt_table *` for iptables, `nft_chain *` for nftables.
     table: usize,
-    /// When the chain was entered: the verdict row is placed there in time.
-    ts_ns: u64,
 }
 
 const NF_DROP: u32 = 0;
 const NF_STOLEN: u32 = 2;
 
-/// What the three functions have in common once their arguments are known.
+/// Recognises one of our packets and notes what its verdict row needs.
 #[inline(always)]
-fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8, entered_ns: u64) {
-    let Some(p) = packet::ours(skb, L3::NetworkHeader, Access::Probe) else {
-        return;
-    };
+fn observe(skb: usize) -> Option<Seen> {
+    let probe = packet::ours(skb, L3::NetworkHeader, Access::Probe)?;
+    Some(Seen {
+        probe,
+        dev: packet::dev_of(skb),
+        skb,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    })
+}
+
+/// Emits the verdict row. Reads only the hook state and the table/chain, never the skb.
+#[inline(always)]
+fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook_id: u8) {
     let mut ev = Event::zeroed();
-    packet::fill(&mut ev, &p, skb, kind::NETFILTER, hook_id);
-    if entered_ns != 0 {
-        ev.ts_ns = entered_ns;
-    }
-    packet::device(skb, &mut ev);
+    packet::fill(&mut ev, &seen.probe, seen.skb, kind::NETFILTER, hook_id);
+    ev.ts_ns = seen.ts_ns;
+    packet::set_dev(&mut ev, &seen.dev);
     unsafe {
         ev.nf_hook = bpf_probe_read_kernel((state + off!(nf_state_hook)) as *const u8).unwrap_or(0xff);
         ev.nf_pf = bpf_probe_read_kernel((state + off!(nf_state_pf)) as *const u8).unwrap_or(0);
@@ -70,14 +87,14 @@ fn record(skb: usize, state: usize, table: usize, verdict: u32, hook_id: u8, ent
     ev.verdict = verdict & VERDICT_MASK;
     if ev.verdict == NF_STOLEN
         && let Some(slot) = NF_DROPPED.get_ptr_mut(0)
-        && unsafe { *slot } == skb as u64
+        && unsafe { *slot } == seen.skb as u64
     {
         // Freed with NETFILTER_DROP inside the chain, then reported as stolen: a drop.
         ev.verdict = NF_DROP;
         unsafe { *slot = 0 };
     }
     let key = VerdictKey {
-        tag: p.info.tag,
+        tag: seen.probe.info.tag,
         netns: ev.netns,
         verdict: ev.verdict,
         pf: ev.nf_pf,
@@ -144,21 +161,9 @@ fn pick(args: &[usize; 3], n: usize) -> usize {
 #[inline(always)]
 fn stash(skb: usize, state: usize, table: usize) -> u32 {
     // Only our packets are stashed: foreign ones stop at the cheap checks in `ours`.
-    if packet::ours(skb, L3::NetworkHeader, Access::Probe).is_none() {
-        return 0;
+    if let Some(seen) = observe(skb) {
+        let _ = NF_ARGS.insert(bpf_get_current_pid_tgid(), Stash { seen, state, table }, 0);
     }
-    let key = bpf_get_current_pid_tgid();
-    let ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    let _ = NF_ARGS.insert(
-        key,
-        Stash {
-            skb,
-            state,
-            table,
-            ts_ns,
-        },
-        0,
-    );
     0
 }
 
@@ -200,7 +205,7 @@ fn ret_of(ctx: &RetProbeContext) -> u32 {
 #[inline(always)]
 pub fn ipt_return(ctx: &RetProbeContext, hook_id: u8) -> u32 {
     if let Some(s) = unstash() {
-        record(s.skb, s.state, s.table, ret_of(ctx), hook_id, s.ts_ns);
+        record(&s.seen, s.state, s.table, ret_of(ctx), hook_id);
     }
     0
 }
@@ -208,7 +213,7 @@ pub fn ipt_return(ctx: &RetProbeContext, hook_id: u8) -> u32 {
 #[inline(always)]
 pub fn nft_return(ctx: &RetProbeContext) -> u32 {
     if let Some(s) = unstash() {
-        record(s.skb, s.state, s.table, ret_of(ctx), hook::NFT_DO_CHAIN, s.ts_ns);
+        record(&s.seen, s.state, s.table, ret_of(ctx), hook::NFT_DO_CHAIN);
     }
     0
 }
@@ -222,7 +227,11 @@ pub fn ipt_fexit(ctx: &FExitContext, hook_id: u8) -> i32 {
         pick(&a, off!(ipt_arg_table)),
     );
     let verdict: u32 = ctx.ret().unwrap_or(0);
-    record(skb, state, table, verdict, hook_id, 0);
+    // After the function: a chain that dropped may already have freed the skb, and then the
+    // row is missing. The kprobe path reads the skb at entry instead.
+    if let Some(seen) = observe(skb) {
+        record(&seen, state, table, verdict, hook_id);
+    }
     0
 }
 
@@ -234,7 +243,9 @@ pub fn nft_fexit(ctx: &FExitContext) -> i32 {
     unsafe {
         let skb = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_skb)) as *const usize).unwrap_or(0);
         let state = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_state)) as *const usize).unwrap_or(0);
-        record(skb, state, chain, verdict, hook::NFT_DO_CHAIN, 0);
+        if let Some(seen) = observe(skb) {
+            record(&seen, state, chain, verdict, hook::NFT_DO_CHAIN);
+        }
     }
     0
 }

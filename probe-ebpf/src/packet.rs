@@ -49,6 +49,7 @@ fn field<T: Copy>(skb: usize, off: usize, access: Access) -> Option<T> {
 }
 
 /// One of our probe packets, as seen at a hook.
+#[derive(Clone, Copy)]
 pub struct Probe {
     pub info: ProbeInfo,
     pub ip_version: u8,
@@ -143,20 +144,47 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     Some(p)
 }
 
+/// The device an skb is on.
+#[derive(Clone, Copy)]
+pub struct Dev {
+    pub ifindex: u32,
+    pub netns: u32,
+    pub ifname: [u8; 16],
+}
+
 /// The device an skb is on: its ifindex, name and network namespace inode.
 #[inline(always)]
-pub fn device(skb: usize, ev: &mut Event) {
+pub fn dev_of(skb: usize) -> Dev {
+    let mut d = Dev {
+        ifindex: 0,
+        netns: 0,
+        ifname: [0; 16],
+    };
     let Some(dev) = (unsafe { read::<usize>(skb, off!(skb_dev)) }) else {
-        return;
+        return d;
     };
     if dev == 0 {
-        return;
+        return d;
     }
-    ev.ifindex = unsafe { read::<u32>(dev, off!(dev_ifindex)) }.unwrap_or(0);
+    d.ifindex = unsafe { read::<u32>(dev, off!(dev_ifindex)) }.unwrap_or(0);
     unsafe {
-        let _ = bpf_probe_read_kernel_buf((dev + off!(dev_name)) as *const u8, &mut ev.ifname);
+        let _ = bpf_probe_read_kernel_buf((dev + off!(dev_name)) as *const u8, &mut d.ifname);
     }
-    ev.netns = netns_of_dev(dev);
+    d.netns = netns_of_dev(dev);
+    d
+}
+
+/// Copies the device of an skb into an event.
+#[inline(always)]
+pub fn device(skb: usize, ev: &mut Event) {
+    set_dev(ev, &dev_of(skb));
+}
+
+#[inline(always)]
+pub fn set_dev(ev: &mut Event, d: &Dev) {
+    ev.ifindex = d.ifindex;
+    ev.netns = d.netns;
+    ev.ifname = d.ifname;
 }
 
 /// `dev->nd_net.net->ns.inum`
