@@ -168,28 +168,28 @@ async fn probe_loop(ctx: Arc<Ctx>, t: Target, tag: u32, id: u16, start_after: Du
                 Ok(a) => a,
                 Err(e) => {
                     warn!(target = %t.name, "{e}");
-                    ctx.metrics.probe_error(&labels, "resolve");
+                    ctx.metrics.probe_error(tag, &labels, "resolve");
                     continue;
                 }
             };
             if let Err(e) = ctx.begin(id, seq, tag) {
                 warn!(target = %t.name, "{e:#}");
                 ctx.end(id, seq);
-                ctx.metrics.probe_error(&labels, "send");
+                ctx.metrics.probe_error(tag, &labels, "send");
                 continue;
             }
-            ctx.metrics.probe_sent(&labels);
+            ctx.metrics.probe_sent(tag, &labels);
             let outcome = ctx.prober.probe(addr, id, seq, t.timeout).await;
             tokio::time::sleep(GRACE).await;
             let events = ctx.end(id, seq);
             match &outcome {
                 Outcome::SendError(e) => {
                     warn!(target = %t.name, %addr, "probe not sent: {e}");
-                    ctx.metrics.probe_error(&labels, "send");
+                    ctx.metrics.probe_error(tag, &labels, "send");
                 }
                 Outcome::IcmpError(e) => {
                     tracing::debug!(target = %t.name, %addr, "{e}");
-                    ctx.metrics.probe_error(&labels, "icmp_error");
+                    ctx.metrics.probe_error(tag, &labels, "icmp_error");
                 }
                 _ => {}
             }
@@ -197,7 +197,7 @@ async fn probe_loop(ctx: Arc<Ctx>, t: Target, tag: u32, id: u16, start_after: Du
                 let mut names = ctx.names.lock().unwrap();
                 Journey::assemble(id, seq, events, outcome, &mut names, ctx.not_specified)
             };
-            ctx.metrics.record(&labels, &journey);
+            ctx.metrics.record(tag, &labels, &journey);
             seq = seq.wrapping_add(1);
         }
     }

@@ -266,16 +266,29 @@ impl Metrics {
 
     /// Makes a target known under its probe tag; its series start at zero.
     pub fn add_target(&self, tag: u32, t: TargetLabels) {
+        let mut targets = self.shared.targets.write().unwrap();
         let base = t.base();
         let _ = self.probes_sent.get_or_create(&base);
         let _ = self.replies.get_or_create(&base);
         let _ = self.path_changes.get_or_create(&base);
-        self.shared.targets.write().unwrap().insert(tag, t);
+        targets.insert(tag, t);
+    }
+
+    /// Runs `write` only while `t` is still the target known under `tag`, holding the targets
+    /// lock: a task stopped by a reload may still be finishing a probe on another thread, and
+    /// must not bring back the series `remove_target` just deleted.
+    fn if_current(&self, tag: u32, t: &TargetLabels, write: impl FnOnce()) {
+        let targets = self.shared.targets.read().unwrap();
+        if targets.get(&tag) == Some(t) {
+            write();
+        }
     }
 
     /// Removes every series of a target (after a reload dropped it or changed its labels).
     pub fn remove_target(&self, tag: u32, forget_kernel_counters: bool) {
-        let Some(t) = self.shared.targets.write().unwrap().remove(&tag) else {
+        // Held to the end, so no recorder writes between the check and the removal.
+        let mut targets = self.shared.targets.write().unwrap();
+        let Some(t) = targets.remove(&tag) else {
             return;
         };
         let base = t.base();
@@ -301,15 +314,19 @@ impl Metrics {
         }
     }
 
-    pub fn probe_sent(&self, t: &TargetLabels) {
-        self.probes_sent.get_or_create(&t.base()).inc();
+    pub fn probe_sent(&self, tag: u32, t: &TargetLabels) {
+        self.if_current(tag, t, || {
+            self.probes_sent.get_or_create(&t.base()).inc();
+        });
     }
 
-    pub fn probe_error(&self, t: &TargetLabels, reason: &str) {
-        self.probe_errors
-            .get_or_create(&t.with(&[("reason", reason.to_string())]))
-            .inc();
-        self.success.get_or_create(&t.base()).set(0);
+    pub fn probe_error(&self, tag: u32, t: &TargetLabels, reason: &str) {
+        self.if_current(tag, t, || {
+            self.probe_errors
+                .get_or_create(&t.with(&[("reason", reason.to_string())]))
+                .inc();
+            self.success.get_or_create(&t.base()).set(0);
+        });
     }
 
     pub fn reload(&self, ok: bool) {
@@ -324,7 +341,11 @@ impl Metrics {
     }
 
     /// Records a finished journey.
-    pub fn record(&self, t: &TargetLabels, j: &Journey) {
+    pub fn record(&self, tag: u32, t: &TargetLabels, j: &Journey) {
+        self.if_current(tag, t, || self.record_current(t, j));
+    }
+
+    fn record_current(&self, t: &TargetLabels, j: &Journey) {
         let base = t.base();
         {
             let mut ifnames = self.shared.ifnames.lock().unwrap();
