@@ -387,6 +387,9 @@ impl Metrics {
     }
 }
 
+/// A kernel counter before its target's labels are known: (tag, its own labels, value).
+type KernelRow = (u32, Vec<(&'static str, String)>, u64);
+
 /// Reads the kernel's per-CPU maps at scrape time.
 struct KernelCollector {
     shared: Arc<Shared>,
@@ -443,73 +446,70 @@ impl Collector for KernelCollector {
         };
         let targets = self.shared.targets.read().unwrap().clone();
         // Counters of tags that no longer name a target (removed by a reload) are not shown.
+        let rows = |keys: Vec<KernelRow>| -> Vec<(Labels, u64)> {
+            keys.into_iter()
+                .filter_map(|(tag, more, v)| Some((targets.get(&tag)?.with(&more), v)))
+                .collect()
+        };
+        let sh = &self.shared;
         let hop_rows = hops
             .into_iter()
-            .filter_map(|(k, v)| {
-                let t = targets.get(&k.tag)?;
-                Some((
-                    t.with(&[
-                        ("netns", self.shared.netns_label(k.netns)),
-                        ("interface", self.shared.ifname(k.netns, k.ifindex)),
-                        ("direction", direction_name(k.direction).to_string()),
-                    ]),
-                    v,
-                ))
+            .map(|(k, v)| {
+                let labels = vec![
+                    ("netns", sh.netns_label(k.netns)),
+                    ("interface", sh.ifname(k.netns, k.ifindex)),
+                    ("direction", direction_name(k.direction).to_string()),
+                ];
+                (k.tag, labels, v)
             })
             .collect();
         encode_counters(
             &mut encoder,
             "tracepkt_hops",
             "Interface crossings of probe packets, counted in the kernel (transmit and receive)",
-            hop_rows,
+            rows(hop_rows),
         )?;
         let verdict_rows = verdicts
             .into_iter()
-            .filter_map(|(k, v)| {
-                let t = targets.get(&k.tag)?;
-                Some((
-                    t.with(&[
-                        ("netns", self.shared.netns_label(k.netns)),
-                        ("family", names::nf_family(k.pf).to_string()),
-                        ("hook", names::nf_hook(k.hook).to_string()),
-                        ("table", cstr(&k.table)),
-                        ("chain", cstr(&k.chain)),
-                        ("verdict", names::nf_verdict(k.verdict).to_string()),
-                    ]),
-                    v,
-                ))
+            .map(|(k, v)| {
+                let labels = vec![
+                    ("netns", sh.netns_label(k.netns)),
+                    ("family", names::nf_family(k.pf).to_string()),
+                    ("hook", names::nf_hook(k.hook).to_string()),
+                    ("table", cstr(&k.table)),
+                    ("chain", cstr(&k.chain)),
+                    ("verdict", names::nf_verdict(k.verdict).to_string()),
+                ];
+                (k.tag, labels, v)
             })
             .collect();
         encode_counters(
             &mut encoder,
             "tracepkt_netfilter_verdicts",
             "Netfilter chain traversals of probe packets, by verdict, counted in the kernel",
-            verdict_rows,
+            rows(verdict_rows),
         )?;
         let drop_rows = drops
             .into_iter()
-            .filter_map(|(k, v)| {
-                let t = targets.get(&k.tag)?;
+            .map(|(k, v)| {
                 let reason = self
                     .drop_reasons
                     .get(&k.reason)
                     .cloned()
                     .unwrap_or_else(|| format!("reason_{}", k.reason));
-                Some((
-                    t.with(&[
-                        ("netns", self.shared.netns_label(k.netns)),
-                        ("interface", self.shared.ifname(k.netns, k.ifindex)),
-                        ("reason", reason),
-                    ]),
-                    v,
-                ))
+                let labels = vec![
+                    ("netns", sh.netns_label(k.netns)),
+                    ("interface", sh.ifname(k.netns, k.ifindex)),
+                    ("reason", reason),
+                ];
+                (k.tag, labels, v)
             })
             .collect();
         encode_counters(
             &mut encoder,
             "tracepkt_drops",
             "Probe packets dropped by the kernel, by drop reason",
-            drop_rows,
+            rows(drop_rows),
         )?;
 
         let lost = ConstCounter::new(self.shared.stats.events_lost());
