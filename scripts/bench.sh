@@ -1,0 +1,627 @@
+#!/usr/bin/env bash
+# tracepkt benchmark harness (issue 5), as `make bench` runs it (after `make build`).
+#
+#   scripts/bench.sh                 the full run (about 30 minutes on 2 cores, with the 10-minute soak)
+#   BENCH_QUICK=1 scripts/bench.sh   a shortened run for development (about 4 minutes): fewer
+#                                    rounds, shorter windows, fewer journey steps, no soak
+#
+# Environment (all optional; the quick defaults are in brackets):
+#   BENCH_QUICK=1          shortened run (see above)
+#   BENCH_SOAK_SECS=600    length of the 1,000-target memory soak [0]; 0 skips it
+#   BENCH_ROUNDS=7         interleaved rounds of the foreign-traffic part [2]
+#   BENCH_SECS=5           seconds of each UDP flood and of each TCP run [2]
+#   BENCH_JOURNEY_RATES="50 100 200 500 1000 2000 5000 7500 10000 20000"   rates stepped
+#                          through [100 1000]: up to 1,000/s, that many targets every 1s; above,
+#                          max(1000, rate/10) targets at the interval that gives the rate
+#   BENCH_JOURNEY_ROUNDS=3 rounds of the journey steps [1]
+#   BENCH_JOURNEY_SECS=10  measuring window of each journey step [4]
+#   BENCH_CPU_SECS=60      CPU window at 100 and 1,000 targets [20]
+#   BENCH_SCRAPES=50       /metrics scrapes per size [10]
+#   BENCH_STARTS=5         start-ups measured per attach mode [2]
+#   BENCH_PARTS="startup foreign journey scale"   which parts to run
+#   TRACEPKT_BIN=target/release/tracepkt          the binary measured (copied first, so a
+#                                                  rebuild during the run changes nothing)
+#
+# What it measures, in one run (details in BENCHMARKS.md and at the top of each part below):
+#   1. foreign: the cost for traffic that is not a probe. UDP 64-byte flood (iperf3 -u -l 64
+#      -b 0) and TCP (iperf3) over a veth pair into a namespace this script creates, with
+#      a. nothing attached, b. tracepkt serve attach: always, c. tracepkt serve attach:
+#      in-flight, d. bench/foreign.bt under bpftrace, e. tracepkt bench-floor; rounds
+#      interleaved, the order rotating every round. Per-program ns/run from the kernel's
+#      accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), and the
+#      in-flight duty cycle from tracepkt_attached_seconds_total.
+#   2. journey: the highest probe rate traced with no lost events and complete journeys, and
+#      tracepkt's CPU per step.
+#   3./4. scale: CPU at 100 and 1,000 targets every 10 s, /metrics latency and size and RSS at
+#      10, 100 and 1,000 targets; then the RSS soak at 1,000 targets.
+#   5. startup: fork to "serving /metrics", to the first scrape, to the first journey.
+# Output: the table on stdout and in target/bench/results.md (results.json alongside); every
+# raw sample (iperf3 JSON, bpftool snapshots, /metrics bodies, CPU and RSS samples, logs) under
+# target/bench/raw/.
+#
+# Traffic goes only to loopback and to the namespace created here (198.18.40.0/24, from the
+# RFC 2544 benchmarking range): host veth tpkbench0 198.18.40.1 <-> tpkbench:eth0 198.18.40.2.
+# Everything started here is stopped, and the namespace deleted, on exit (also on Ctrl-C).
+# Every loop is bounded in count and in time. Must run as root.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$root/.tools/bin:$HOME/.cargo/bin:$PATH"
+
+quick=${BENCH_QUICK:-0}
+if [ "$quick" = 1 ]; then
+    d_rounds=2 d_secs=2 d_rates="100 1000" d_jrounds=1 d_jsecs=4 d_cpu=20 d_scrapes=10 d_starts=2 d_soak=0
+else
+    d_rounds=7 d_secs=5 d_rates="50 100 200 500 1000 2000 5000 7500 10000 20000" d_jrounds=3 d_jsecs=10 d_cpu=60 d_scrapes=50 d_starts=5 d_soak=600
+fi
+ROUNDS=${BENCH_ROUNDS:-$d_rounds}
+SECS=${BENCH_SECS:-$d_secs}
+RATES=${BENCH_JOURNEY_RATES:-$d_rates}
+JROUNDS=${BENCH_JOURNEY_ROUNDS:-$d_jrounds}
+JSECS=${BENCH_JOURNEY_SECS:-$d_jsecs}
+CPU_SECS=${BENCH_CPU_SECS:-$d_cpu}
+SCRAPES=${BENCH_SCRAPES:-$d_scrapes}
+STARTS=${BENCH_STARTS:-$d_starts}
+SOAK_SECS=${BENCH_SOAK_SECS:-$d_soak}
+PARTS=${BENCH_PARTS:-startup foreign journey scale}
+
+NS=tpkbench
+HOST_IF=tpkbench0
+HOST_IP=198.18.40.1
+NS_IP=198.18.40.2
+IPERF_PORT=5299
+SCALE_INTERVAL=10s
+SOAK_EVERY=30
+
+out=$root/target/bench
+raw=$out/raw
+lib=$root/bench/benchlib.py
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+now() { echo "$EPOCHREALTIME"; }
+now_us() { echo "${EPOCHREALTIME/./}"; } # integer microseconds, for deadlines
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.4f", b - a }'; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (BPF, network namespaces)"
+[ -n "${EPOCHREALTIME:-}" ] || die "bash 5 or later is needed (EPOCHREALTIME)"
+
+# ------------------------------------------------------------------------------------------
+# Tools the bench drives (Debian packages), installed when missing.
+
+apt_install() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    } || die "cannot install ${missing[*]}"
+}
+apt_install iperf3 bpftrace bpftool curl iproute2 util-linux python3
+for c in iperf3 bpftrace bpftool curl ip taskset python3 sha256sum; do
+    command -v "$c" >/dev/null || die "$c not found"
+done
+
+src_bin=${TRACEPKT_BIN:-$root/target/release/tracepkt}
+[ -x "$src_bin" ] || die "$src_bin missing: run make build"
+
+# ------------------------------------------------------------------------------------------
+# Processes, namespace and sysctl: everything undone on exit.
+
+declare -A started=()      # pid -> what
+stats_orig=$(cat /proc/sys/kernel/bpf_stats_enabled 2>/dev/null || echo 0)
+stats_touched=0
+
+stop_pid() { # pid [signal]: signal, wait up to 10 s, then SIGKILL; reaps it
+    local pid=$1 sig=${2:-TERM} i
+    [ -n "$pid" ] || return 0
+    kill -s "$sig" "$pid" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid (${started[$pid]:-?}) did not stop on SIG$sig: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    unset "started[$pid]"
+    return 0
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${!started[@]}"; do
+        stop_pid "$pid" TERM
+    done
+    ip netns pids "$NS" 2>/dev/null | while read -r pid; do kill -KILL "$pid" 2>/dev/null; done
+    ip netns del "$NS" 2>/dev/null
+    if [ "$stats_touched" = 1 ]; then
+        sysctl -q -w kernel.bpf_stats_enabled="$stats_orig" >/dev/null
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+bpf_stats() { # on|off
+    if [ "$1" = on ]; then
+        stats_touched=1
+        sysctl -q -w kernel.bpf_stats_enabled=1 >/dev/null || die "cannot enable kernel.bpf_stats_enabled"
+    else
+        sysctl -q -w kernel.bpf_stats_enabled="$stats_orig" >/dev/null
+        stats_touched=0
+    fi
+}
+
+setup_netns() {
+    if ip netns list | grep -qw "$NS"; then
+        log "namespace $NS left over from an earlier run: deleting it"
+        ip netns pids "$NS" 2>/dev/null | while read -r pid; do kill -KILL "$pid" 2>/dev/null; done
+        ip netns del "$NS"
+    fi
+    if ip -4 route show | grep -q '^198\.18\.40\.'; then
+        die "198.18.40.0/24 is already routed on this host: not creating the bench namespace over it"
+    fi
+    ip netns add "$NS" &&
+        ip link add "$HOST_IF" type veth peer name eth0 netns "$NS" &&
+        ip addr add "$HOST_IP/24" dev "$HOST_IF" &&
+        ip link set "$HOST_IF" up &&
+        ip -n "$NS" addr add "$NS_IP/24" dev eth0 &&
+        ip -n "$NS" link set eth0 up &&
+        ip -n "$NS" link set lo up || die "cannot create namespace $NS"
+    local i
+    for ((i = 0; i < 20; i++)); do
+        ping -c1 -W1 -q "$NS_IP" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    die "$NS_IP does not answer"
+}
+
+# ------------------------------------------------------------------------------------------
+# tracepkt serve
+
+pick_port() {
+    local p
+    for p in 29977 29978 29979 29980 29981 29982 29983 29984 29985 29986; do
+        if [ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; then
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port among 29977-29986"
+}
+
+write_config() { # file targets interval timeout attach(""=default) address
+    local f=$1 n=$2 interval=$3 timeout=$4 attach=$5 addr=$6 i
+    {
+        echo "# written by scripts/bench.sh"
+        echo "listen: $LISTEN"
+        echo "interval: $interval"
+        echo "timeout: $timeout"
+        [ -n "$attach" ] && echo "attach: $attach"
+        echo "targets:"
+        for ((i = 1; i <= n; i++)); do printf '  - {name: t%04d, address: %s}\n' "$i" "$addr"; done
+    } >"$f"
+}
+
+SERVE_PID=
+start_serve() { # config log: starts tracepkt serve, sets SERVE_PID
+    "$BIN" serve --config "$1" >"$2" 2>&1 &
+    SERVE_PID=$!
+    started[$SERVE_PID]="tracepkt serve"
+}
+
+wait_serving() { # pid log seconds: waits for a successful scrape; 1 if it died or timed out
+    local pid=$1 logf=$2 deadline i
+    deadline=$(($(now_us) + $3 * 1000000))
+    for ((i = 0; i < 10000; i++)); do
+        kill -0 "$pid" 2>/dev/null || { log "tracepkt exited: $(tail -n 3 "$logf" | tr '\n' ' ')"; return 1; }
+        curl -sf -m 2 -o /dev/null "$URL" && return 0
+        [ "$(now_us)" -lt "$deadline" ] || break
+        sleep 0.05
+    done
+    log "tracepkt did not serve /metrics within $3 s"
+    return 1
+}
+
+scrape() { # file: one /metrics body; records its time in the caller's times file ($2 key)
+    curl -sf -m 10 -o "$1" "$URL" || : >"$1"
+}
+
+cpu_ticks() { # pid: utime+stime in clock ticks (comm may hold spaces: cut after the last ")")
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    s=${s##*) }
+    awk '{ print $12 + $13 }' <<<"$s"
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+sum_metric() { # file metric: sum of a metric family in a /metrics body
+    awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%d", s }' "$1"
+}
+
+# ------------------------------------------------------------------------------------------
+# Set-up
+
+mkdir -p "$out"
+rm -rf "$raw"
+mkdir -p "$raw"
+BIN=$out/tracepkt
+cp -f "$src_bin" "$BIN" || die "cannot copy $src_bin"
+PORT=$(pick_port)
+[ -n "$PORT" ] || die "no free port for tracepkt's /metrics"
+LISTEN=127.0.0.1:$PORT
+URL=http://$LISTEN/metrics
+
+has_attach=0
+has_floor=0
+"$BIN" bench-floor --help >/dev/null 2>&1 && has_floor=1
+if grep -q -a "in-flight or always" "$BIN"; then has_attach=1; fi
+
+setup_netns
+
+{
+    echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "kernel:    $(uname -r) ($(uname -m))"
+    echo "cpus:      $(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "memory:    $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "tracepkt:  $("$BIN" --version 2>/dev/null) sha256 $(sha256sum "$BIN" | cut -c1-16), git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- exporter probe-ebpf probe-common 2>/dev/null || echo ' + uncommitted changes')"
+    echo "tools:     $(iperf3 --version | head -n1 | cut -d' ' -f1-2), bpftrace $(bpftrace --version | awk '{ print $2 }'), bpftool $(bpftool version | awk 'NR == 1 { print $2 }')"
+    echo "run:       BENCH_QUICK=$quick rounds=$ROUNDS secs=$SECS rates='$RATES' journey_rounds=$JROUNDS journey_secs=$JSECS cpu_secs=$CPU_SECS scrapes=$SCRAPES starts=$STARTS soak_secs=$SOAK_SECS"
+    echo "features:  attach: setting $([ $has_attach = 1 ] && echo present || echo ABSENT), bench-floor $([ $has_floor = 1 ] && echo present || echo ABSENT)"
+} >"$raw/env.txt"
+cat "$raw/env.txt" >&2
+
+# ------------------------------------------------------------------------------------------
+# 5. Start-up: fork to "serving /metrics", to the first scrape, to the first journey.
+
+part_startup() {
+    local modes=(in-flight) mode i
+    [ $has_attach = 1 ] && modes+=(always)
+    [ $has_attach = 1 ] || modes=(default)
+    for ((i = 1; i <= STARTS; i++)); do
+        for mode in "${modes[@]}"; do
+            local d=$raw/startup/$mode-$i
+            mkdir -p "$d"
+            write_config "$d/config.yaml" 1 10s 2s "$([ "$mode" = default ] || echo "$mode")" "$NS_IP"
+            local t0 serving=none scr=none jour=none k
+            t0=$EPOCHREALTIME
+            start_serve "$d/config.yaml" "$d/serve.log"
+            local pid=$SERVE_PID
+            for ((k = 0; k < 1500; k++)); do # 10 ms steps, at most 15 s
+                kill -0 "$pid" 2>/dev/null || break
+                if [ "$serving" = none ] && grep -q "serving /metrics" "$d/serve.log"; then serving=$(since "$t0"); fi
+                if [ "$scr" = none ] || [ "$jour" = none ]; then
+                    if curl -sf -m 1 -o "$d/body.txt" "$URL"; then
+                        [ "$scr" = none ] && scr=$(since "$t0")
+                        if [ "$(sum_metric "$d/body.txt" tracepkt_probe_replies_total)" -gt 0 ]; then
+                            jour=$(since "$t0")
+                        fi
+                    fi
+                fi
+                [ "$serving" != none ] && [ "$scr" != none ] && [ "$jour" != none ] && break
+                sleep 0.01
+            done
+            stop_pid "$pid" TERM
+            # The log line's own timestamp (UTC, microseconds) is sharper than the 10 ms polling.
+            local ts
+            ts=$(grep -m1 "serving /metrics" "$d/serve.log" | awk '{ print $1 }')
+            if [ -n "$ts" ] && ts=$(date -u -d "$ts" +%s.%N 2>/dev/null); then
+                serving=$(awk -v a="$t0" -v b="$ts" 'BEGIN { printf "%.4f", b - a }')
+            fi
+            printf 'serving=%s\nscrape=%s\njourney=%s\n' "$serving" "$scr" "$jour" >"$d/times"
+            log "startup $mode #$i: serving ${serving}s, scrape ${scr}s, journey ${jour}s"
+            sleep 0.5
+        done
+    done
+}
+
+# ------------------------------------------------------------------------------------------
+# 1. Foreign traffic: throughput and per-program cost, five configurations, interleaved.
+
+IPERF_PID=
+start_iperf_server() {
+    ip netns exec "$NS" nice -n -20 taskset -c 1 iperf3 -s -B "$NS_IP" -p "$IPERF_PORT" >"$raw/foreign/iperf3-server.log" 2>&1 &
+    IPERF_PID=$!
+    started[$IPERF_PID]="iperf3 server"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        ss -N "$NS" -Hltn "sport = :$IPERF_PORT" 2>/dev/null | grep -q . && return 0
+        sleep 0.1
+    done
+    die "iperf3 server did not start"
+}
+
+iperf_run() { # out.json args...: the client on CPU 0, the server on CPU 1; one retry
+    local f=$1 try
+    shift
+    for try in 1 2; do
+        if nice -n -20 taskset -c 0 timeout $((SECS + 20)) iperf3 -c "$NS_IP" -p "$IPERF_PORT" -t "$SECS" -J "$@" >"$f" 2>"$f.err" &&
+            grep -q '"end"' "$f" && ! grep -q '"error"' "$f"; then
+            return 0
+        fi
+        log "iperf3 $* failed (try $try): $(grep -o '"error":.*' "$f" | head -c 200)"
+        sleep 2
+    done
+    return 1
+}
+
+ATT_PID=
+start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on failure (note in $d/info)
+    local cfg=$1 d=$2 i
+    ATT_PID=
+    case $cfg in
+        baseline) return 0 ;;
+        always | in-flight)
+            if [ $has_attach = 0 ]; then
+                echo "note=the binary has no attach: setting yet" >>"$d/info"
+                return 1
+            fi
+            write_config "$d/config.yaml" 1 1s 1s "$cfg" "$NS_IP"
+            start_serve "$d/config.yaml" "$d/attacher.log"
+            ATT_PID=$SERVE_PID
+            if ! wait_serving "$ATT_PID" "$d/attacher.log" 20; then
+                echo "note=tracepkt serve did not start: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
+                return 1
+            fi
+            sleep 1.5 # a probe or two done
+            ;;
+        bpftrace)
+            bpftrace "$root/bench/foreign.bt" >"$d/bpftrace.out" 2>"$d/attacher.log" &
+            ATT_PID=$!
+            started[$ATT_PID]=bpftrace
+            for ((i = 0; i < 300; i++)); do # at most 30 s: bpftrace compiles first
+                grep -q '^Attaching' "$d/bpftrace.out" && break
+                kill -0 "$ATT_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            if ! grep -q '^Attaching' "$d/bpftrace.out" || ! kill -0 "$ATT_PID" 2>/dev/null; then
+                echo "note=bpftrace did not attach: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
+                return 1
+            fi
+            sleep 0.5
+            ;;
+        floor)
+            if [ $has_floor = 0 ]; then
+                echo "note=the binary has no bench-floor subcommand yet" >>"$d/info"
+                return 1
+            fi
+            "$BIN" bench-floor --seconds $((2 * SECS + 120)) >"$d/floor.out" 2>"$d/attacher.log" &
+            ATT_PID=$!
+            started[$ATT_PID]="tracepkt bench-floor"
+            for ((i = 0; i < 150; i++)); do # at most 15 s
+                grep -q 'attached' "$d/attacher.log" && break
+                kill -0 "$ATT_PID" 2>/dev/null || break
+                sleep 0.1
+            done
+            if ! kill -0 "$ATT_PID" 2>/dev/null || ! grep -q 'attached' "$d/attacher.log"; then
+                echo "note=bench-floor did not attach: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
+                return 1
+            fi
+            sleep 0.3
+            ;;
+    esac
+    return 0
+}
+
+foreign_round() { # round config
+    local r=$1 cfg=$2
+    local d=$raw/foreign/r$r-$cfg
+    mkdir -p "$d"
+    : >"$d/info"
+    if ! start_attacher "$cfg" "$d"; then
+        echo "status=failed" >>"$d/info"
+        log "foreign r$r $cfg: $(grep '^note=' "$d/info" | cut -d= -f2-)"
+        [ -n "$ATT_PID" ] && stop_pid "$ATT_PID" TERM
+        return 0
+    fi
+    python3 "$lib" bpf-others ${ATT_PID:+"$ATT_PID"} "$IPERF_PID" "$$" >"$d/others.json" 2>/dev/null
+    local serve=0
+    [ "$cfg" = always ] || [ "$cfg" = in-flight ] && serve=1
+    {
+        echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
+        python3 "$lib" cpu-snap "$$" >"$d/cpu0.json"
+        [ $serve = 1 ] && { echo "prom0=$(now)"; scrape "$d/prom0.txt"; }
+        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf0.json"
+        echo "udp0=$(now)"
+    } >>"$d/times"
+    local ok=1
+    iperf_run "$d/udp.json" -u -l 64 -b 0 || ok=0
+    {
+        echo "udp1=$(now)"
+        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf1.json"
+        echo "tcp0=$(now)"
+    } >>"$d/times"
+    iperf_run "$d/tcp.json" || ok=0
+    {
+        echo "tcp1=$(now)"
+        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf2.json"
+        [ $serve = 1 ] && { echo "prom2=$(now)"; scrape "$d/prom2.txt"; }
+        python3 "$lib" cpu-snap "$$" >"$d/cpu2.json"
+    } >>"$d/times"
+    local alive=1
+    if [ -n "$ATT_PID" ]; then
+        kill -0 "$ATT_PID" 2>/dev/null || alive=0
+        if [ "$cfg" = bpftrace ]; then stop_pid "$ATT_PID" INT; else stop_pid "$ATT_PID" TERM; fi
+    fi
+    if [ $ok = 1 ] && [ $alive = 1 ]; then
+        echo "status=ok" >>"$d/info"
+    else
+        echo "status=failed" >>"$d/info"
+        [ $alive = 1 ] || echo "note=the attached process exited during the round" >>"$d/info"
+        [ $ok = 1 ] || echo "note=iperf3 failed" >>"$d/info"
+    fi
+    log "foreign r$r $cfg: $(python3 -c '
+import json, sys
+def j(p):
+    try: return json.load(open(p))
+    except Exception: return None
+u, t = j(sys.argv[1]), j(sys.argv[2])
+s = "udp %.0f pkt/s sent" % (u["end"]["sum"]["packets"] / u["end"]["sum"]["seconds"]) if u and "end" in u else "udp n/a"
+s += ", tcp %.2f Gbit/s" % (t["end"]["sum_received"]["bits_per_second"] / 1e9) if t and "end" in t else ", tcp n/a"
+print(s)' "$d/udp.json" "$d/tcp.json" 2>/dev/null)"
+    sleep 1
+}
+
+part_foreign() {
+    mkdir -p "$raw/foreign"
+    start_iperf_server
+    bpf_stats on
+    local configs=(baseline always in-flight bpftrace floor) n=5 r k
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for ((k = 0; k < n; k++)); do
+            foreign_round "$r" "${configs[$(((k + r - 1) % n))]}"
+        done
+    done
+    bpf_stats off
+    stop_pid "$IPERF_PID" TERM
+}
+
+# ------------------------------------------------------------------------------------------
+# 2. Journey throughput: N targets × 1/interval probes per second, stepwise.
+
+part_journey() {
+    local r rate
+    for ((r = 1; r <= JROUNDS; r++)); do
+        for rate in $RATES; do
+            local d=$raw/journey/r$r-rate$rate n interval_ms interval
+            mkdir -p "$d"
+            if [ "$rate" -le 1000 ]; then
+                n=$rate interval_ms=1000
+            else
+                n=$((rate / 10 > 1000 ? rate / 10 : 1000))
+                interval_ms=$((n * 1000 / rate))
+            fi
+            if [ "$interval_ms" -lt 100 ]; then
+                printf 'status=failed\nnote=needs an interval under 100ms\n' >"$d/info"
+                continue
+            fi
+            interval=${interval_ms}ms
+            printf 'targets=%s\ninterval=%s\n' "$n" "$interval" >"$d/info"
+            write_config "$d/config.yaml" "$n" "$interval" "$interval" "" "$NS_IP"
+            start_serve "$d/config.yaml" "$d/serve.log"
+            local pid=$SERVE_PID
+            if ! wait_serving "$pid" "$d/serve.log" 30; then
+                printf 'status=failed\nnote=did not start\n' >>"$d/info"
+                stop_pid "$pid" TERM
+                continue
+            fi
+            # every target started (they are spread over one interval), then one more interval
+            sleep "$(awk -v ms="$interval_ms" 'BEGIN { printf "%.2f", 2 * ms / 1000 + 1 }')"
+            {
+                echo "prom0=$(now)"
+                scrape "$d/prom0.txt"
+                echo "$(now) $(cpu_ticks "$pid")" >"$d/cpu"
+                python3 "$lib" cpu-snap "$$" >"$d/cpu0.json"
+            } >>"$d/times"
+            sleep "$JSECS"
+            {
+                python3 "$lib" cpu-snap "$$" >"$d/cpu1.json"
+                echo "$(now) $(cpu_ticks "$pid")" >>"$d/cpu"
+                echo "prom1=$(now)"
+                scrape "$d/prom1.txt"
+            } >>"$d/times"
+            if kill -0 "$pid" 2>/dev/null && [ -s "$d/prom1.txt" ]; then
+                echo "status=ok" >>"$d/info"
+            else
+                printf 'status=failed\nnote=tracepkt exited or stopped answering\n' >>"$d/info"
+            fi
+            echo "rss_kb=$(rss_kb "$pid")" >>"$d/info"
+            stop_pid "$pid" TERM
+            grep -c -E ' (WARN|ERROR) ' "$d/serve.log" | sed 's/^/log_warnings=/' >>"$d/info"
+            local p0=$d/prom0.txt p1=$d/prom1.txt
+            log "journey r$r ${rate}/s ($n × $interval): sent $(($(sum_metric "$p1" tracepkt_probes_sent_total) - $(sum_metric "$p0" tracepkt_probes_sent_total))), replies $(($(sum_metric "$p1" tracepkt_probe_replies_total) - $(sum_metric "$p0" tracepkt_probe_replies_total))), lost $(sum_metric "$p1" tracepkt_events_lost_total), unmatched $(sum_metric "$p1" tracepkt_events_unmatched_total)"
+            sleep 1
+        done
+    done
+}
+
+# ------------------------------------------------------------------------------------------
+# 3./4. CPU, scrape latency and size, RSS at 10, 100, 1,000 targets; the soak at 1,000.
+
+part_scale() {
+    local n
+    for n in 10 100 1000; do
+        local d=$raw/scale/n$n
+        mkdir -p "$d"
+        printf 'interval=%s\n' "$SCALE_INTERVAL" >"$d/info"
+        write_config "$d/config.yaml" "$n" "$SCALE_INTERVAL" 2s "" "$NS_IP"
+        start_serve "$d/config.yaml" "$d/serve.log"
+        local pid=$SERVE_PID i
+        if ! wait_serving "$pid" "$d/serve.log" 30; then
+            printf 'status=failed\nnote=did not start\n' >>"$d/info"
+            stop_pid "$pid" TERM
+            continue
+        fi
+        log "scale $n targets: warm-up 15 s"
+        sleep 15
+        if [ "$n" -ge 100 ]; then
+            log "scale $n targets: CPU over $CPU_SECS s"
+            : >"$d/cpu"
+            for ((i = 0; i <= CPU_SECS / 10; i++)); do
+                echo "$(now) $(cpu_ticks "$pid")" >>"$d/cpu"
+                [ "$i" -lt $((CPU_SECS / 10)) ] && sleep 10
+            done
+        fi
+        rss_kb "$pid" >"$d/rss_kb"
+        : >"$d/scrapes"
+        for ((i = 0; i < SCRAPES; i++)); do
+            curl -s -m 10 -o /dev/null -w '%{http_code} %{time_total} %{size_download}\n' "$URL" >>"$d/scrapes"
+            sleep 0.1
+        done
+        scrape "$d/prom.txt"
+        log "scale $n targets: RSS $(cat "$d/rss_kb") kB, scrape median $(awk '{ print $2 }' "$d/scrapes" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }') s, $(tail -n1 "$d/scrapes" | awk '{ print $3 }') B"
+        if [ "$n" = 1000 ] && [ "$SOAK_SECS" -gt 0 ]; then
+            soak "$pid"
+        elif [ "$n" = 1000 ]; then
+            mkdir -p "$raw/soak"
+            printf 'note=skipped (BENCH_SOAK_SECS=0)\n' >"$raw/soak/info"
+        fi
+        if kill -0 "$pid" 2>/dev/null; then echo "status=ok" >>"$d/info"; else echo "status=failed" >>"$d/info"; fi
+        stop_pid "$pid" TERM
+    done
+}
+
+soak() { # pid: RSS (and CPU) every SOAK_EVERY s for SOAK_SECS s, with a scrape each time
+    local pid=$1 d=$raw/soak i steps t0
+    mkdir -p "$d"
+    printf 'interval=%s\nevery=%s\n' "$SCALE_INTERVAL" "$SOAK_EVERY" >"$d/info"
+    steps=$((SOAK_SECS / SOAK_EVERY))
+    log "soak: 1000 targets for $SOAK_SECS s, RSS every $SOAK_EVERY s"
+    echo "elapsed_s rss_kb cpu_ticks" >"$d/rss.tsv"
+    t0=$EPOCHREALTIME
+    for ((i = 0; i <= steps; i++)); do
+        kill -0 "$pid" 2>/dev/null || { log "soak: tracepkt exited"; break; }
+        echo "$(since "$t0") $(rss_kb "$pid") $(cpu_ticks "$pid")" >>"$d/rss.tsv"
+        curl -s -m 10 -o /dev/null "$URL"
+        [ "$i" -lt "$steps" ] && sleep "$SOAK_EVERY"
+    done
+    scrape "$d/prom_end.txt"
+    log "soak: RSS kB $(awk 'NR > 1 { printf "%s ", $2 }' "$d/rss.tsv")"
+}
+
+# ------------------------------------------------------------------------------------------
+
+log "output in $out (raw samples in $raw); listen $LISTEN"
+for part in $PARTS; do
+    case $part in
+        startup) log "== 5. start-up"; part_startup ;;
+        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 5 configurations × ${SECS}s UDP + ${SECS}s TCP)"; part_foreign ;;
+        journey) log "== 2. journey throughput (rates: $RATES; $JROUNDS rounds × ${JSECS}s)"; part_journey ;;
+        scale) log "== 3./4. scale, scrape, memory (soak ${SOAK_SECS}s)"; part_scale ;;
+        *) die "unknown part $part (startup foreign journey scale)" ;;
+    esac
+done
+
+python3 "$lib" summarise "$out"
+# /metrics bodies at 1,000+ targets are 7 MB or more each: compress the big ones (the summariser
+# reads FILE.gz too, so `python3 bench/benchlib.py summarise target/bench` still works).
+find "$raw" -name '*.txt' -size +1M -exec gzip -f {} + 2>/dev/null
+log "results: $out/results.md"
