@@ -284,6 +284,19 @@ mod tests {
         }
     }
 
+    /// The skb freed by kfree_skb with `reason` on interface `ifname` (ifindex `ifx`) of `netns`.
+    fn freed(ts: u64, netns: u32, ifx: u32, ifname: &str, reason: u32) -> KernelEvent {
+        ev(
+            ts,
+            KfreeSkb,
+            Request,
+            netns,
+            ifx,
+            ifname,
+            Detail::Drop { reason, location: 0 },
+        )
+    }
+
     fn names() -> Names {
         let mut reasons = HashMap::new();
         reasons.insert(2, "NOT_SPECIFIED".to_string());
@@ -356,29 +369,10 @@ mod tests {
         let events = vec![
             ev(10, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface),
             // A clone freed on the way: the packet goes on, so this is not its end.
-            ev(
-                15,
-                KfreeSkb,
-                Request,
-                1,
-                5,
-                "veth0",
-                Detail::Drop { reason: 2, location: 0 },
-            ),
+            freed(15, 1, 5, "veth0", 2),
             ev(20, NetifReceiveSkb, Request, 2, 9, "eth0", Detail::Interface),
             ev(30, IptDoTable, Request, 2, 9, "eth0", nf),
-            ev(
-                40,
-                KfreeSkb,
-                Request,
-                2,
-                9,
-                "eth0",
-                Detail::Drop {
-                    reason: 12,
-                    location: 0,
-                },
-            ),
+            freed(40, 2, 9, "eth0", 12),
         ];
         let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names(), Some(2));
         let kinds: Vec<HopKind> = j.hops.iter().map(|h| h.kind).collect();
@@ -398,15 +392,7 @@ mod tests {
         // NOT_SPECIFIED as the very last thing seen is the packet's end.
         let events = vec![
             ev(10, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface),
-            ev(
-                15,
-                KfreeSkb,
-                Request,
-                1,
-                5,
-                "veth0",
-                Detail::Drop { reason: 2, location: 0 },
-            ),
+            freed(15, 1, 5, "veth0", 2),
         ];
         let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names(), Some(2));
         assert_eq!(j.hops.last().unwrap().verdict_text(), "DROP NOT_SPECIFIED");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cleanup, describe, hop, host_netns_inode, netns_inode, path, sh, trace_json};
+use common::{Cleanup, addr_up, describe, hop, host_netns_inode, netns_inode, path, sh, trace_json};
 use serde_json::Value;
 
 /// Whether tracepkt saw this netfilter function on this kernel; if not, records the skip of
@@ -133,15 +133,7 @@ EOF"
 #[test]
 fn iptables_legacy_filter_input_drop_and_accept() {
     require_privileges!("iptables_legacy_filter_input_drop_and_accept");
-    if std::process::Command::new("iptables-legacy")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skip(
-            "iptables_legacy_filter_input_drop_and_accept",
-            "iptables-legacy is not installed",
-        );
+    if !common::have_tool("iptables_legacy_filter_input_drop_and_accept", "iptables-legacy") {
         return;
     }
     let mut c = Cleanup::new();
@@ -200,12 +192,7 @@ fn iptables_legacy_filter_input_drop_and_accept() {
 fn iptables_legacy_nat_output_dnat_reaches_the_rewritten_namespace() {
     let test = "iptables_legacy_nat_output_dnat_reaches_the_rewritten_namespace";
     require_privileges!(test);
-    if std::process::Command::new("iptables-legacy")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skip(test, "iptables-legacy is not installed");
+    if !common::have_tool(test, "iptables-legacy") {
         return;
     }
     // a: where tracepkt runs, with a nat OUTPUT rule; b: the address probed; c: where DNAT sends it.
@@ -215,18 +202,10 @@ fn iptables_legacy_nat_output_dnat_reaches_the_rewritten_namespace() {
     let cc = c.netns("tpk-nc");
     sh(&format!("ip -n {a} link add tob type veth peer name eth0 netns {b}"));
     sh(&format!("ip -n {a} link add toc type veth peer name eth0 netns {cc}"));
-    sh(&format!(
-        "ip -n {a} addr add 198.18.14.1/24 dev tob && ip -n {a} link set dev tob up"
-    ));
-    sh(&format!(
-        "ip -n {a} addr add 198.18.15.1/24 dev toc && ip -n {a} link set dev toc up"
-    ));
-    sh(&format!(
-        "ip -n {b} addr add 198.18.14.2/24 dev eth0 && ip -n {b} link set dev eth0 up"
-    ));
-    sh(&format!(
-        "ip -n {cc} addr add 198.18.15.2/24 dev eth0 && ip -n {cc} link set dev eth0 up"
-    ));
+    addr_up(&a, "tob", "198.18.14.1/24");
+    addr_up(&a, "toc", "198.18.15.1/24");
+    addr_up(&b, "eth0", "198.18.14.2/24");
+    addr_up(&cc, "eth0", "198.18.15.2/24");
     sh(&format!("ip -n {cc} route add default via 198.18.15.1"));
     sh(&format!(
         "ip netns exec {a} iptables-legacy -t nat -A OUTPUT -d 198.18.14.2 -p icmp -j DNAT --to-destination 198.18.15.2"
@@ -272,12 +251,7 @@ fn iptables_legacy_nat_output_dnat_reaches_the_rewritten_namespace() {
 fn ip6tables_legacy_drop_over_ipv6() {
     let test = "ip6tables_legacy_drop_over_ipv6";
     require_privileges!(test);
-    if std::process::Command::new("ip6tables-legacy")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skip(test, "ip6tables-legacy is not installed");
+    if !common::have_tool(test, "ip6tables-legacy") {
         return;
     }
     let mut c = Cleanup::new();

@@ -129,11 +129,10 @@ fn topology(c: &mut Cleanup) {
 #[test]
 fn prometheus_scrapes_reachable_unreachable_and_dropped_targets() {
     require_privileges!("prometheus_scrapes_reachable_unreachable_and_dropped_targets");
-    if Command::new("prometheus").arg("--version").output().is_err() {
-        common::skip(
-            "prometheus_scrapes_reachable_unreachable_and_dropped_targets",
-            "prometheus is not installed",
-        );
+    if !common::have_tool(
+        "prometheus_scrapes_reachable_unreachable_and_dropped_targets",
+        "prometheus",
+    ) {
         return;
     }
     let mut c = Cleanup::new();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cleanup, describe, hop, host_netns_inode, netns_inode, path, sh, trace_json};
+use common::{Cleanup, addr_up, describe, hop, host_netns_inode, netns_inode, path, sh, trace_json};
 
 #[test]
 fn veth_pair_into_a_namespace() {
@@ -69,9 +69,7 @@ fn bridge_with_two_containers() {
         sh(&format!(
             "ip link set dev tpkc{i}h master tpkbr0 && ip link set dev tpkc{i}h up"
         ));
-        sh(&format!(
-            "ip -n {ns} addr add 198.18.2.1{i}/24 dev eth0 && ip -n {ns} link set dev eth0 up"
-        ));
+        addr_up(&ns, "eth0", &format!("198.18.2.1{i}/24"));
         sh(&format!("ip -n {ns} route add default via 198.18.2.1"));
     }
 
@@ -112,18 +110,10 @@ fn namespace_routing_between_two_others() {
     let b = c.netns("tpk-rb");
     sh(&format!("ip -n {a} link add eth0 type veth peer name ra netns {r}"));
     sh(&format!("ip -n {b} link add eth0 type veth peer name rb netns {r}"));
-    sh(&format!(
-        "ip -n {a} addr add 198.18.3.2/24 dev eth0 && ip -n {a} link set dev eth0 up"
-    ));
-    sh(&format!(
-        "ip -n {b} addr add 198.18.4.2/24 dev eth0 && ip -n {b} link set dev eth0 up"
-    ));
-    sh(&format!(
-        "ip -n {r} addr add 198.18.3.1/24 dev ra && ip -n {r} link set dev ra up"
-    ));
-    sh(&format!(
-        "ip -n {r} addr add 198.18.4.1/24 dev rb && ip -n {r} link set dev rb up"
-    ));
+    addr_up(&a, "eth0", "198.18.3.2/24");
+    addr_up(&b, "eth0", "198.18.4.2/24");
+    addr_up(&r, "ra", "198.18.3.1/24");
+    addr_up(&r, "rb", "198.18.4.1/24");
     sh(&format!("ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1"));
     sh(&format!("ip -n {a} route add default via 198.18.3.1"));
     sh(&format!("ip -n {b} route add default via 198.18.4.1"));

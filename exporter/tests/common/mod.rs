@@ -53,6 +53,22 @@ macro_rules! require_privileges {
     };
 }
 
+/// Whether `tool` is installed; when it is not, records the skip of `test` and returns false.
+pub fn have_tool(test: &str, tool: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    skip(test, &format!("{tool} is not installed"));
+    false
+}
+
+/// Gives `dev` in namespace `ns` the address `cidr` and brings it up.
+pub fn addr_up(ns: &str, dev: &str, cidr: &str) {
+    sh(&format!(
+        "ip -n {ns} addr add {cidr} dev {dev} && ip -n {ns} link set dev {dev} up"
+    ));
+}
+
 /// Runs a shell command, panicking with its output when it fails.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
