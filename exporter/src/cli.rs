@@ -24,16 +24,6 @@ pub enum Command {
     Trace(TraceArgs),
     /// Probe the configured targets on a schedule and export what they see.
     Serve(ServeArgs),
-    /// Benchmarks only: attach programs that just count, on the interface tracepoints.
-    #[command(hide = true)]
-    BenchFloor(BenchFloorArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchFloorArgs {
-    /// Seconds to stay attached (SIGINT/SIGTERM end it sooner).
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
 }
 
 #[derive(Debug, Args)]

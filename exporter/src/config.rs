@@ -44,15 +44,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// Default port of the HTTP server (`/metrics`).
-///
-/// Chosen as unlisted in the Prometheus "Default port allocations" list (wiki of
-/// prometheus/prometheus) as seen on 2026-11-25, in a stored copy of that page whose newest
-/// entries reach port 10026. That list has no free port left in the exporter
-/// range 9100-9999 (every port is listed, several twice; 9200, 9300 and 9312 are kept
-/// unallocated on purpose to avoid Elasticsearch and Sphinx), so the port is outside that range.
-/// It also avoids the list's "outside the standard range" entries and their sequential
-/// continuation at 10001 and up, and stays below Linux's default ephemeral range (32768-60999).
+/// Default port of the HTTP server (`/metrics`): outside the exporter range 9100-9999, which
+/// Prometheus' list of default port allocations has fully taken, and below the ephemeral range.
 pub const DEFAULT_PORT: u16 = 19977;
 /// Default time between two probe rounds of a target.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -111,7 +104,8 @@ pub struct Config {
 }
 
 /// When the kernel programs are attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AttachMode {
     /// Only while a probe is in flight: the node's own traffic pays nothing in between.
     #[default]
@@ -125,16 +119,6 @@ impl fmt::Display for AttachMode {
         f.write_str(match self {
             AttachMode::InFlight => "in-flight",
             AttachMode::Always => "always",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for AttachMode {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        parse_str(d, "in-flight or always", |s| match s {
-            "in-flight" => Ok(AttachMode::InFlight),
-            "always" => Ok(AttachMode::Always),
-            _ => Err(format!("invalid attach mode {s:?}: expected in-flight or always")),
         })
     }
 }
@@ -157,56 +141,9 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
 }
 
-impl Target {
-    /// The address if it is an IP literal, `None` for a host name.
-    pub fn literal_ip(&self) -> Option<IpAddr> {
-        self.address.parse().ok()
-    }
-}
+pub use crate::prober::IpVersion;
 
-/// Which address family a target is probed over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum IpVersion {
-    /// Whatever the host name resolves to first.
-    #[default]
-    Any,
-    V4,
-    V6,
-}
-
-impl IpVersion {
-    /// Whether an address of this family is acceptable.
-    pub fn accepts(self, ip: IpAddr) -> bool {
-        match self {
-            IpVersion::Any => true,
-            IpVersion::V4 => ip.is_ipv4(),
-            IpVersion::V6 => ip.is_ipv6(),
-        }
-    }
-}
-
-impl fmt::Display for IpVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IpVersion::Any => "any",
-            IpVersion::V4 => "4",
-            IpVersion::V6 => "6",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for IpVersion {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        parse_str(d, "4, 6 or any", |s| match s {
-            "4" => Ok(IpVersion::V4),
-            "6" => Ok(IpVersion::V6),
-            "any" => Ok(IpVersion::Any),
-            _ => Err(format!("invalid ip_version {s:?}: expected 4, 6 or any")),
-        })
-    }
-}
-
-/// Where to send OpenTelemetry data (used by a later feature).
+/// Where to send OpenTelemetry data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Otlp {
     /// Starts with `http://` or `https://`.
@@ -215,10 +152,12 @@ pub struct Otlp {
 }
 
 /// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 pub enum OtlpProtocol {
     #[default]
+    #[serde(rename = "grpc")]
     Grpc,
+    #[serde(rename = "http/protobuf")]
     HttpProtobuf,
 }
 
@@ -227,16 +166,6 @@ impl fmt::Display for OtlpProtocol {
         f.write_str(match self {
             OtlpProtocol::Grpc => "grpc",
             OtlpProtocol::HttpProtobuf => "http/protobuf",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for OtlpProtocol {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        parse_str(d, "grpc or http/protobuf", |s| match s {
-            "grpc" => Ok(OtlpProtocol::Grpc),
-            "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
-            _ => Err(format!("invalid OTLP protocol {s:?}: expected grpc or http/protobuf")),
         })
     }
 }
@@ -262,6 +191,7 @@ pub enum ConfigError {
     },
 }
 
+#[cfg(test)]
 impl ConfigError {
     /// 1-based line of the offending node, when known.
     pub fn line(&self) -> Option<usize> {
@@ -1059,8 +989,6 @@ mod tests {
             attach: AttachMode::InFlight,
         };
         assert_eq!(config, expected);
-        assert_eq!(config.targets[0].literal_ip(), Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(config.targets[1].literal_ip(), None);
     }
 
     #[test]
@@ -1103,7 +1031,7 @@ mod tests {
             "attach",
         );
         assert!(
-            message.contains("invalid attach mode \"sometimes\": expected in-flight or always"),
+            message.contains("unknown variant `sometimes`, expected `in-flight` or `always`"),
             "{message}"
         );
     }
@@ -1520,7 +1448,7 @@ mod tests {
         let message = error(&lines, 4, 13, "otlp.protocol");
         assert_contains(
             &message,
-            "invalid OTLP protocol \"http/json\": expected grpc or http/protobuf",
+            "unknown variant `http/json`, expected `grpc` or `http/protobuf`",
         );
     }
 
@@ -1547,7 +1475,7 @@ mod tests {
     fn bad_ip_version() {
         let lines = ["targets:", "  - address: ::1", "    ip_version: ipv6"];
         let message = error(&lines, 3, 17, "targets[0].ip_version");
-        assert_contains(&message, "invalid ip_version \"ipv6\": expected 4, 6 or any");
+        assert_contains(&message, "unknown variant `ipv6`, expected one of `any`, `4`, `6`");
     }
 
     #[test]

@@ -1,34 +1,59 @@
 //! Kernel events → per-packet journeys: the ordered hops of one probe packet and its reply,
-//! the latency between them, where the packet was last seen, and a path signature.
+//! how long each stage took, where the packet was last seen, and a path signature.
 //!
-//! A journey is plain data: the `trace` table, `/metrics` and the OTLP exporter all read it.
+//! A journey is plain data: the `trace` table, `/metrics` and the span exporter all read it.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use probe_common::{Direction, Hook, Kind};
 use serde::Serialize;
 
-use crate::kernel::events::{Detail, Direction, Hook, KernelEvent};
+use crate::kernel::events::{Detail, KernelEvent};
 use crate::names::{self, Names};
+use crate::prober::Outcome;
 
+/// Which way an interface was crossed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum HopKind {
-    Interface,
-    Netfilter,
-    Drop,
+pub enum Io {
+    /// Queued for transmit (`net_dev_queue`).
+    Tx,
+    /// Received (`netif_receive_skb`, or the receive entry points before it).
+    Rx,
 }
 
-impl HopKind {
+impl Io {
     pub fn as_str(self) -> &'static str {
         match self {
-            HopKind::Interface => "interface",
-            HopKind::Netfilter => "netfilter",
-            HopKind::Drop => "drop",
+            Io::Tx => "tx",
+            Io::Rx => "rx",
         }
     }
+}
+
+/// What happened at a hop. Serialised flat into the hop, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HopDetail {
+    Interface {
+        io: Io,
+    },
+    Netfilter {
+        family: &'static str,
+        hook: &'static str,
+        table: String,
+        /// nftables chains have names; iptables chains are named by their hook.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chain: Option<String>,
+        verdict: &'static str,
+    },
+    Drop {
+        reason: String,
+        location: String,
+    },
 }
 
 /// One row of a journey: an interface crossing, a netfilter verdict, or a drop.
@@ -38,7 +63,6 @@ pub struct Hop {
     pub probe: u16,
     pub seq: u16,
     pub direction: Direction,
-    pub kind: HopKind,
     pub netns: u32,
     pub netns_name: Option<String>,
     pub ifname: String,
@@ -47,28 +71,21 @@ pub struct Hop {
     pub daddr: IpAddr,
     /// CLOCK_MONOTONIC nanoseconds of the first event of the hop.
     pub ts_ns: u64,
-    /// Interface hops: `tx` (queued for transmit) or `rx` (received).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub io: Option<&'static str>,
     /// Kernel hooks that saw this hop, in order.
     pub sources: Vec<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub family: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hook: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub table: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub chain: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
+    #[serde(flatten)]
+    pub detail: HopDetail,
 }
 
 impl Hop {
+    pub fn kind(&self) -> Kind {
+        match self.detail {
+            HopDetail::Interface { .. } => Kind::Interface,
+            HopDetail::Netfilter { .. } => Kind::Netfilter,
+            HopDetail::Drop { .. } => Kind::Drop,
+        }
+    }
+
     /// The namespace as labels show it: its name when known, else its inode.
     pub fn netns_label(&self) -> String {
         self.netns_name.clone().unwrap_or_else(|| self.netns.to_string())
@@ -77,47 +94,61 @@ impl Hop {
     /// What the hop did, as the trace table's last column shows it:
     /// `filter.INPUT:DROP` (iptables), `filter/input:ACCEPT` (nftables), `DROP reason`.
     pub fn verdict_text(&self) -> String {
-        match self.kind {
-            HopKind::Interface => String::new(),
-            HopKind::Netfilter => {
-                let table = self.table.as_deref().unwrap_or("?");
-                let verdict = self.verdict.unwrap_or("?");
-                match self.chain.as_deref() {
-                    Some(chain) => format!("{table}/{chain}:{verdict}"),
-                    None => format!("{table}.{}:{verdict}", self.hook.unwrap_or("?")),
-                }
-            }
-            HopKind::Drop => format!("DROP {}", self.reason.as_deref().unwrap_or("?")),
+        match &self.detail {
+            HopDetail::Interface { .. } => String::new(),
+            HopDetail::Netfilter {
+                table,
+                chain: Some(chain),
+                verdict,
+                ..
+            } => format!("{table}/{chain}:{verdict}"),
+            HopDetail::Netfilter {
+                table,
+                chain: None,
+                hook,
+                verdict,
+                ..
+            } => format!("{table}.{hook}:{verdict}"),
+            HopDetail::Drop { reason, .. } => format!("DROP {reason}"),
         }
     }
 
-    /// A short, bounded name for the place of this hop, for latency labels and signatures.
-    pub fn place(&self) -> String {
-        match self.kind {
-            HopKind::Interface => format!("{}:{}@{}", self.ifname, self.io.unwrap_or("?"), self.netns_label()),
-            HopKind::Netfilter => format!("{}@{}", self.verdict_text(), self.netns_label()),
-            HopKind::Drop => format!("drop@{}", self.netns_label()),
+    /// A short, bounded name for the place of this hop, for path signatures.
+    fn place(&self) -> String {
+        match &self.detail {
+            HopDetail::Interface { io } => format!("{}:{}@{}", self.ifname, io.as_str(), self.netns_label()),
+            HopDetail::Netfilter { .. } => format!("{}@{}", self.verdict_text(), self.netns_label()),
+            HopDetail::Drop { .. } => format!("drop@{}", self.netns_label()),
         }
     }
 }
 
-/// How the probe ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Reply {
-        rtt: Duration,
-    },
-    Timeout,
-    /// Answered by an ICMP error instead of a reply (host unreachable, time exceeded...).
-    IcmpError(String),
-    /// The probe could not be sent (no route, permission...).
-    SendError(String),
+/// A stage of a journey, bounded in number whatever the path: the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// From the request's first hop to its last.
+    Request,
+    /// From the request's last hop to the reply's first: the time spent at the target.
+    Turnaround,
+    /// From the reply's first hop to its last.
+    Reply,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Request, Stage::Turnaround, Stage::Reply];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Request => "request",
+            Stage::Turnaround => "turnaround",
+            Stage::Reply => "reply",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Journey {
     pub probe: u16,
-    pub seq: u16,
     pub hops: Vec<Hop>,
     pub outcome: Outcome,
 }
@@ -137,6 +168,31 @@ fn is_real_drop(ev: &KernelEvent, later: &[KernelEvent], not_specified: Option<u
         .any(|l| l.direction == ev.direction || (ev.direction == Direction::Request && l.direction == Direction::Reply))
 }
 
+fn detail_of(ev: &KernelEvent, names: &Names) -> HopDetail {
+    match &ev.detail {
+        Detail::Interface => HopDetail::Interface {
+            io: if ev.hook == Hook::NetDevQueue { Io::Tx } else { Io::Rx },
+        },
+        Detail::Netfilter {
+            pf,
+            hook,
+            table,
+            chain,
+            verdict,
+        } => HopDetail::Netfilter {
+            family: names::nf_family(*pf),
+            hook: names::nf_hook(*hook),
+            table: table.clone(),
+            chain: (!chain.is_empty()).then(|| chain.clone()),
+            verdict: names::nf_verdict(*verdict),
+        },
+        Detail::Drop { reason, location } => HopDetail::Drop {
+            reason: names.drop_reasons.name(*reason),
+            location: names.location(*location),
+        },
+    }
+}
+
 impl Journey {
     /// Builds the journey of probe `(probe, seq)` from its events (any order).
     pub fn assemble(
@@ -145,8 +201,8 @@ impl Journey {
         mut events: Vec<KernelEvent>,
         outcome: Outcome,
         names: &mut Names,
-        not_specified: Option<u32>,
     ) -> Journey {
+        let not_specified = names.drop_reasons.not_specified();
         events.retain(|e| e.id == probe && e.seq == seq);
         events.sort_by_key(|e| e.ts_ns);
         let mut hops: Vec<Hop> = Vec::with_capacity(events.len());
@@ -154,30 +210,24 @@ impl Journey {
             if matches!(ev.detail, Detail::Drop { .. }) && !is_real_drop(ev, &events[i + 1..], not_specified) {
                 continue;
             }
-            let io = match (&ev.detail, ev.hook) {
-                (Detail::Interface, Hook::NetDevQueue) => Some("tx"),
-                (Detail::Interface, _) => Some("rx"),
-                _ => None,
-            };
+            let detail = detail_of(ev, names);
             // The receive entry points (netif_rx, GRO) and netif_receive_skb see the same
             // crossing: one hop, several sources.
             if let Some(last) = hops.last_mut()
-                && last.kind == HopKind::Interface
-                && matches!(ev.detail, Detail::Interface)
+                && matches!(detail, HopDetail::Interface { .. })
+                && last.detail == detail
                 && last.direction == ev.direction
                 && last.netns == ev.netns
                 && last.ifindex == ev.ifindex
-                && last.io == io
-                && !last.sources.contains(&ev.hook.as_str())
+                && !last.sources.contains(&ev.hook.name())
             {
-                last.sources.push(ev.hook.as_str());
+                last.sources.push(ev.hook.name());
                 continue;
             }
-            let mut hop = Hop {
+            hops.push(Hop {
                 probe,
                 seq,
                 direction: ev.direction,
-                kind: HopKind::Interface,
                 netns: ev.netns,
                 netns_name: names.netns.name(ev.netns),
                 ifname: ev.ifname.clone(),
@@ -185,46 +235,11 @@ impl Journey {
                 saddr: ev.saddr,
                 daddr: ev.daddr,
                 ts_ns: ev.ts_ns,
-                io,
-                sources: vec![ev.hook.as_str()],
-                family: None,
-                hook: None,
-                table: None,
-                chain: None,
-                verdict: None,
-                reason: None,
-                location: None,
-            };
-            match &ev.detail {
-                Detail::Interface => {}
-                Detail::Netfilter {
-                    pf,
-                    hook,
-                    table,
-                    chain,
-                    verdict,
-                } => {
-                    hop.kind = HopKind::Netfilter;
-                    hop.family = Some(names::nf_family(*pf));
-                    hop.hook = Some(names::nf_hook(*hook));
-                    hop.table = Some(table.clone());
-                    hop.chain = (!chain.is_empty()).then(|| chain.clone());
-                    hop.verdict = Some(names::nf_verdict(*verdict));
-                }
-                Detail::Drop { reason, location } => {
-                    hop.kind = HopKind::Drop;
-                    hop.reason = Some(names.drop_reason(*reason));
-                    hop.location = Some(names.location(*location));
-                }
-            }
-            hops.push(hop);
+                sources: vec![ev.hook.name()],
+                detail,
+            });
         }
-        Journey {
-            probe,
-            seq,
-            hops,
-            outcome,
-        }
+        Journey { probe, hops, outcome }
     }
 
     pub fn replied(&self) -> bool {
@@ -236,18 +251,25 @@ impl Journey {
         self.hops.last()
     }
 
-    /// Time between each hop and the next, with the places of both.
-    pub fn latencies(&self) -> Vec<(String, String, Duration)> {
-        self.hops
-            .windows(2)
-            .map(|w| {
-                (
-                    w[0].place(),
-                    w[1].place(),
-                    Duration::from_nanos(w[1].ts_ns.saturating_sub(w[0].ts_ns)),
-                )
-            })
-            .collect()
+    /// How long each stage took, for the stages whose both ends were seen.
+    pub fn stages(&self) -> Vec<(Stage, Duration)> {
+        let first = |d: Direction| self.hops.iter().find(|h| h.direction == d).map(|h| h.ts_ns);
+        let last = |d: Direction| self.hops.iter().rev().find(|h| h.direction == d).map(|h| h.ts_ns);
+        let span = |a: Option<u64>, b: Option<u64>| Some(Duration::from_nanos(b?.checked_sub(a?)?));
+        [
+            (
+                Stage::Request,
+                span(first(Direction::Request), last(Direction::Request)),
+            ),
+            (
+                Stage::Turnaround,
+                span(last(Direction::Request), first(Direction::Reply)),
+            ),
+            (Stage::Reply, span(first(Direction::Reply), last(Direction::Reply))),
+        ]
+        .into_iter()
+        .filter_map(|(s, d)| Some((s, d?)))
+        .collect()
     }
 
     /// A hash of the ordered places the packet went through; equal signatures mean the same
@@ -265,6 +287,7 @@ impl Journey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::loader::DropReasons;
     use std::collections::HashMap;
 
     fn ev(ts: u64, hook: Hook, dir: Direction, netns: u32, ifindex: u32, ifname: &str, detail: Detail) -> KernelEvent {
@@ -301,7 +324,7 @@ mod tests {
         let mut reasons = HashMap::new();
         reasons.insert(2, "NOT_SPECIFIED".to_string());
         reasons.insert(12, "NETFILTER_DROP".to_string());
-        Names::new(reasons)
+        Names::new(DropReasons::new(reasons))
     }
 
     use Direction::{Reply, Request};
@@ -325,27 +348,33 @@ mod tests {
                 rtt: Duration::from_micros(50),
             },
             &mut names(),
-            Some(2),
         );
-        let rows: Vec<(Direction, &str, Option<&str>, u32)> = j
+        let rows: Vec<(Direction, &str, HopDetail, u32)> = j
             .hops
             .iter()
-            .map(|h| (h.direction, h.ifname.as_str(), h.io, h.netns))
+            .map(|h| (h.direction, h.ifname.as_str(), h.detail.clone(), h.netns))
             .collect();
+        let (tx, rx) = (HopDetail::Interface { io: Io::Tx }, HopDetail::Interface { io: Io::Rx });
         assert_eq!(
             rows,
             vec![
-                (Request, "veth0", Some("tx"), 1),
-                (Request, "eth0", Some("rx"), 2),
-                (Reply, "eth0", Some("tx"), 2),
-                (Reply, "veth0", Some("rx"), 1),
+                (Request, "veth0", tx.clone(), 1),
+                (Request, "eth0", rx.clone(), 2),
+                (Reply, "eth0", tx, 2),
+                (Reply, "veth0", rx, 1),
             ]
         );
         assert_eq!(j.hops[1].sources, vec!["netif_rx", "netif_receive_skb"]);
         assert_eq!(j.hops[1].ts_ns, 20);
-        let lat = j.latencies();
-        assert_eq!(lat.len(), 3);
-        assert_eq!(lat[0].2, Duration::from_nanos(10));
+        // Request 10 → 20, at the target 20 → 40, reply 40 → 50 (the reply's receive merged).
+        assert_eq!(
+            j.stages(),
+            vec![
+                (Stage::Request, Duration::from_nanos(10)),
+                (Stage::Turnaround, Duration::from_nanos(20)),
+                (Stage::Reply, Duration::from_nanos(10)),
+            ]
+        );
         assert_eq!(j.last_hop().unwrap().ifname, "veth0");
     }
 
@@ -353,7 +382,7 @@ mod tests {
     fn other_probes_events_are_ignored() {
         let mut other = ev(5, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface);
         other.seq = 2;
-        let j = Journey::assemble(42, 1, vec![other], Outcome::Timeout, &mut names(), Some(2));
+        let j = Journey::assemble(42, 1, vec![other], Outcome::Timeout, &mut names());
         assert!(j.hops.is_empty());
     }
 
@@ -374,17 +403,14 @@ mod tests {
             ev(30, IptDoTable, Request, 2, 9, "eth0", nf),
             freed(40, 2, 9, "eth0", 12),
         ];
-        let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names(), Some(2));
-        let kinds: Vec<HopKind> = j.hops.iter().map(|h| h.kind).collect();
+        let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names());
+        let kinds: Vec<Kind> = j.hops.iter().map(|h| h.kind()).collect();
         assert_eq!(
             kinds,
-            vec![
-                HopKind::Interface,
-                HopKind::Interface,
-                HopKind::Netfilter,
-                HopKind::Drop
-            ]
+            vec![Kind::Interface, Kind::Interface, Kind::Netfilter, Kind::Drop]
         );
+        // A dropped request has no reply stages.
+        assert_eq!(j.stages(), vec![(Stage::Request, Duration::from_nanos(30))]);
         assert_eq!(j.hops[2].verdict_text(), "filter.INPUT:DROP");
         assert_eq!(j.hops[3].verdict_text(), "DROP NETFILTER_DROP");
         assert_eq!(j.last_hop().unwrap().netns, 2);
@@ -394,7 +420,7 @@ mod tests {
             ev(10, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface),
             freed(15, 1, 5, "veth0", 2),
         ];
-        let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names(), Some(2));
+        let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names());
         assert_eq!(j.hops.last().unwrap().verdict_text(), "DROP NOT_SPECIFIED");
     }
 
@@ -413,11 +439,16 @@ mod tests {
             vec![ev(1, NftDoChain, Request, 1, 0, "", nf)],
             Outcome::Timeout,
             &mut names(),
-            None,
         );
         assert_eq!(j.hops[0].verdict_text(), "tp/out:ACCEPT");
-        assert_eq!(j.hops[0].hook, Some("OUTPUT"));
-        assert_eq!(j.hops[0].family, Some("ip"));
+        assert!(matches!(
+            j.hops[0].detail,
+            HopDetail::Netfilter {
+                hook: "OUTPUT",
+                family: "ip",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -432,8 +463,7 @@ mod tests {
         c[1].ifname = "eth1".into();
         c[1].ifindex = 10;
         let mut n = names();
-        let sig =
-            |e: Vec<KernelEvent>, n: &mut Names| Journey::assemble(42, 1, e, Outcome::Timeout, n, None).signature();
+        let sig = |e: Vec<KernelEvent>, n: &mut Names| Journey::assemble(42, 1, e, Outcome::Timeout, n).signature();
         assert_eq!(sig(a.clone(), &mut n), sig(b, &mut n));
         assert_ne!(sig(a, &mut n), sig(c, &mut n));
     }

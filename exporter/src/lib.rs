@@ -1,13 +1,15 @@
 //! tracepkt: follows probe packets through the Linux network stack with eBPF and reports
 //! every interface, namespace, netfilter verdict and drop they meet.
+//!
+//! The binary's front-ends are public; everything under them is the crate's own.
 
 pub mod cli;
-pub mod config;
-pub mod export;
-pub mod floor;
-pub mod journey;
-pub mod kernel;
-pub mod names;
-pub mod prober;
+mod config;
+mod engine;
+mod export;
+mod journey;
+mod kernel;
+mod names;
+mod prober;
 pub mod serve;
 pub mod trace;

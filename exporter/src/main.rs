@@ -50,7 +50,6 @@ fn main() -> ExitCode {
                 .await
                 .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }),
             Command::Serve(args) => tracepkt::serve::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::BenchFloor(args) => tracepkt::floor::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

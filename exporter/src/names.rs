@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::kernel::loader::DropReasons;
 use crate::kernel::symbols::Symbols;
 
 /// Network namespace inode → name: the bind mounts under `/run/netns` (what `ip netns add`
@@ -32,6 +32,7 @@ impl NetnsNames {
         Self::with_dirs(Path::new("/run/netns"), Path::new("/proc"))
     }
 
+    #[cfg(test)]
     pub fn with_dir(dir: &Path) -> Self {
         Self::with_dirs(dir, Path::new("/nonexistent"))
     }
@@ -142,29 +143,20 @@ impl Default for NetnsNames {
 /// Everything needed to turn kernel events into readable hops.
 pub struct Names {
     pub netns: NetnsNames,
-    pub drop_reasons: HashMap<u32, String>,
-    symbols: OnceLock<Option<Symbols>>,
+    pub drop_reasons: DropReasons,
 }
 
 impl Names {
-    pub fn new(drop_reasons: HashMap<u32, String>) -> Self {
+    pub fn new(drop_reasons: DropReasons) -> Self {
         Names {
             netns: NetnsNames::new(),
             drop_reasons,
-            symbols: OnceLock::new(),
         }
-    }
-
-    pub fn drop_reason(&self, v: u32) -> String {
-        self.drop_reasons
-            .get(&v)
-            .cloned()
-            .unwrap_or_else(|| format!("reason_{v}"))
     }
 
     /// Symbolised kernel address; kallsyms is read on the first drop, not at start.
     pub fn location(&self, addr: u64) -> String {
-        match self.symbols.get_or_init(|| Symbols::load().ok()) {
+        match Symbols::shared() {
             Some(s) => s.describe(addr),
             None => format!("{addr:#x}"),
         }

@@ -5,23 +5,62 @@
 //! every target; replies are matched by (address, id, seq).
 
 use std::collections::HashSet;
+use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use probe_common::PROBE_PAYLOAD_LEN;
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 
-use crate::journey::Outcome;
-
 /// What a probe carries after the ICMP header: recognisable in a capture. Its length is part
 /// of the contract with the kernel programs, which filter on the probe's IP length.
 const PAYLOAD: &[u8; PROBE_PAYLOAD_LEN] = b"tracepkt probe\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+/// Which address family a target is probed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+pub enum IpVersion {
+    /// Whatever the host name resolves to first.
+    #[default]
+    #[serde(rename = "any")]
     Any,
+    #[serde(rename = "4")]
     V4,
+    #[serde(rename = "6")]
     V6,
+}
+
+impl IpVersion {
+    /// Whether an address of this family is acceptable.
+    pub fn accepts(self, ip: IpAddr) -> bool {
+        match self {
+            IpVersion::Any => true,
+            IpVersion::V4 => ip.is_ipv4(),
+            IpVersion::V6 => ip.is_ipv6(),
+        }
+    }
+}
+
+impl fmt::Display for IpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpVersion::Any => "any",
+            IpVersion::V4 => "4",
+            IpVersion::V6 => "6",
+        })
+    }
+}
+
+/// How a probe ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Reply {
+        rtt: Duration,
+    },
+    Timeout,
+    /// Answered by an ICMP error instead of a reply (host unreachable, time exceeded...).
+    IcmpError(String),
+    /// The probe could not be sent (no route, permission...).
+    SendError(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,38 +155,31 @@ fn icmp_error(packet: &IcmpPacket) -> Option<String> {
 
 /// Resolves a target: an IP literal as is, a host name through the system resolver, keeping
 /// the first address of the wanted family.
-pub async fn resolve(host: &str, family: Family) -> Result<IpAddr, ProbeError> {
+pub async fn resolve(host: &str, family: IpVersion) -> Result<IpAddr, ProbeError> {
     let err = |reason: String| ProbeError::Resolve {
         host: host.to_string(),
         reason,
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return match (family, ip) {
-            (Family::V4, IpAddr::V6(_)) => Err(err("is an IPv6 address but IPv4 was asked for".into())),
-            (Family::V6, IpAddr::V4(_)) => Err(err("is an IPv4 address but IPv6 was asked for".into())),
+            (IpVersion::V4, IpAddr::V6(_)) => Err(err("is an IPv6 address but IPv4 was asked for".into())),
+            (IpVersion::V6, IpAddr::V4(_)) => Err(err("is an IPv4 address but IPv6 was asked for".into())),
             _ => Ok(ip),
         };
     }
     let addrs = tokio::net::lookup_host((host, 0))
         .await
         .map_err(|e| err(e.to_string()))?;
-    addrs
-        .map(|a| a.ip())
-        .find(|ip| match family {
-            Family::Any => true,
-            Family::V4 => ip.is_ipv4(),
-            Family::V6 => ip.is_ipv6(),
-        })
-        .ok_or_else(|| {
-            err(format!(
-                "no {} address",
-                match family {
-                    Family::V6 => "IPv6",
-                    Family::V4 => "IPv4",
-                    Family::Any => "IP",
-                }
-            ))
-        })
+    addrs.map(|a| a.ip()).find(|ip| family.accepts(*ip)).ok_or_else(|| {
+        err(format!(
+            "no {} address",
+            match family {
+                IpVersion::V6 => "IPv6",
+                IpVersion::V4 => "IPv4",
+                IpVersion::Any => "IP",
+            }
+        ))
+    })
 }
 
 /// Hands out echo ids no other target of this process uses.
@@ -211,14 +243,14 @@ mod tests {
     #[tokio::test]
     async fn resolves_literals_and_checks_family() {
         assert_eq!(
-            resolve("127.0.0.1", Family::Any).await.unwrap(),
+            resolve("127.0.0.1", IpVersion::Any).await.unwrap(),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
-        assert!(resolve("127.0.0.1", Family::V6).await.is_err());
+        assert!(resolve("127.0.0.1", IpVersion::V6).await.is_err());
         assert_eq!(
-            resolve("localhost", Family::V4).await.unwrap(),
+            resolve("localhost", IpVersion::V4).await.unwrap(),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
-        assert!(resolve("no-such-host.invalid", Family::Any).await.is_err());
+        assert!(resolve("no-such-host.invalid", IpVersion::Any).await.is_err());
     }
 }

@@ -1,67 +1,53 @@
 //! `tracepkt trace`: a few probes to one target, every hop printed, as the original tool did.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use probe_common::Kind;
 
 use crate::cli::TraceArgs;
-use crate::journey::{Hop, HopKind, Journey, Outcome};
-use crate::kernel::events::KernelEvent;
-use crate::kernel::loader;
-use crate::kernel::maps::{EventReader, KernelStats, ProbeRegistry};
-use crate::names::Names;
-use crate::prober::{self, Family, IdPool, Prober};
-
-/// How long to keep reading after a probe ends: events of the last hops may still be on
-/// their way through the ring buffer.
-const GRACE: Duration = Duration::from_millis(25);
+use crate::config::AttachMode;
+use crate::engine::{self, Engine};
+use crate::journey::{Hop, HopDetail, Journey};
+use crate::kernel::loader::Sizing;
+use crate::prober::{self, IpVersion, Outcome};
 
 /// Runs the trace. `Ok(true)` when every probe got its reply.
 pub async fn run(args: TraceArgs) -> anyhow::Result<bool> {
     let family = match (args.ipv4, args.ipv6) {
-        (true, _) => Family::V4,
-        (_, true) => Family::V6,
-        _ => Family::Any,
+        (true, _) => IpVersion::V4,
+        (_, true) => IpVersion::V6,
+        _ => IpVersion::Any,
     };
     let target = prober::resolve(&args.target, family).await?;
-    let mut kernel = loader::load()?;
-    let blind = kernel.blind_spots();
+    let (engine, telemetry) = Engine::start(engine::Options {
+        attach: AttachMode::InFlight,
+        sizing: Sizing::for_targets(1),
+    })?;
+    let blind = telemetry.blind_spots();
     if !blind.is_empty() {
         eprintln!(
             "tracepkt: not visible on this kernel ({}): {}",
-            kernel.release,
+            telemetry.release,
             blind.join("; ")
         );
     }
-    let mut registry = ProbeRegistry::take(&mut kernel)?;
-    let mut reader = EventReader::take(&mut kernel)?;
-    let stats = KernelStats::take(&mut kernel)?;
-    let prober = Prober::new()?;
-    let mut names = Names::new(kernel.drop_reasons.clone());
-    let not_specified = kernel.not_specified_reason;
-
-    let id = IdPool::new().take().context("no echo id available")?;
-    registry.register(id, 0)?;
+    let lease = engine.lease(0).context("no echo id available")?;
 
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(out, "{}", header())?;
     }
     let mut all_replied = true;
-    let mut pending: Vec<KernelEvent> = Vec::new();
     for seq in 0..args.count {
         if seq > 0 && args.interval > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
         }
-        let outcome = prober
-            .probe(target, id, seq, Duration::from_secs_f64(args.timeout))
+        let journey = engine
+            .probe(&lease, seq, target, Duration::from_secs_f64(args.timeout))
             .await;
-        tokio::time::sleep(GRACE).await;
-        reader.drain(&mut pending);
-        let (mine, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|e| e.id == id && e.seq == seq);
-        pending = rest;
-        let journey = Journey::assemble(id, seq, mine, outcome, &mut names, not_specified);
         for hop in &journey.hops {
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(hop)?)?;
@@ -78,12 +64,13 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<bool> {
         out.flush()?;
         all_replied &= journey.replied();
     }
-    registry.unregister(id);
-    let lost = stats.events_lost();
-    if lost > 0 || reader.undecodable > 0 {
+    drop(lease);
+    engine.shutdown();
+    let lost = telemetry.stats.events_lost().unwrap_or(0);
+    let undecodable = telemetry.counts.undecodable.load(Ordering::Relaxed);
+    if lost > 0 || undecodable > 0 {
         eprintln!(
-            "tracepkt: {lost} kernel events did not fit in the ring buffer and {} could not be decoded: hops may be missing",
-            reader.undecodable
+            "tracepkt: {lost} kernel events did not fit in the ring buffer and {undecodable} could not be decoded: hops may be missing"
         );
     }
     Ok(all_replied)
@@ -103,16 +90,17 @@ fn netns_cell(hop: &Hop) -> String {
     }
 }
 
-pub fn row(hop: &Hop) -> String {
+fn row(hop: &Hop) -> String {
     let ifname = if hop.ifname.is_empty() {
         "-"
     } else {
         hop.ifname.as_str()
     };
-    let io = hop.io.unwrap_or(match hop.kind {
-        HopKind::Netfilter => "nf",
-        _ => "-",
-    });
+    let io = match &hop.detail {
+        HopDetail::Interface { io } => io.as_str(),
+        HopDetail::Netfilter { .. } => "nf",
+        HopDetail::Drop { .. } => "-",
+    };
     format!(
         "{:<28} {:<16} {:<3} {:<8} {:<34} {}",
         netns_cell(hop),
@@ -146,8 +134,8 @@ fn summary(j: &Journey, seq: u16, count: u16, target: std::net::IpAddr) -> Strin
                     h.netns,
                     h.netns_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
                     if h.ifname.is_empty() { "-" } else { &h.ifname },
-                    match h.kind {
-                        HopKind::Interface => format!("interface, {}", h.io.unwrap_or("?")),
+                    match &h.detail {
+                        HopDetail::Interface { io } => format!("{}, {}", Kind::Interface.as_str(), io.as_str()),
                         _ => h.verdict_text(),
                     }
                 ),

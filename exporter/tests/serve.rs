@@ -228,8 +228,26 @@ fn prometheus_scrapes_reachable_unreachable_and_dropped_targets() {
     );
     assert!(promql(prom_port, r#"tracepkt_last_hop_info{target="reachable"}"#).is_empty());
     assert_eq!(one(r#"tracepkt_path_hops{target="reachable"}"#), 4.0);
-    assert!(one(r#"count(tracepkt_hop_latency_seconds_count{target="reachable"})"#) >= 3.0);
+    // Every stage of an answered journey; only the request's stage of a dropped one.
+    assert_eq!(
+        one(r#"count(tracepkt_journey_stage_seconds{target="reachable"} > 0)"#),
+        3.0
+    );
+    assert_eq!(
+        one(r#"count(tracepkt_journey_stage_seconds{target="dropped",stage="request"} > 0)"#),
+        1.0
+    );
+    assert!(
+        promql(
+            prom_port,
+            r#"tracepkt_journey_stage_seconds{target="dropped",stage!="request"}"#
+        )
+        .is_empty()
+    );
     assert_eq!(one(r#"tracepkt_events_lost_total"#), 0.0);
+    // Each kernel collector read its map, and nothing went wrong between kernel and user space.
+    assert_eq!(one(r#"count(tracepkt_scrape_collector_success == 1)"#), 4.0);
+    assert_eq!(one(r#"sum(tracepkt_kernel_anomalies_total)"#), 0.0);
     assert_eq!(one(r#"tracepkt_program_attached{program="net_dev_queue"}"#), 1.0);
     assert_eq!(one(r#"count(tracepkt_build_info{version!="",kernel!=""})"#), 1.0);
 

@@ -1,12 +1,21 @@
-//! Types shared by the kernel programs (`probe-ebpf`) and user space (`exporter`).
+//! Types shared by the kernel programs (`probe-ebpf`) and user space (`exporter`): the records
+//! that cross the boundary, the map names and keys, and the hook table that says which kernel
+//! hook is followed by which programs and needs which struct offsets.
 //!
-//! Everything here crosses the kernel/user boundary as raw bytes, so every struct is
-//! `#[repr(C)]` with explicit padding fields: no implicit padding, no uninitialised bytes.
+//! Everything that crosses the kernel/user boundary as raw bytes is `#[repr(C)]` with explicit
+//! padding fields: no implicit padding, no uninitialised bytes. Enums cross as their `u8`
+//! value and are checked on the way back in.
 #![no_std]
 
+mod hooks;
+mod offsets;
+
+pub use hooks::{HOOKS, HookSpec, Point, Via};
+pub use offsets::{Off, Offsets, Source};
+
 pub const IFNAMSIZ: usize = 16;
-/// Longest netfilter table or chain name we keep (`XT_TABLE_MAXNAMELEN`, `NFT_NAME_MAXLEN` is
-/// longer but names that long are rare; they are cut, never overflowed).
+/// Longest netfilter table or chain name kept (`XT_TABLE_MAXNAMELEN`; nftables allows longer
+/// names, which are cut, never overflowed).
 pub const NAME_LEN: usize = 32;
 
 /// Bytes of payload after the ICMP echo header in every probe (and so in every reply).
@@ -16,89 +25,156 @@ pub const PROBE_PAYLOAD_LEN: usize = 32;
 pub const PROBE_L3_LEN_V4: usize = 20 + 8 + PROBE_PAYLOAD_LEN;
 pub const PROBE_L3_LEN_V6: usize = 40 + 8 + PROBE_PAYLOAD_LEN;
 
-/// Most probe ids registered at once. Each target in flight uses one id.
-pub const MAX_PROBES: u32 = 4096;
-
-/// Ring buffer size in bytes (power of two, multiple of the page size).
+/// Ring buffer size in bytes (power of two, multiple of the page size). One buffer for all
+/// CPUs, so its memory does not grow with the CPU count.
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 
-/// What an event records.
-pub mod kind {
-    pub const INTERFACE: u8 = 1;
-    pub const NETFILTER: u8 = 2;
-    pub const DROP: u8 = 3;
+/// `BPF_F_NO_PREALLOC`: the counter maps take memory per key in use, not per key allowed.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Map names, as the loader resizes and takes them.
+pub mod map {
+    pub const PROBES: &str = "PROBES";
+    pub const EVENTS: &str = "EVENTS";
+    pub const HOPS: &str = "HOPS";
+    pub const VERDICTS: &str = "VERDICTS";
+    pub const DROPS: &str = "DROPS";
+    pub const STATS: &str = "STATS";
 }
 
-/// ICMP echo direction.
-pub mod direction {
-    pub const REQUEST: u8 = 1;
-    pub const REPLY: u8 = 2;
+/// Which way a probe packet is going.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+pub enum Direction {
+    Request = 1,
+    Reply = 2,
 }
 
-/// The kernel hook that produced an event.
-pub mod hook {
-    pub const NET_DEV_QUEUE: u8 = 1;
-    pub const NETIF_RECEIVE_SKB: u8 = 2;
-    pub const NETIF_RX: u8 = 3;
-    pub const NAPI_GRO_RECEIVE_ENTRY: u8 = 4;
-    pub const KFREE_SKB: u8 = 5;
-    pub const IPT_DO_TABLE: u8 = 6;
-    pub const IP6T_DO_TABLE: u8 = 7;
-    pub const NFT_DO_CHAIN: u8 = 8;
+impl Direction {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Direction::Request),
+            2 => Some(Direction::Reply),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Reply => "reply",
+        }
+    }
 }
 
-/// Indexes into the `STATS` per-CPU array: the kernel side's own health counters.
+/// What a hook reveals about a packet: where it crossed an interface, what a netfilter chain
+/// decided, or where it was dropped.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+pub enum Kind {
+    Interface = 1,
+    Netfilter = 2,
+    Drop = 3,
+}
+
+impl Kind {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Kind::Interface),
+            2 => Some(Kind::Netfilter),
+            3 => Some(Kind::Drop),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Interface => "interface",
+            Kind::Netfilter => "netfilter",
+            Kind::Drop => "drop",
+        }
+    }
+}
+
+/// The kernel hooks tracepkt follows packets through. The value is carried in every event;
+/// `Hook::spec` finds the hook's row in [`HOOKS`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    NetDevQueue = 1,
+    NetifReceiveSkb = 2,
+    NetifRx = 3,
+    NapiGroReceiveEntry = 4,
+    KfreeSkb = 5,
+    IptDoTable = 6,
+    Ip6tDoTable = 7,
+    NftDoChain = 8,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 8] = [
+        Hook::NetDevQueue,
+        Hook::NetifReceiveSkb,
+        Hook::NetifRx,
+        Hook::NapiGroReceiveEntry,
+        Hook::KfreeSkb,
+        Hook::IptDoTable,
+        Hook::Ip6tDoTable,
+        Hook::NftDoChain,
+    ];
+
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        if v >= 1 && v as usize <= Self::ALL.len() {
+            Some(Self::ALL[v as usize - 1])
+        } else {
+            None
+        }
+    }
+
+    /// This hook's row of the hook table.
+    pub const fn spec(self) -> &'static HookSpec {
+        &HOOKS[self as usize - 1]
+    }
+
+    /// The kernel's name for it: the tracepoint or the function.
+    pub const fn name(self) -> &'static str {
+        self.spec().point.name()
+    }
+}
+
+/// How a program is attached to its hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mechanism {
+    /// BTF-typed tracepoint (`tp_btf`): the skb is a typed pointer, fields are direct loads.
+    TpBtf,
+    /// Classic tracepoint: the record layout comes from tracefs.
+    Tracepoint,
+    /// `fexit` on a kernel function: arguments and return value in one program.
+    Fexit,
+    /// `kprobe` at entry and `kretprobe` at return.
+    Kprobe,
+}
+
+impl Mechanism {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::TpBtf => "tp_btf",
+            Mechanism::Tracepoint => "tracepoint",
+            Mechanism::Fexit => "fexit",
+            Mechanism::Kprobe => "kprobe",
+        }
+    }
+}
+
+/// Indexes into the `STATS` array: the kernel side's own health counters.
 pub mod stat {
     /// Events that did not fit in the ring buffer.
     pub const EVENTS_LOST: u32 = 0;
-    /// Netfilter return probes that found no stashed arguments.
-    pub const NF_STASH_MISS: u32 = 1;
-    pub const COUNT: u32 = 4;
-}
-
-/// Kernel struct field offsets, resolved from BTF at start-up and handed to the programs as a
-/// read-only global (`OFFSETS`). A zero offset for a field we need means "not resolved".
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Offsets {
-    pub skb_len: u32,
-    pub skb_head: u32,
-    pub skb_data: u32,
-    pub skb_network_header: u32,
-    pub skb_protocol: u32,
-    pub skb_dev: u32,
-    pub dev_name: u32,
-    pub dev_ifindex: u32,
-    /// `net_device.nd_net.net`
-    pub dev_nd_net: u32,
-    /// `net.ns.inum`
-    pub net_ns_inum: u32,
-    /// Classic tracepoint records: where `skbaddr` sits in each (from tracefs `format`).
-    pub tp_net_dev_queue_skb: u32,
-    pub tp_netif_receive_skb_skb: u32,
-    pub tp_netif_rx_skb: u32,
-    pub tp_napi_gro_receive_entry_skb: u32,
-    pub tp_kfree_skb_skb: u32,
-    pub tp_kfree_skb_location: u32,
-    pub tp_kfree_skb_reason: u32,
-    /// Netfilter: `nf_hook_state.hook`, `.pf`, `.net`; `xt_table.name`;
-    /// `nft_pktinfo.skb`, `.state`; `nft_chain.name`, `.table`; `nft_table.name`.
-    pub nf_state_hook: u32,
-    pub nf_state_pf: u32,
-    pub nf_state_net: u32,
-    pub xt_table_name: u32,
-    pub nft_pktinfo_skb: u32,
-    pub nft_pktinfo_state: u32,
-    pub nft_chain_name: u32,
-    pub nft_chain_table: u32,
-    pub nft_table_name: u32,
-    /// Argument positions of `ipt_do_table`/`ip6t_do_table` (skb, state, table) and of
-    /// `nft_do_chain` (pkt, priv): they moved between kernel versions.
-    pub ipt_arg_skb: u32,
-    pub ipt_arg_state: u32,
-    pub ipt_arg_table: u32,
-    pub nft_arg_pkt: u32,
-    pub nft_arg_chain: u32,
+    /// Counter increments lost because a counter map was full.
+    pub const COUNTERS_FULL: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// One record in the `EVENTS` ring buffer. Fixed size for every kind.
@@ -111,6 +187,7 @@ pub struct Event {
     pub location: u64,
     pub netns: u32,
     pub ifindex: u32,
+    /// [`Kind`], [`Direction`] and [`Hook`] values.
     pub kind: u8,
     pub direction: u8,
     pub hook: u8,
@@ -166,18 +243,19 @@ pub struct ProbeInfo {
     pub tag: u32,
 }
 
-/// `HOPS` per-CPU counter key: one interface crossing.
+/// `HOPS` counter key: one interface crossing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HopKey {
     pub tag: u32,
     pub netns: u32,
     pub ifindex: u32,
+    /// [`Direction`] value.
     pub direction: u8,
     pub _pad: [u8; 3],
 }
 
-/// `VERDICTS` per-CPU counter key: one netfilter chain traversal.
+/// `VERDICTS` counter key: one netfilter chain traversal.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VerdictKey {
@@ -191,7 +269,7 @@ pub struct VerdictKey {
     pub chain: [u8; NAME_LEN],
 }
 
-/// `DROPS` per-CPU counter key.
+/// `DROPS` counter key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DropKey {
@@ -199,6 +277,29 @@ pub struct DropKey {
     pub netns: u32,
     pub ifindex: u32,
     pub reason: u32,
+}
+
+/// Every counter key names the target it counts for.
+pub trait Tagged {
+    fn tag(&self) -> u32;
+}
+
+impl Tagged for HopKey {
+    fn tag(&self) -> u32 {
+        self.tag
+    }
+}
+
+impl Tagged for VerdictKey {
+    fn tag(&self) -> u32 {
+        self.tag
+    }
+}
+
+impl Tagged for DropKey {
+    fn tag(&self) -> u32 {
+        self.tag
+    }
 }
 
 #[cfg(feature = "user")]
@@ -229,6 +330,21 @@ mod tests {
         assert_eq!(size_of::<HopKey>(), 16);
         assert_eq!(size_of::<VerdictKey>(), 16 + 2 * NAME_LEN);
         assert_eq!(size_of::<DropKey>(), 16);
-        assert_eq!(size_of::<Offsets>(), 4 * 31);
+        assert_eq!(size_of::<Offsets>(), 4 * Off::COUNT);
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_values() {
+        for h in Hook::ALL {
+            assert_eq!(Hook::from_u8(h as u8), Some(h));
+        }
+        assert_eq!(Hook::from_u8(0), None);
+        assert_eq!(Hook::from_u8(9), None);
+        for d in [Direction::Request, Direction::Reply] {
+            assert_eq!(Direction::from_u8(d as u8), Some(d));
+        }
+        for k in [Kind::Interface, Kind::Netfilter, Kind::Drop] {
+            assert_eq!(Kind::from_u8(k as u8), Some(k));
+        }
     }
 }

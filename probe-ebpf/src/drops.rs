@@ -1,7 +1,7 @@
 //! Drops: the `skb:kfree_skb` tracepoint, for probe packets only.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{DropKey, Event, direction, hook, kind, stat};
+use probe_common::{Direction, DropKey, Event, Hook, Kind, Offsets, stat};
 
 use crate::packet::{self, Access, L3};
 use crate::{
@@ -22,7 +22,7 @@ pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
     let Some(p) = packet::ours(skb, L3::NetworkHeader, access) else {
         return 0;
     };
-    if p.direction == direction::REPLY && reason == reason_const(&REASON_NO_SOCKET) {
+    if p.direction == Direction::Reply && reason == reason_const(&REASON_NO_SOCKET) {
         return 0;
     }
     if reason == reason_const(&REASON_NETFILTER_DROP)
@@ -31,7 +31,7 @@ pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
         unsafe { *slot = skb as u64 };
     }
     let mut ev = Event::zeroed();
-    packet::fill(&mut ev, &p, skb, kind::DROP, hook::KFREE_SKB);
+    packet::fill(&mut ev, &p, skb, Kind::Drop, Hook::KfreeSkb);
     packet::device(skb, &mut ev);
     ev.location = location as u64;
     ev.verdict = reason;
@@ -55,13 +55,13 @@ pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
 #[inline(always)]
 pub fn handle_tp(ctx: &TracePointContext) -> i32 {
     unsafe {
-        let Ok(skb) = ctx.read_at::<usize>(off!(tp_kfree_skb_skb)) else {
+        let Ok(skb) = ctx.read_at::<usize>(off!(TpKfreeSkbSkb)) else {
             return 0;
         };
-        let location = ctx.read_at::<usize>(off!(tp_kfree_skb_location)).unwrap_or(0);
-        // Kernels before 5.17 have no reason field; the loader then leaves the offset at 0.
-        let reason_off = off!(tp_kfree_skb_reason);
-        let reason = if reason_off == 0 {
+        let location = ctx.read_at::<usize>(off!(TpKfreeSkbLocation)).unwrap_or(0);
+        // Kernels before 5.17 have no reason field.
+        let reason_off = off!(TpKfreeSkbReason);
+        let reason = if reason_off == Offsets::ABSENT as usize {
             0
         } else {
             ctx.read_at::<u32>(reason_off).unwrap_or(0)

@@ -2,14 +2,14 @@
 //! receive entry points `netif_rx` / `napi_gro_receive_entry`.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{Event, HopKey, hook, kind, stat};
+use probe_common::{Event, Hook, HopKey, Kind, stat};
 
 use crate::packet::{self, Access, L3};
 use crate::{EVENTS, HOPS, bump, stat_inc};
 
 #[inline(always)]
-pub fn handle(skb: usize, hook_id: u8, access: Access) -> i32 {
-    let l3 = if hook_id == hook::NET_DEV_QUEUE {
+pub fn handle(skb: usize, hook: Hook, access: Access) -> i32 {
+    let l3 = if hook == Hook::NetDevQueue {
         L3::NetworkHeader
     } else {
         L3::Data
@@ -18,16 +18,16 @@ pub fn handle(skb: usize, hook_id: u8, access: Access) -> i32 {
         return 0;
     };
     let mut ev = Event::zeroed();
-    packet::fill(&mut ev, &p, skb, kind::INTERFACE, hook_id);
+    packet::fill(&mut ev, &p, skb, Kind::Interface, hook);
     packet::device(skb, &mut ev);
     // One count per crossing: transmit at net_dev_queue, receive at netif_receive_skb, which
     // every received packet reaches after netif_rx or GRO.
-    if hook_id == hook::NET_DEV_QUEUE || hook_id == hook::NETIF_RECEIVE_SKB {
+    if hook == Hook::NetDevQueue || hook == Hook::NetifReceiveSkb {
         let key = HopKey {
             tag: p.info.tag,
             netns: ev.netns,
             ifindex: ev.ifindex,
-            direction: p.direction,
+            direction: p.direction as u8,
             _pad: [0; 3],
         };
         bump(&HOPS, &key);
@@ -39,9 +39,9 @@ pub fn handle(skb: usize, hook_id: u8, access: Access) -> i32 {
 }
 
 #[inline(always)]
-pub fn handle_tp(ctx: &TracePointContext, skb_off: usize, hook_id: u8) -> i32 {
+pub fn handle_tp(ctx: &TracePointContext, skb_off: usize, hook: Hook) -> i32 {
     match unsafe { ctx.read_at::<usize>(skb_off) } {
-        Ok(skb) => handle(skb, hook_id, Access::Probe),
+        Ok(skb) => handle(skb, hook, Access::Probe),
         Err(_) => 0,
     }
 }

@@ -2,13 +2,17 @@
 //! a `try_*`/`handle` body in the module named after its kind of hook.
 #![no_std]
 #![no_main]
+// The bpf target has no compare-and-swap, so core's atomics offer no `fetch_add`; the
+// intrinsic lowers to the BPF atomic add every supported kernel has.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
-/// Reads one field of `OFFSETS`. Volatile, so the compiler cannot fold the zero placeholder:
-/// the verifier folds the real value instead, from the frozen map.
+/// Reads one entry of `OFFSETS`. Volatile, so the compiler cannot fold the placeholder: the
+/// verifier folds the real value instead, from the frozen map.
 macro_rules! off {
-    ($field:ident) => {{
+    ($name:ident) => {{
         #[allow(unused_unsafe)]
-        let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.$field) };
+        let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.v[probe_common::Off::$name as usize]) };
         v as usize
     }};
 }
@@ -22,15 +26,15 @@ use packet::Access;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use probe_common::{DropKey, EVENTS_RING_BYTES, HopKey, MAX_PROBES, Offsets, ProbeInfo, VerdictKey, hook, stat};
+use probe_common::{BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, Offsets, ProbeInfo, VerdictKey, stat};
 
 /// Kernel offsets, filled in by the loader from BTF and tracefs before load. Frozen read-only,
 /// so the verifier sees the values as constants.
 #[unsafe(no_mangle)]
-static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
+static OFFSETS: Offsets = Offsets::unresolved();
 
 /// `skb_drop_reason` values that are not drops (`SKB_CONSUMED`, `SKB_NOT_DROPPED_YET`), and
 /// `NOT_SPECIFIED`, which user space judges per journey. Resolved from BTF.
@@ -47,21 +51,27 @@ static REASON_NO_SOCKET: u32 = u32::MAX;
 #[unsafe(no_mangle)]
 static REASON_NETFILTER_DROP: u32 = u32::MAX;
 
+// Map sizes here are placeholders: the loader sizes PROBES and the counter maps from the
+// configuration before loading.
+
 /// Echo ids tracepkt owns right now. Written by user space before each probe is sent.
 #[map]
-static PROBES: HashMap<u16, ProbeInfo> = HashMap::with_max_entries(MAX_PROBES, 0);
+static PROBES: HashMap<u16, ProbeInfo> = HashMap::with_max_entries(64, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
+// Counters: one shared map each, bumped atomically. Probe packets are a few per second, so
+// sharing costs nothing measurable, and the memory does not multiply by the CPU count as a
+// per-CPU map's would. Not preallocated: memory follows the keys in use.
 #[map]
-static HOPS: PerCpuHashMap<HopKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static HOPS: HashMap<HopKey, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 #[map]
-static VERDICTS: PerCpuHashMap<VerdictKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static VERDICTS: HashMap<VerdictKey, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 #[map]
-static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(16384, 0);
+static DROPS: HashMap<DropKey, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -79,44 +89,44 @@ static NF_ARGS: HashMap<u64, netfilter::Stash> = HashMap::with_max_entries(4096,
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NET_DEV_QUEUE, Access::Btf)
+    interfaces::handle(ctx.arg(0), Hook::NetDevQueue, Access::Btf)
 }
 
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NETIF_RECEIVE_SKB, Access::Btf)
+    interfaces::handle(ctx.arg(0), Hook::NetifReceiveSkb, Access::Btf)
 }
 
 #[btf_tracepoint(function = "netif_rx")]
 pub fn netif_rx_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NETIF_RX, Access::Btf)
+    interfaces::handle(ctx.arg(0), Hook::NetifRx, Access::Btf)
 }
 
 #[btf_tracepoint(function = "napi_gro_receive_entry")]
 pub fn napi_gro_receive_entry_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), hook::NAPI_GRO_RECEIVE_ENTRY, Access::Btf)
+    interfaces::handle(ctx.arg(0), Hook::NapiGroReceiveEntry, Access::Btf)
 }
 
 // ---- interfaces: classic tracepoints (fallback); skbaddr offset from tracefs ----
 
 #[tracepoint(category = "net", name = "net_dev_queue")]
 pub fn net_dev_queue_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(tp_net_dev_queue_skb), hook::NET_DEV_QUEUE)
+    interfaces::handle_tp(&ctx, off!(TpNetDevQueueSkb), Hook::NetDevQueue)
 }
 
 #[tracepoint(category = "net", name = "netif_receive_skb")]
 pub fn netif_receive_skb_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(tp_netif_receive_skb_skb), hook::NETIF_RECEIVE_SKB)
+    interfaces::handle_tp(&ctx, off!(TpNetifReceiveSkbSkb), Hook::NetifReceiveSkb)
 }
 
 #[tracepoint(category = "net", name = "netif_rx")]
 pub fn netif_rx_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(tp_netif_rx_skb), hook::NETIF_RX)
+    interfaces::handle_tp(&ctx, off!(TpNetifRxSkb), Hook::NetifRx)
 }
 
 #[tracepoint(category = "net", name = "napi_gro_receive_entry")]
 pub fn napi_gro_receive_entry_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(tp_napi_gro_receive_entry_skb), hook::NAPI_GRO_RECEIVE_ENTRY)
+    interfaces::handle_tp(&ctx, off!(TpNapiGroReceiveEntrySkb), Hook::NapiGroReceiveEntry)
 }
 
 // ---- drops ----
@@ -135,12 +145,12 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> i32 {
 
 #[fexit(function = "ipt_do_table")]
 pub fn ipt_do_table_fexit(ctx: FExitContext) -> i32 {
-    netfilter::ipt_fexit(&ctx, hook::IPT_DO_TABLE)
+    netfilter::ipt_fexit(&ctx, Hook::IptDoTable)
 }
 
 #[fexit(function = "ip6t_do_table")]
 pub fn ip6t_do_table_fexit(ctx: FExitContext) -> i32 {
-    netfilter::ipt_fexit(&ctx, hook::IP6T_DO_TABLE)
+    netfilter::ipt_fexit(&ctx, Hook::Ip6tDoTable)
 }
 
 #[fexit(function = "nft_do_chain")]
@@ -157,7 +167,7 @@ pub fn ipt_do_table_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn ipt_do_table_return(ctx: RetProbeContext) -> u32 {
-    netfilter::ipt_return(&ctx, hook::IPT_DO_TABLE)
+    netfilter::ipt_return(&ctx, Hook::IptDoTable)
 }
 
 #[kprobe]
@@ -167,7 +177,7 @@ pub fn ip6t_do_table_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn ip6t_do_table_return(ctx: RetProbeContext) -> u32 {
-    netfilter::ipt_return(&ctx, hook::IP6T_DO_TABLE)
+    netfilter::ipt_return(&ctx, Hook::Ip6tDoTable)
 }
 
 #[kprobe]
@@ -180,49 +190,33 @@ pub fn nft_do_chain_return(ctx: RetProbeContext) -> u32 {
     netfilter::nft_return(&ctx)
 }
 
-// ---- the floor: what being attached at all costs (benchmarks only, `tracepkt bench-floor`) ----
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
 
-#[map]
-static FLOOR: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// Adds one to a shared counter, creating it on first use. Never loses an increment: when
+/// two CPUs create the same key at once, the one whose insert fails adds to the other's.
+/// An increment that finds the map full is counted as such.
+#[inline(always)]
+fn bump<K>(map: &HashMap<K, u64>, key: &K) {
+    if let Some(v) = map.get_ptr_mut(key) {
+        add(v);
+        return;
+    }
+    match map.insert(key, 1, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => match map.get_ptr_mut(key) {
+            Some(v) => add(v),
+            None => stat_inc(stat::COUNTERS_FULL),
+        },
+        Err(_) => stat_inc(stat::COUNTERS_FULL),
+    }
+}
 
 #[inline(always)]
-fn floor() -> i32 {
-    if let Some(v) = FLOOR.get_ptr_mut(0) {
-        unsafe { *v += 1 }
-    }
-    0
-}
-
-#[btf_tracepoint(function = "net_dev_queue")]
-pub fn floor_net_dev_queue(_ctx: BtfTracePointContext) -> i32 {
-    floor()
-}
-
-#[btf_tracepoint(function = "netif_receive_skb")]
-pub fn floor_netif_receive_skb(_ctx: BtfTracePointContext) -> i32 {
-    floor()
-}
-
-#[btf_tracepoint(function = "netif_rx")]
-pub fn floor_netif_rx(_ctx: BtfTracePointContext) -> i32 {
-    floor()
-}
-
-#[btf_tracepoint(function = "napi_gro_receive_entry")]
-pub fn floor_napi_gro_receive_entry(_ctx: BtfTracePointContext) -> i32 {
-    floor()
-}
-
-/// Adds one to a per-CPU counter, creating it on first use.
-#[inline(always)]
-fn bump<K>(map: &PerCpuHashMap<K, u64>, key: &K) {
-    match map.get_ptr_mut(key) {
-        Some(v) => unsafe { *v += 1 },
-        None => {
-            // BPF_NOEXIST: another CPU's first insert does not clobber this one's.
-            let _ = map.insert(key, 1, 1);
-        }
-    }
+fn add(v: *mut u64) {
+    use core::intrinsics::{AtomicOrdering, atomic_xadd};
+    // SAFETY: `v` points at a live, aligned map value.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(v, 1) };
 }
 
 #[inline(always)]

@@ -15,7 +15,7 @@ use aya_ebpf::{
     },
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
-use probe_common::{Event, VerdictKey, hook, kind, stat};
+use probe_common::{Event, Hook, Kind, VerdictKey, stat};
 
 use crate::packet::{self, Access, Dev, L3, Probe};
 use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, stat_inc};
@@ -60,28 +60,28 @@ fn observe(skb: usize) -> Option<Seen> {
 
 /// Emits the verdict row. Reads only the hook state and the table/chain, never the skb.
 #[inline(always)]
-fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook_id: u8) {
+fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook: Hook) {
     let mut ev = Event::zeroed();
-    packet::fill(&mut ev, &seen.probe, seen.skb, kind::NETFILTER, hook_id);
+    packet::fill(&mut ev, &seen.probe, seen.skb, Kind::Netfilter, hook);
     ev.ts_ns = seen.ts_ns;
     packet::set_dev(&mut ev, &seen.dev);
     unsafe {
-        ev.nf_hook = bpf_probe_read_kernel((state + off!(nf_state_hook)) as *const u8).unwrap_or(0xff);
-        ev.nf_pf = bpf_probe_read_kernel((state + off!(nf_state_pf)) as *const u8).unwrap_or(0);
-        if let Ok(net) = bpf_probe_read_kernel((state + off!(nf_state_net)) as *const usize) {
+        ev.nf_hook = bpf_probe_read_kernel((state + off!(NfStateHook)) as *const u8).unwrap_or(0xff);
+        ev.nf_pf = bpf_probe_read_kernel((state + off!(NfStatePf)) as *const u8).unwrap_or(0);
+        if let Ok(net) = bpf_probe_read_kernel((state + off!(NfStateNet)) as *const usize) {
             ev.netns = packet::netns_of_net(net);
         }
-        if hook_id == hook::NFT_DO_CHAIN {
-            if let Ok(name) = bpf_probe_read_kernel((table + off!(nft_chain_name)) as *const usize) {
+        if hook == Hook::NftDoChain {
+            if let Ok(name) = bpf_probe_read_kernel((table + off!(NftChainName)) as *const usize) {
                 let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.chain);
             }
-            if let Ok(t) = bpf_probe_read_kernel((table + off!(nft_chain_table)) as *const usize)
-                && let Ok(name) = bpf_probe_read_kernel((t + off!(nft_table_name)) as *const usize)
+            if let Ok(t) = bpf_probe_read_kernel((table + off!(NftChainTable)) as *const usize)
+                && let Ok(name) = bpf_probe_read_kernel((t + off!(NftTableName)) as *const usize)
             {
                 let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.table);
             }
         } else {
-            let _ = bpf_probe_read_kernel_buf((table + off!(xt_table_name)) as *const u8, &mut ev.table);
+            let _ = bpf_probe_read_kernel_buf((table + off!(XtTableName)) as *const u8, &mut ev.table);
         }
     }
     ev.verdict = verdict & VERDICT_MASK;
@@ -179,20 +179,20 @@ fn unstash() -> Option<Stash> {
 pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
     let a = kprobe_args(ctx);
     stash(
-        pick(&a, off!(ipt_arg_skb)),
-        pick(&a, off!(ipt_arg_state)),
-        pick(&a, off!(ipt_arg_table)),
+        pick(&a, off!(IptArgSkb)),
+        pick(&a, off!(IptArgState)),
+        pick(&a, off!(IptArgTable)),
     )
 }
 
 #[inline(always)]
 pub fn nft_entry(ctx: &ProbeContext) -> u32 {
     let a = kprobe_args(ctx);
-    let pkt = pick(&a, off!(nft_arg_pkt));
-    let chain = pick(&a, off!(nft_arg_chain));
+    let pkt = pick(&a, off!(NftArgPkt));
+    let chain = pick(&a, off!(NftArgChain));
     unsafe {
-        let skb = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_skb)) as *const usize).unwrap_or(0);
-        let state = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_state)) as *const usize).unwrap_or(0);
+        let skb = bpf_probe_read_kernel((pkt + off!(NftPktinfoSkb)) as *const usize).unwrap_or(0);
+        let state = bpf_probe_read_kernel((pkt + off!(NftPktinfoState)) as *const usize).unwrap_or(0);
         stash(skb, state, chain)
     }
 }
@@ -203,9 +203,9 @@ fn ret_of(ctx: &RetProbeContext) -> u32 {
 }
 
 #[inline(always)]
-pub fn ipt_return(ctx: &RetProbeContext, hook_id: u8) -> u32 {
+pub fn ipt_return(ctx: &RetProbeContext, hook: Hook) -> u32 {
     if let Some(s) = unstash() {
-        record(&s.seen, s.state, s.table, ret_of(ctx), hook_id);
+        record(&s.seen, s.state, s.table, ret_of(ctx), hook);
     }
     0
 }
@@ -213,24 +213,24 @@ pub fn ipt_return(ctx: &RetProbeContext, hook_id: u8) -> u32 {
 #[inline(always)]
 pub fn nft_return(ctx: &RetProbeContext) -> u32 {
     if let Some(s) = unstash() {
-        record(&s.seen, s.state, s.table, ret_of(ctx), hook::NFT_DO_CHAIN);
+        record(&s.seen, s.state, s.table, ret_of(ctx), Hook::NftDoChain);
     }
     0
 }
 
 #[inline(always)]
-pub fn ipt_fexit(ctx: &FExitContext, hook_id: u8) -> i32 {
+pub fn ipt_fexit(ctx: &FExitContext, hook: Hook) -> i32 {
     let a = fexit_args(ctx);
     let (skb, state, table) = (
-        pick(&a, off!(ipt_arg_skb)),
-        pick(&a, off!(ipt_arg_state)),
-        pick(&a, off!(ipt_arg_table)),
+        pick(&a, off!(IptArgSkb)),
+        pick(&a, off!(IptArgState)),
+        pick(&a, off!(IptArgTable)),
     );
     let verdict: u32 = ctx.ret().unwrap_or(0);
     // After the function: a chain that dropped may already have freed the skb, and then the
     // row is missing. The kprobe path reads the skb at entry instead.
     if let Some(seen) = observe(skb) {
-        record(&seen, state, table, verdict, hook_id);
+        record(&seen, state, table, verdict, hook);
     }
     0
 }
@@ -238,13 +238,13 @@ pub fn ipt_fexit(ctx: &FExitContext, hook_id: u8) -> i32 {
 #[inline(always)]
 pub fn nft_fexit(ctx: &FExitContext) -> i32 {
     let a = fexit_args(ctx);
-    let (pkt, chain) = (pick(&a, off!(nft_arg_pkt)), pick(&a, off!(nft_arg_chain)));
+    let (pkt, chain) = (pick(&a, off!(NftArgPkt)), pick(&a, off!(NftArgChain)));
     let verdict: u32 = ctx.ret().unwrap_or(0);
     unsafe {
-        let skb = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_skb)) as *const usize).unwrap_or(0);
-        let state = bpf_probe_read_kernel((pkt + off!(nft_pktinfo_state)) as *const usize).unwrap_or(0);
+        let skb = bpf_probe_read_kernel((pkt + off!(NftPktinfoSkb)) as *const usize).unwrap_or(0);
+        let state = bpf_probe_read_kernel((pkt + off!(NftPktinfoState)) as *const usize).unwrap_or(0);
         if let Some(seen) = observe(skb) {
-            record(&seen, state, chain, verdict, hook::NFT_DO_CHAIN);
+            record(&seen, state, chain, verdict, Hook::NftDoChain);
         }
     }
     0

@@ -8,7 +8,7 @@
 //! a handful of loads and compares.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use probe_common::{Event, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, direction};
+use probe_common::{Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo};
 
 use crate::PROBES;
 
@@ -53,7 +53,7 @@ fn field<T: Copy>(skb: usize, off: usize, access: Access) -> Option<T> {
 pub struct Probe {
     pub info: ProbeInfo,
     pub ip_version: u8,
-    pub direction: u8,
+    pub direction: Direction,
     pub id: u16,
     pub seq: u16,
     pub saddr: [u8; 16],
@@ -71,7 +71,7 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     if skb == 0 {
         return None;
     }
-    let proto: u16 = field(skb, off!(skb_protocol), access)?;
+    let proto: u16 = field(skb, off!(SkbProtocol), access)?;
     let want = if proto == ETH_P_IP_BE {
         PROBE_L3_LEN_V4
     } else if proto == ETH_P_IPV6_BE {
@@ -79,16 +79,16 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     } else {
         return None;
     };
-    let len = field::<u32>(skb, off!(skb_len), access)? as usize;
-    let data: usize = field(skb, off!(skb_data), access)?;
+    let len = field::<u32>(skb, off!(SkbLen), access)? as usize;
+    let data: usize = field(skb, off!(SkbData), access)?;
     let (ip, l3_len) = match l3 {
         L3::Data => (data, len),
         L3::NetworkHeader => {
-            let nh: u16 = field(skb, off!(skb_network_header), access)?;
+            let nh: u16 = field(skb, off!(SkbNetworkHeader), access)?;
             if nh == HEADER_UNSET {
                 return None;
             }
-            let head: usize = field(skb, off!(skb_head), access)?;
+            let head: usize = field(skb, off!(SkbHead), access)?;
             let ip = head + nh as usize;
             // skb->len counts from skb->data, which may sit before (link header still on)
             // or after (already pulled to the transport header) the IP header.
@@ -101,7 +101,7 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     let mut p = Probe {
         info: ProbeInfo { tag: 0 },
         ip_version: 0,
-        direction: 0,
+        direction: Direction::Request,
         id: 0,
         seq: 0,
         saddr: [0; 16],
@@ -127,8 +127,8 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     };
     let echo: [u8; 8] = unsafe { read(icmp, 0)? };
     p.direction = match (p.ip_version, echo[0]) {
-        (4, 8) | (6, 128) => direction::REQUEST,
-        (4, 0) | (6, 129) => direction::REPLY,
+        (4, 8) | (6, 128) => Direction::Request,
+        (4, 0) | (6, 129) => Direction::Reply,
         _ => return None,
     };
     p.id = u16::from_be_bytes([echo[4], echo[5]]);
@@ -160,15 +160,15 @@ pub fn dev_of(skb: usize) -> Dev {
         netns: 0,
         ifname: [0; 16],
     };
-    let Some(dev) = (unsafe { read::<usize>(skb, off!(skb_dev)) }) else {
+    let Some(dev) = (unsafe { read::<usize>(skb, off!(SkbDev)) }) else {
         return d;
     };
     if dev == 0 {
         return d;
     }
-    d.ifindex = unsafe { read::<u32>(dev, off!(dev_ifindex)) }.unwrap_or(0);
+    d.ifindex = unsafe { read::<u32>(dev, off!(DevIfindex)) }.unwrap_or(0);
     unsafe {
-        let _ = bpf_probe_read_kernel_buf((dev + off!(dev_name)) as *const u8, &mut d.ifname);
+        let _ = bpf_probe_read_kernel_buf((dev + off!(DevName)) as *const u8, &mut d.ifname);
     }
     d.netns = netns_of_dev(dev);
     d
@@ -190,7 +190,7 @@ pub fn set_dev(ev: &mut Event, d: &Dev) {
 /// `dev->nd_net.net->ns.inum`
 #[inline(always)]
 pub fn netns_of_dev(dev: usize) -> u32 {
-    match unsafe { read::<usize>(dev, off!(dev_nd_net)) } {
+    match unsafe { read::<usize>(dev, off!(DevNdNet)) } {
         Some(net) if net != 0 => netns_of_net(net),
         _ => 0,
     }
@@ -198,17 +198,17 @@ pub fn netns_of_dev(dev: usize) -> u32 {
 
 #[inline(always)]
 pub fn netns_of_net(net: usize) -> u32 {
-    unsafe { read::<u32>(net, off!(net_ns_inum)) }.unwrap_or(0)
+    unsafe { read::<u32>(net, off!(NetNsInum)) }.unwrap_or(0)
 }
 
 /// Fills the packet part of an event.
 #[inline(always)]
-pub fn fill(ev: &mut Event, p: &Probe, skb: usize, kind: u8, hook: u8) {
+pub fn fill(ev: &mut Event, p: &Probe, skb: usize, kind: Kind, hook: Hook) {
     ev.ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     ev.skb = skb as u64;
-    ev.kind = kind;
-    ev.hook = hook;
-    ev.direction = p.direction;
+    ev.kind = kind as u8;
+    ev.hook = hook as u8;
+    ev.direction = p.direction as u8;
     ev.ip_version = p.ip_version;
     ev.id = p.id;
     ev.seq = p.seq;

@@ -41,19 +41,24 @@ fn parse_err(path: &Path, e: impl std::fmt::Display) -> BtfError {
 impl KernelBtf {
     pub const SYSFS: &'static str = "/sys/kernel/btf";
 
-    /// Loads `<dir>/vmlinux` and, where present, the named modules' BTF from `dir`.
-    /// Modules that are not loaded are skipped: their types are simply not found.
-    pub fn load(dir: &Path, modules: &[&str]) -> Result<Self, BtfError> {
+    /// Reads `<dir>/vmlinux`: once, so that tracepkt's reader and aya's parse the same bytes.
+    pub fn read_vmlinux(dir: &Path) -> Result<Vec<u8>, BtfError> {
         let vmlinux = dir.join("vmlinux");
-        if !vmlinux.exists() {
-            return Err(BtfError::NoVmlinux(vmlinux));
-        }
-        let base = Btf::from_file(&vmlinux).map_err(|e| parse_err(&vmlinux, e))?;
+        std::fs::read(&vmlinux).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => BtfError::NoVmlinux(vmlinux),
+            _ => parse_err(&vmlinux, e),
+        })
+    }
+
+    /// Parses vmlinux BTF and, where present, the named modules' BTF from `dir`. Modules that
+    /// are not loaded are skipped: their types are simply not found.
+    pub fn load(dir: &Path, vmlinux: &[u8], modules: &[&str]) -> Result<Self, BtfError> {
+        let base = Btf::from_bytes(vmlinux).map_err(|e| parse_err(&dir.join("vmlinux"), e))?;
         let mut sets = Vec::new();
         for m in modules {
             let p = dir.join(m);
-            if p.exists() {
-                let split = Btf::from_split_file(&p, &base).map_err(|e| parse_err(&p, e))?;
+            if let Ok(bytes) = std::fs::read(&p) {
+                let split = Btf::from_split_bytes(&bytes, &base).map_err(|e| parse_err(&p, e))?;
                 sets.push((m.to_string(), split));
             }
         }
@@ -61,6 +66,7 @@ impl KernelBtf {
         Ok(KernelBtf { sets })
     }
 
+    #[cfg(test)]
     pub fn from_vmlinux_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
         let btf = Btf::from_bytes(bytes).map_err(|e| parse_err(Path::new("<bytes>"), e))?;
         Ok(KernelBtf {
@@ -211,7 +217,7 @@ fn resolve_struct(btf: &Btf, m: &btf_rs::Member) -> Option<btf_rs::Struct> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds a raw BTF blob: just enough of the format to describe a few kernel-like types.
@@ -315,7 +321,7 @@ mod tests {
 
     /// A miniature of the kernel types tracepkt reads, with the same shapes: `dev` inside an
     /// anonymous struct inside an anonymous union, a nested named struct, a bitfield.
-    fn kernel_like() -> KernelBtf {
+    pub(crate) fn kernel_like() -> KernelBtf {
         let mut b = Builder::new();
         let int = b.int("int", 4);
         let long = b.int("long", 8);
@@ -408,7 +414,7 @@ mod tests {
             eprintln!("SKIP running_kernel_layouts_resolve: no /sys/kernel/btf/vmlinux");
             return;
         }
-        let btf = KernelBtf::load(dir, &[]).unwrap();
+        let btf = KernelBtf::load(dir, &KernelBtf::read_vmlinux(dir).unwrap(), &[]).unwrap();
         // Fields the programs need, on whatever kernel runs the suite.
         for (ty, field) in [
             ("sk_buff", "dev"),
@@ -429,7 +435,7 @@ mod tests {
                 .any(|(n, _)| n == "SKB_DROP_REASON_NETFILTER_DROP")
         );
         assert!(matches!(
-            KernelBtf::load(Path::new("/nonexistent"), &[]),
+            KernelBtf::read_vmlinux(Path::new("/nonexistent")),
             Err(BtfError::NoVmlinux(_))
         ));
     }

@@ -1,66 +1,8 @@
-//! Ring-buffer records → typed events, and the reader that drains them.
+//! Ring-buffer records → typed events.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use probe_common::{Event, direction, hook, kind};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    Request,
-    Reply,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Request => "request",
-            Direction::Reply => "reply",
-        }
-    }
-}
-
-/// The kernel hook an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Hook {
-    NetDevQueue,
-    NetifReceiveSkb,
-    NetifRx,
-    NapiGroReceiveEntry,
-    KfreeSkb,
-    IptDoTable,
-    Ip6tDoTable,
-    NftDoChain,
-}
-
-impl Hook {
-    fn from_raw(v: u8) -> Option<Self> {
-        Some(match v {
-            hook::NET_DEV_QUEUE => Hook::NetDevQueue,
-            hook::NETIF_RECEIVE_SKB => Hook::NetifReceiveSkb,
-            hook::NETIF_RX => Hook::NetifRx,
-            hook::NAPI_GRO_RECEIVE_ENTRY => Hook::NapiGroReceiveEntry,
-            hook::KFREE_SKB => Hook::KfreeSkb,
-            hook::IPT_DO_TABLE => Hook::IptDoTable,
-            hook::IP6T_DO_TABLE => Hook::Ip6tDoTable,
-            hook::NFT_DO_CHAIN => Hook::NftDoChain,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hook::NetDevQueue => "net_dev_queue",
-            Hook::NetifReceiveSkb => "netif_receive_skb",
-            Hook::NetifRx => "netif_rx",
-            Hook::NapiGroReceiveEntry => "napi_gro_receive_entry",
-            Hook::KfreeSkb => "kfree_skb",
-            Hook::IptDoTable => "ipt_do_table",
-            Hook::Ip6tDoTable => "ip6t_do_table",
-            Hook::NftDoChain => "nft_do_chain",
-        }
-    }
-}
+use probe_common::{Direction, Event, Hook, Kind};
 
 /// What an event says beyond where the packet was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +47,7 @@ pub enum DecodeError {
     Unknown(&'static str, u8),
 }
 
-fn cstr(b: &[u8]) -> String {
+pub(crate) fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
@@ -127,26 +69,22 @@ impl KernelEvent {
         // SAFETY: Event is plain old data and the slice is long enough; read_unaligned copes
         // with any alignment of the ring-buffer slot.
         let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let direction = match e.direction {
-            direction::REQUEST => Direction::Request,
-            direction::REPLY => Direction::Reply,
-            v => return Err(DecodeError::Unknown("direction", v)),
-        };
-        let hook = Hook::from_raw(e.hook).ok_or(DecodeError::Unknown("hook", e.hook))?;
-        let detail = match e.kind {
-            kind::INTERFACE => Detail::Interface,
-            kind::NETFILTER => Detail::Netfilter {
+        let direction = Direction::from_u8(e.direction).ok_or(DecodeError::Unknown("direction", e.direction))?;
+        let hook = Hook::from_u8(e.hook).ok_or(DecodeError::Unknown("hook", e.hook))?;
+        let kind = Kind::from_u8(e.kind).ok_or(DecodeError::Unknown("kind", e.kind))?;
+        let detail = match kind {
+            Kind::Interface => Detail::Interface,
+            Kind::Netfilter => Detail::Netfilter {
                 pf: e.nf_pf,
                 hook: e.nf_hook,
                 table: cstr(&e.table),
                 chain: cstr(&e.chain),
                 verdict: e.verdict,
             },
-            kind::DROP => Detail::Drop {
+            Kind::Drop => Detail::Drop {
                 reason: e.verdict,
                 location: e.location,
             },
-            v => return Err(DecodeError::Unknown("kind", v)),
         };
         Ok(KernelEvent {
             ts_ns: e.ts_ns,
@@ -169,13 +107,13 @@ impl KernelEvent {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn raw(kind_: u8, hook_: u8, dir: u8) -> Event {
+    pub fn raw(kind: Kind, hook: Hook, dir: Direction) -> Event {
         let mut e = Event::zeroed();
         e.ts_ns = 1_000;
         e.skb = 0xffff_8880_1234_5600;
-        e.kind = kind_;
-        e.hook = hook_;
-        e.direction = dir;
+        e.kind = kind as u8;
+        e.hook = hook as u8;
+        e.direction = dir as u8;
         e.ip_version = 4;
         e.id = 0xbeef;
         e.seq = 7;
@@ -194,7 +132,7 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_interface_event() {
-        let ev = KernelEvent::decode(&bytes(&raw(kind::INTERFACE, hook::NET_DEV_QUEUE, direction::REQUEST))).unwrap();
+        let ev = KernelEvent::decode(&bytes(&raw(Kind::Interface, Hook::NetDevQueue, Direction::Request))).unwrap();
         assert_eq!(ev.hook, Hook::NetDevQueue);
         assert_eq!(ev.direction, Direction::Request);
         assert_eq!(ev.id, 0xbeef);
@@ -208,7 +146,7 @@ pub(crate) mod tests {
 
     #[test]
     fn decodes_ipv6_netfilter_and_drop() {
-        let mut e = raw(kind::NETFILTER, hook::NFT_DO_CHAIN, direction::REPLY);
+        let mut e = raw(Kind::Netfilter, Hook::NftDoChain, Direction::Reply);
         e.ip_version = 6;
         e.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
         e.table[..6].copy_from_slice(b"filter");
@@ -228,7 +166,7 @@ pub(crate) mod tests {
                 verdict: 0
             }
         );
-        let mut d = raw(kind::DROP, hook::KFREE_SKB, direction::REQUEST);
+        let mut d = raw(Kind::Drop, Hook::KfreeSkb, Direction::Request);
         d.verdict = 12;
         d.location = 0xffffffff81a00180;
         let ev = KernelEvent::decode(&bytes(&d)).unwrap();
@@ -243,12 +181,12 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_short_and_garbled_records() {
-        let b = bytes(&raw(kind::INTERFACE, hook::NETIF_RX, direction::REPLY));
+        let b = bytes(&raw(Kind::Interface, Hook::NetifRx, Direction::Reply));
         assert!(matches!(KernelEvent::decode(&b[..10]), Err(DecodeError::Size(10, _))));
-        let mut bad = raw(kind::INTERFACE, hook::NETIF_RX, direction::REPLY);
+        let mut bad = raw(Kind::Interface, Hook::NetifRx, Direction::Reply);
         bad.kind = 9;
         assert_eq!(KernelEvent::decode(&bytes(&bad)), Err(DecodeError::Unknown("kind", 9)));
-        bad.kind = kind::INTERFACE;
+        bad.kind = Kind::Interface as u8;
         bad.direction = 0;
         assert_eq!(
             KernelEvent::decode(&bytes(&bad)),

@@ -1,5 +1,6 @@
-//! Loads the kernel programs, attaches each hook by the best mechanism the running kernel
-//! offers, and reports what attached and what did not.
+//! Loads the kernel programs and attaches every hook of the hook table (`probe_common::HOOKS`)
+//! by the first of its mechanisms the running kernel accepts, and reports what attached and
+//! what did not, and why.
 //!
 //! Nothing refuses to start because an optional hook is missing; only a kernel where no
 //! interface hook attaches is an error, since then tracepkt would see nothing at all.
@@ -8,9 +9,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use aya::programs::{BtfTracePoint, FExit, KProbe, TracePoint};
+use aya::programs::{BtfTracePoint, FExit, KProbe, Program, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use probe_common::Offsets;
+use probe_common::{HOOKS, Hook, HookSpec, Kind, Mechanism, Off, Offsets, Point, Source, Via, map};
 use tracing::{info, warn};
 
 use super::btf::{BtfError, KernelBtf};
@@ -19,8 +20,8 @@ use super::tracefs::{self, Format, TracefsError};
 
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe-ebpf"));
 
-/// Modules whose BTF holds netfilter types and functions.
-const NF_MODULES: &[&str] = &["x_tables", "ip_tables", "ip6_tables", "nf_tables"];
+/// Module whose BTF holds `struct xt_table`, shared by both iptables families.
+const XT_MODULE: &str = "x_tables";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -36,68 +37,100 @@ pub enum LoadError {
     NoInterfaceHook(String),
 }
 
-/// What kind of hop a hook reveals.
+/// How large the maps are made: from what the configuration needs, not fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookKind {
-    Interface,
-    Netfilter,
-    Drop,
+pub struct Sizing {
+    /// Echo ids registered at once (`PROBES`).
+    pub probes: u32,
+    /// Keys each counter map may hold. The maps are not preallocated: memory follows the
+    /// keys in use, this only bounds them.
+    pub counter_keys: u32,
 }
 
-impl HookKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::Interface => "interface",
-            HookKind::Netfilter => "netfilter",
-            HookKind::Drop => "drop",
+impl Sizing {
+    /// Room for `targets` with head-room for reloads that add some; a path rarely has more
+    /// than a few dozen distinct crossings, verdicts or drop places.
+    pub fn for_targets(targets: usize) -> Self {
+        let t = u32::try_from(targets.max(1)).unwrap_or(u32::MAX);
+        Sizing {
+            probes: t.saturating_mul(2).clamp(64, 65_536),
+            counter_keys: t.saturating_mul(64).clamp(4_096, 1 << 22),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    TpBtf,
-    Tracepoint,
-    Fexit,
-    Kprobe,
-}
-
-impl Mechanism {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mechanism::TpBtf => "tp_btf",
-            Mechanism::Tracepoint => "tracepoint",
-            Mechanism::Fexit => "fexit",
-            Mechanism::Kprobe => "kprobe",
-        }
-    }
-    pub const ALL: [Mechanism; 4] = [
-        Mechanism::TpBtf,
-        Mechanism::Tracepoint,
-        Mechanism::Fexit,
-        Mechanism::Kprobe,
-    ];
 }
 
 /// The outcome for one hook.
 #[derive(Debug, Clone)]
 pub struct Attach {
-    /// Kernel name of the hook: `net_dev_queue`, `nft_do_chain`, ...
-    pub hook: &'static str,
-    pub kind: HookKind,
+    pub hook: Hook,
     pub mechanism: Option<Mechanism>,
     /// Why the preferred mechanisms failed (also set when a fallback worked).
     pub why: Vec<String>,
 }
 
-/// How one loaded program is attached, so it can be detached and attached again.
-enum How {
-    TpBtf,
-    Tracepoint { category: &'static str, name: &'static str },
-    Fexit,
-    Kprobe { func: &'static str },
+impl Attach {
+    pub fn kind(&self) -> Kind {
+        self.hook.spec().kind
+    }
 }
 
+impl fmt::Display for Attach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, kind) = (self.hook.name(), self.kind().as_str());
+        match self.mechanism {
+            Some(m) => {
+                write!(f, "{name} ({kind}): attached by {}", m.as_str())?;
+                if !self.why.is_empty() {
+                    write!(f, " [{}]", self.why.join("; "))?;
+                }
+                Ok(())
+            }
+            None => write!(f, "{name} ({kind}): not attached: {}", self.why.join("; ")),
+        }
+    }
+}
+
+/// `skb_drop_reason` of the running kernel: value → name without the `SKB_DROP_REASON_`
+/// prefix.
+#[derive(Debug, Clone, Default)]
+pub struct DropReasons {
+    names: HashMap<u32, String>,
+}
+
+impl DropReasons {
+    #[cfg(test)]
+    pub fn new(names: HashMap<u32, String>) -> Self {
+        DropReasons { names }
+    }
+
+    fn from_btf(btf: &KernelBtf) -> Self {
+        let names = btf
+            .enum_values("skb_drop_reason")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, v)| {
+                let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name).to_string();
+                (v as u32, short)
+            })
+            .collect();
+        DropReasons { names }
+    }
+
+    pub fn name(&self, v: u32) -> String {
+        self.names.get(&v).cloned().unwrap_or_else(|| format!("reason_{v}"))
+    }
+
+    pub fn value(&self, name: &str) -> Option<u32> {
+        self.names.iter().find(|(_, n)| n.as_str() == name).map(|(v, _)| *v)
+    }
+
+    /// The reason also given when clones and consumed copies are freed on normal paths.
+    pub fn not_specified(&self) -> Option<u32> {
+        self.value("NOT_SPECIFIED")
+    }
+}
+
+/// A live attachment of one program, kept so it can be detached and attached again.
 enum LinkId {
     TpBtf(aya::programs::tp_btf::BtfTracePointLinkId),
     Tracepoint(aya::programs::trace_point::TracePointLinkId),
@@ -106,29 +139,65 @@ enum LinkId {
 }
 
 /// One program that attached at start, and its live link when attached now.
-struct Attachment {
-    program: String,
-    how: How,
-    link: Option<LinkId>,
+struct Link {
+    program: &'static str,
+    mechanism: Mechanism,
+    point: Point,
+    id: Option<LinkId>,
 }
 
 type ProgResult<T> = Result<T, aya::programs::ProgramError>;
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, how: &How) -> ProgResult<LinkId> {
-    let p = ebpf.program_mut(program).expect("program in object");
-    Ok(match how {
-        How::TpBtf => LinkId::TpBtf(<&mut BtfTracePoint>::try_from(p)?.attach()?),
-        How::Tracepoint { category, name } => {
+/// Loads `name` (verifies it) for `mechanism` at `point`.
+fn load_program(
+    ebpf: &mut Ebpf,
+    btf: Option<&aya::Btf>,
+    point: Point,
+    mechanism: Mechanism,
+    name: &str,
+) -> Result<(), String> {
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
+    let btf = || btf.ok_or_else(|| "no vmlinux BTF that aya can read".to_string());
+    let r = match mechanism {
+        Mechanism::TpBtf => {
+            let btf = btf()?;
+            <&mut BtfTracePoint>::try_from(p).and_then(|p| p.load(point.name(), btf))
+        }
+        Mechanism::Fexit => {
+            let btf = btf()?;
+            <&mut FExit>::try_from(p).and_then(|p| p.load(point.name(), btf))
+        }
+        Mechanism::Tracepoint => <&mut TracePoint>::try_from(p).and_then(|p| p.load()),
+        Mechanism::Kprobe => <&mut KProbe>::try_from(p).and_then(|p| p.load()),
+    };
+    r.map_err(|e| with_source(&e))
+}
+
+/// A program of a link: it loaded, so it is in the object.
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Program {
+    ebpf.program_mut(name).expect("a linked program is in the object")
+}
+
+fn attach_link(ebpf: &mut Ebpf, link: &Link) -> ProgResult<LinkId> {
+    let p = program(ebpf, link.program);
+    Ok(match (link.mechanism, link.point) {
+        (Mechanism::TpBtf, _) => LinkId::TpBtf(<&mut BtfTracePoint>::try_from(p)?.attach()?),
+        (Mechanism::Tracepoint, Point::Tracepoint { category, name }) => {
             LinkId::Tracepoint(<&mut TracePoint>::try_from(p)?.attach(category, name)?)
         }
-        How::Fexit => LinkId::Fexit(<&mut FExit>::try_from(p)?.attach()?),
-        How::Kprobe { func } => LinkId::Kprobe(<&mut KProbe>::try_from(p)?.attach(func, 0)?),
+        (Mechanism::Fexit, _) => LinkId::Fexit(<&mut FExit>::try_from(p)?.attach()?),
+        (Mechanism::Kprobe, point) => LinkId::Kprobe(<&mut KProbe>::try_from(p)?.attach(point.name(), 0)?),
+        (Mechanism::Tracepoint, Point::Function { .. }) => {
+            return Err(aya::programs::ProgramError::UnexpectedProgramType);
+        }
     })
 }
 
-fn detach_one(ebpf: &mut Ebpf, program: &str, link: LinkId) -> ProgResult<()> {
-    let p = ebpf.program_mut(program).expect("program in object");
-    match link {
+fn detach_link(ebpf: &mut Ebpf, program_name: &str, id: LinkId) -> ProgResult<()> {
+    let p = program(ebpf, program_name);
+    match id {
         LinkId::TpBtf(id) => <&mut BtfTracePoint>::try_from(p)?.detach(id),
         LinkId::Tracepoint(id) => <&mut TracePoint>::try_from(p)?.detach(id),
         LinkId::Fexit(id) => <&mut FExit>::try_from(p)?.detach(id),
@@ -136,76 +205,51 @@ fn detach_one(ebpf: &mut Ebpf, program: &str, link: LinkId) -> ProgResult<()> {
     }
 }
 
-impl fmt::Display for Attach {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.mechanism {
-            Some(m) => {
-                write!(f, "{} ({}): attached by {}", self.hook, self.kind.as_str(), m.as_str())?;
-                if !self.why.is_empty() {
-                    write!(f, " [{}]", self.why.join("; "))?;
-                }
-                Ok(())
-            }
-            None => write!(
-                f,
-                "{} ({}): not attached: {}",
-                self.hook,
-                self.kind.as_str(),
-                self.why.join("; ")
-            ),
-        }
-    }
-}
-
 /// The loaded programs. Dropping it detaches everything.
 pub struct Kernel {
     pub ebpf: Ebpf,
     pub report: Vec<Attach>,
-    attachments: Vec<Attachment>,
-    /// `skb_drop_reason` value → name without the `SKB_DROP_REASON_` prefix.
-    pub drop_reasons: HashMap<u32, String>,
-    pub not_specified_reason: Option<u32>,
+    links: Vec<Link>,
+    pub drop_reasons: DropReasons,
     pub release: String,
 }
 
+/// Kinds of hop no hook of which attached: what cannot be seen on this kernel, and why.
+pub fn blind_spots(report: &[Attach]) -> Vec<String> {
+    [Kind::Netfilter, Kind::Drop]
+        .into_iter()
+        .filter_map(|kind| {
+            let missing: Vec<&Attach> = report
+                .iter()
+                .filter(|a| a.kind() == kind && a.mechanism.is_none())
+                .collect();
+            if missing.is_empty() {
+                return None;
+            }
+            let names: Vec<&str> = missing.iter().map(|a| a.hook.name()).collect();
+            let mut why: Vec<&str> = Vec::new();
+            for w in missing.iter().flat_map(|a| a.why.iter()) {
+                if !why.contains(&w.as_str()) {
+                    why.push(w);
+                }
+            }
+            Some(format!(
+                "{} hops from {} [{}]",
+                kind.as_str(),
+                names.join(", "),
+                why.join("; ")
+            ))
+        })
+        .collect()
+}
+
 impl Kernel {
-    /// Kinds of hop no hook of which attached: what `trace` cannot see on this kernel.
-    pub fn blind_spots(&self) -> Vec<String> {
-        [HookKind::Netfilter, HookKind::Drop]
-            .into_iter()
-            .filter_map(|kind| {
-                let hooks: Vec<&Attach> = self.report.iter().filter(|a| a.kind == kind).collect();
-                let missing: Vec<&&Attach> = hooks.iter().filter(|a| a.mechanism.is_none()).collect();
-                if missing.is_empty() {
-                    return None;
-                }
-                let names: Vec<&str> = missing.iter().map(|a| a.hook).collect();
-                let mut why: Vec<&str> = Vec::new();
-                for w in missing.iter().flat_map(|a| a.why.iter()) {
-                    if !why.contains(&w.as_str()) {
-                        why.push(w);
-                    }
-                }
-                Some(format!(
-                    "{} hops from {} [{}]",
-                    kind.as_str(),
-                    names.join(", "),
-                    why.join("; ")
-                ))
-            })
-            .collect()
-    }
-
-    pub fn attached(&self, hook: &str) -> Option<Mechanism> {
-        self.report.iter().find(|a| a.hook == hook).and_then(|a| a.mechanism)
-    }
-
     /// Detaches every program; the maps and loaded programs stay, so `attach_all` is cheap.
     pub fn detach_all(&mut self) -> ProgResult<()> {
         let mut first_err = None;
-        for a in &mut self.attachments {
-            if let Some(link) = a.link.take()
-                && let Err(e) = detach_one(&mut self.ebpf, &a.program, link)
+        for l in &mut self.links {
+            if let Some(id) = l.id.take()
+                && let Err(e) = detach_link(&mut self.ebpf, l.program, id)
             {
                 first_err.get_or_insert(e);
             }
@@ -215,9 +259,10 @@ impl Kernel {
 
     /// Attaches again every program that attached at start, as it did then.
     pub fn attach_all(&mut self) -> ProgResult<()> {
-        for a in &mut self.attachments {
-            if a.link.is_none() {
-                a.link = Some(attach_one(&mut self.ebpf, &a.program, &a.how)?);
+        for i in 0..self.links.len() {
+            if self.links[i].id.is_none() {
+                let id = attach_link(&mut self.ebpf, &self.links[i])?;
+                self.links[i].id = Some(id);
             }
         }
         Ok(())
@@ -230,219 +275,82 @@ pub fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// Interface hooks: (tracepoint name, tp_btf program, classic program).
-const INTERFACE_HOOKS: &[(&str, &str, &str)] = &[
-    ("net_dev_queue", "net_dev_queue_btf", "net_dev_queue_tp"),
-    ("netif_receive_skb", "netif_receive_skb_btf", "netif_receive_skb_tp"),
-    ("netif_rx", "netif_rx_btf", "netif_rx_tp"),
-    (
-        "napi_gro_receive_entry",
-        "napi_gro_receive_entry_btf",
-        "napi_gro_receive_entry_tp",
-    ),
-];
-
-/// Netfilter hooks: (function, module that usually holds it, program prefix).
-const NETFILTER_HOOKS: &[(&str, &str)] = &[
-    ("ipt_do_table", "ip_tables"),
-    ("ip6t_do_table", "ip6_tables"),
-    ("nft_do_chain", "nf_tables"),
-];
-
-/// Resolves every offset the programs need. Interface and drop offsets are required;
-/// netfilter ones are optional (returned as the reason when missing).
-fn resolve_offsets(btf: &KernelBtf, tracefs: &Path) -> Result<(Offsets, Option<String>), LoadError> {
-    let mut o = Offsets {
-        skb_len: btf.offset_of("sk_buff", "len")?,
-        skb_head: btf.offset_of("sk_buff", "head")?,
-        skb_data: btf.offset_of("sk_buff", "data")?,
-        skb_network_header: btf.offset_of("sk_buff", "network_header")?,
-        skb_protocol: btf.offset_of("sk_buff", "protocol")?,
-        skb_dev: btf.offset_of("sk_buff", "dev")?,
-        dev_name: btf.offset_of("net_device", "name")?,
-        dev_ifindex: btf.offset_of("net_device", "ifindex")?,
-        dev_nd_net: btf.offset_of("net_device", "nd_net.net")?,
-        net_ns_inum: btf.offset_of("net", "ns.inum")?,
-        ..Offsets::default()
-    };
-    // Classic tracepoint layouts; a missing format only disables that fallback.
-    let skbaddr = |cat: &str, ev: &str| {
-        Format::read(tracefs, cat, ev)
-            .and_then(|f| f.offset("skbaddr"))
-            .unwrap_or(0)
-    };
-    o.tp_net_dev_queue_skb = skbaddr("net", "net_dev_queue");
-    o.tp_netif_receive_skb_skb = skbaddr("net", "netif_receive_skb");
-    o.tp_netif_rx_skb = skbaddr("net", "netif_rx");
-    o.tp_napi_gro_receive_entry_skb = skbaddr("net", "napi_gro_receive_entry");
-    if let Ok(f) = Format::read(tracefs, "skb", "kfree_skb") {
-        o.tp_kfree_skb_skb = f.offset("skbaddr").unwrap_or(0);
-        o.tp_kfree_skb_location = f.offset("location").unwrap_or(0);
-        o.tp_kfree_skb_reason = f.offset("reason").unwrap_or(0);
-    }
-    let nf = resolve_netfilter(btf, &mut o).err().map(|e| e.to_string());
-    Ok((o, nf))
-}
-
-fn resolve_netfilter(btf: &KernelBtf, o: &mut Offsets) -> Result<(), BtfError> {
-    o.nf_state_hook = btf.offset_of("nf_hook_state", "hook")?;
-    o.nf_state_pf = btf.offset_of("nf_hook_state", "pf")?;
-    o.nf_state_net = btf.offset_of("nf_hook_state", "net")?;
-    // iptables: (skb, state, table) before 5.16, (priv, skb, state) after; priv is the table.
-    if let Ok(params) = btf.params("ipt_do_table") {
-        let pos = |names: &[&str]| params.iter().position(|p| names.contains(&p.as_str()));
-        o.ipt_arg_skb = pos(&["skb"]).unwrap_or(0) as u32;
-        o.ipt_arg_state = pos(&["state"]).unwrap_or(1) as u32;
-        o.ipt_arg_table = pos(&["priv", "table"]).unwrap_or(2) as u32;
-    } else {
-        // Module not loaded yet: its BTF is absent. Assume the current order.
-        (o.ipt_arg_table, o.ipt_arg_skb, o.ipt_arg_state) = (0, 1, 2);
-    }
-    if let Ok(t) = btf.offset_of("xt_table", "name") {
-        o.xt_table_name = t;
-    }
-    if let Ok(params) = btf.params("nft_do_chain") {
-        o.nft_arg_pkt = params.iter().position(|p| p == "pkt").unwrap_or(0) as u32;
-        o.nft_arg_chain = params.iter().position(|p| p == "priv").unwrap_or(1) as u32;
-    } else {
-        (o.nft_arg_pkt, o.nft_arg_chain) = (0, 1);
-    }
-    if btf.offset_of("nft_pktinfo", "skb").is_ok() {
-        o.nft_pktinfo_skb = btf.offset_of("nft_pktinfo", "skb")?;
-        o.nft_pktinfo_state = btf.offset_of("nft_pktinfo", "state")?;
-        o.nft_chain_name = btf.offset_of("nft_chain", "name")?;
-        o.nft_chain_table = btf.offset_of("nft_chain", "table")?;
-        o.nft_table_name = btf.offset_of("nft_table", "name")?;
-    }
-    Ok(())
-}
-
-fn drop_reasons(btf: &KernelBtf) -> HashMap<u32, String> {
-    btf.enum_values("skb_drop_reason")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, v)| {
-            let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name).to_string();
-            (v as u32, short)
-        })
-        .collect()
-}
-
-fn reason_value(reasons: &HashMap<u32, String>, name: &str) -> u32 {
-    reasons
+/// Modules whose BTF the offsets may come from: those of the hooked functions, and x_tables.
+fn btf_modules() -> Vec<&'static str> {
+    let mut m: Vec<&'static str> = HOOKS
         .iter()
-        .find(|(_, n)| n.as_str() == name)
-        .map(|(v, _)| *v)
-        .unwrap_or(u32::MAX)
+        .filter_map(|h| match h.point {
+            Point::Function { module, .. } => Some(module),
+            Point::Tracepoint { .. } => None,
+        })
+        .collect();
+    m.push(XT_MODULE);
+    m
 }
 
-/// Loads and attaches everything the running kernel supports.
-pub fn load() -> Result<Kernel, LoadError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(LoadError::NotRoot);
-    }
-    let tracefs_root = tracefs::ensure_mounted()?;
-    let btf = KernelBtf::load(Path::new(KernelBtf::SYSFS), NF_MODULES)?;
-    let (offsets, nf_offsets_missing) = resolve_offsets(&btf, &tracefs_root)?;
-    let reasons = drop_reasons(&btf);
-    let not_specified = reason_value(&reasons, "NOT_SPECIFIED");
-    let consumed = reason_value(&reasons, "SKB_CONSUMED");
-    let not_dropped_yet = reason_value(&reasons, "SKB_NOT_DROPPED_YET");
-    let no_socket = reason_value(&reasons, "NO_SOCKET");
-    let netfilter_drop = reason_value(&reasons, "NETFILTER_DROP");
-
-    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
-        tracing::debug!("could not raise RLIMIT_MEMLOCK (only matters before 5.11)");
-    }
-
-    let mut ebpf = EbpfLoader::new()
-        .override_global("OFFSETS", &offsets, true)
-        .override_global("REASON_NOT_SPECIFIED", &not_specified, true)
-        .override_global("REASON_CONSUMED", &consumed, true)
-        .override_global("REASON_NOT_DROPPED_YET", &not_dropped_yet, true)
-        .override_global("REASON_NO_SOCKET", &no_socket, true)
-        .override_global("REASON_NETFILTER_DROP", &netfilter_drop, true)
-        .load(PROGRAMS)?;
-
-    let aya_btf = aya::Btf::from_sys_fs().ok();
-    let symbols = Symbols::load().ok();
-    let mut report = Vec::new();
-    let mut att = Vec::new();
-
-    for &(hook, btf_prog, tp_prog) in INTERFACE_HOOKS {
-        report.push(attach_tracepoint(
-            &mut ebpf,
-            &mut att,
-            aya_btf.as_ref(),
-            "net",
-            hook,
-            btf_prog,
-            tp_prog,
-            HookKind::Interface,
-        ));
-    }
-    report.push(attach_tracepoint(
-        &mut ebpf,
-        &mut att,
-        aya_btf.as_ref(),
-        "skb",
-        "kfree_skb",
-        "kfree_skb_btf",
-        "kfree_skb_tp",
-        HookKind::Drop,
-    ));
-    for &(func, module) in NETFILTER_HOOKS {
-        report.push(attach_netfilter(
-            &mut ebpf,
-            &mut att,
-            aya_btf.as_ref(),
-            symbols.as_ref(),
-            &offsets,
-            nf_offsets_missing.as_deref(),
-            func,
-            module,
-        ));
-    }
-
-    for a in &report {
-        if a.mechanism.is_some() {
-            info!(hook = a.hook, kind = a.kind.as_str(), "{a}");
-        } else {
-            warn!(hook = a.hook, kind = a.kind.as_str(), "{a}");
+/// Resolves every offset of the table from its source. What is not found stays absent.
+fn resolve_offsets(btf: &KernelBtf, tracefs: &Path) -> Offsets {
+    let mut o = Offsets::unresolved();
+    let mut formats: HashMap<(&str, &str), Option<Format>> = HashMap::new();
+    for off in Off::ALL {
+        let v = match off.source() {
+            Source::Field { ty, path } => btf.offset_of(ty, path).ok(),
+            Source::Record { category, event, field } => formats
+                .entry((category, event))
+                .or_insert_with(|| Format::read(tracefs, category, event).ok())
+                .as_ref()
+                .and_then(|f| f.offset(field).ok()),
+            // The programs read the first three arguments.
+            Source::Param { func, names } => btf
+                .params(func)
+                .ok()
+                .and_then(|p| p.iter().position(|n| names.contains(&n.as_str())))
+                .filter(|&i| i < 3)
+                .map(|i| i as u32),
+        };
+        if let Some(v) = v {
+            o.v[off as usize] = v;
         }
     }
-    if !report
-        .iter()
-        .any(|a| a.kind == HookKind::Interface && a.mechanism.is_some())
-    {
-        let lines: Vec<String> = report
-            .iter()
-            .filter(|a| a.kind == HookKind::Interface)
-            .map(|a| format!("  {a}"))
-            .collect();
-        return Err(LoadError::NoInterfaceHook(lines.join("\n")));
-    }
-    Ok(Kernel {
-        ebpf,
-        report,
-        attachments: att,
-        not_specified_reason: (not_specified != u32::MAX).then_some(not_specified),
-        drop_reasons: reasons,
-        release: kernel_release(),
-    })
+    o
 }
 
-fn short(e: impl fmt::Display) -> String {
-    let s = e.to_string();
-    // Verifier logs can be long; the first line says what failed.
-    s.lines().next().unwrap_or_default().to_string()
+/// How an offset is named in the attach report.
+fn describe(off: Off) -> String {
+    match off.source() {
+        Source::Field { ty, path } => format!("{ty}.{path}"),
+        Source::Record { category, event, field } => format!("{category}:{event} record field {field}"),
+        Source::Param { func, names } => format!("{func} argument {}", names.join("/")),
+    }
+}
+
+fn unresolved(offsets: &Offsets, needs: &[Off]) -> Option<String> {
+    let missing: Vec<String> = needs
+        .iter()
+        .filter(|o| offsets.get(**o).is_none())
+        .map(|o| describe(*o))
+        .collect();
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// Why a hooked function cannot be probed on this kernel, if it cannot. BTF answers first;
+/// kallsyms is read only when a loaded module's function is missing from BTF.
+fn function_missing(btf: &KernelBtf, name: &str, module: &str) -> Option<String> {
+    if btf.function_home(name).is_some() {
+        return None;
+    }
+    // Built in, the function would be in vmlinux BTF; loaded, the module is under /sys/module.
+    if !Path::new("/sys/module").join(module).exists() {
+        return Some(format!(
+            "{name} is not in the running kernel (module {module} not loaded, so no such rules exist)"
+        ));
+    }
+    if Symbols::shared().is_some_and(|s| s.contains(name)) {
+        return Some(format!(
+            "module {module} is loaded but has no BTF (/sys/kernel/btf/{module}), so {name}'s argument order is unknown"
+        ));
+    }
+    Some(format!("{name} is not in the running kernel"))
 }
 
 fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
@@ -460,208 +368,231 @@ fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    short(s)
+    // Verifier logs can be long; the first line says what failed.
+    s.lines().next().unwrap_or_default().to_string()
 }
 
-/// Loads `program` for `how` (`load`) and attaches it; on success records the attachment.
-fn try_attach(
-    ebpf: &mut Ebpf,
-    attachments: &mut Vec<Attachment>,
-    program: &str,
-    how: How,
-    load: impl FnOnce(&mut aya::programs::Program) -> ProgResult<()>,
-) -> ProgResult<()> {
-    load(ebpf.program_mut(program).expect("program in object"))?;
-    let link = attach_one(ebpf, program, &how)?;
-    attachments.push(Attachment {
-        program: program.to_string(),
-        how,
-        link: Some(link),
-    });
-    Ok(())
+/// What attaching needs from the running kernel.
+struct Env<'a> {
+    btf: &'a KernelBtf,
+    aya_btf: Option<&'a aya::Btf>,
+    offsets: &'a Offsets,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    attachments: &mut Vec<Attachment>,
-    btf: Option<&aya::Btf>,
-    category: &'static str,
-    name: &'static str,
-    btf_prog: &str,
-    tp_prog: &str,
-    kind: HookKind,
-) -> Attach {
-    let mut why = Vec::new();
-    match btf {
-        Some(btf) => {
-            let r = try_attach(ebpf, attachments, btf_prog, How::TpBtf, |p| {
-                <&mut BtfTracePoint>::try_from(p)?.load(name, btf)
-            });
-            match r {
-                Ok(()) => {
-                    return Attach {
-                        hook: name,
-                        kind,
-                        mechanism: Some(Mechanism::TpBtf),
-                        why,
-                    };
+/// Loads and attaches every program of one way of attaching a hook: all or none.
+fn attach_via(ebpf: &mut Ebpf, env: &Env, point: Point, via: &Via) -> Result<Vec<Link>, String> {
+    let mut done: Vec<Link> = Vec::new();
+    for &program in via.programs {
+        let mut link = Link {
+            program,
+            mechanism: via.mechanism,
+            point,
+            id: None,
+        };
+        let r = load_program(ebpf, env.aya_btf, point, via.mechanism, program)
+            .and_then(|()| attach_link(ebpf, &link).map_err(|e| with_source(&e)));
+        match r {
+            Ok(id) => {
+                link.id = Some(id);
+                done.push(link);
+            }
+            Err(e) => {
+                for l in done {
+                    if let Some(id) = l.id {
+                        let _ = detach_link(ebpf, l.program, id);
+                    }
                 }
-                Err(e) => why.push(format!("tp_btf: {}", with_source(&e))),
-            }
-        }
-        None => why.push("tp_btf: no vmlinux BTF".into()),
-    }
-    let r = try_attach(ebpf, attachments, tp_prog, How::Tracepoint { category, name }, |p| {
-        <&mut TracePoint>::try_from(p)?.load()
-    });
-    match r {
-        Ok(()) => Attach {
-            hook: name,
-            kind,
-            mechanism: Some(Mechanism::Tracepoint),
-            why,
-        },
-        Err(e) => {
-            why.push(format!("tracepoint: {}", with_source(&e)));
-            Attach {
-                hook: name,
-                kind,
-                mechanism: None,
-                why,
+                return Err(e);
             }
         }
     }
+    Ok(done)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attach_netfilter(
-    ebpf: &mut Ebpf,
-    attachments: &mut Vec<Attachment>,
-    btf: Option<&aya::Btf>,
-    symbols: Option<&Symbols>,
-    offsets: &Offsets,
-    offsets_missing: Option<&str>,
-    func: &'static str,
-    module: &str,
-) -> Attach {
-    let kind = HookKind::Netfilter;
+/// Attaches one hook by the first of its ways that works.
+fn attach_hook(ebpf: &mut Ebpf, env: &Env, spec: &HookSpec, links: &mut Vec<Link>) -> Attach {
     let mut why = Vec::new();
-    if let Some(syms) = symbols
-        && !syms.contains(func)
+    let not_attached = |why| Attach {
+        hook: spec.hook,
+        mechanism: None,
+        why,
+    };
+    if let Point::Function { name, module } = spec.point
+        && let Some(w) = function_missing(env.btf, name, module)
     {
-        why.push(format!(
-            "{func} is not in the running kernel (module {module} not loaded, so no such rules exist)"
-        ));
-        return Attach {
-            hook: func,
-            kind,
-            mechanism: None,
-            why,
-        };
+        why.push(w);
+        return not_attached(why);
     }
-    if let Some(missing) = offsets_missing {
-        why.push(format!("netfilter layouts not in BTF: {missing}"));
-        return Attach {
-            hook: func,
-            kind,
-            mechanism: None,
-            why,
-        };
+    if let Some(missing) = unresolved(env.offsets, spec.needs) {
+        why.push(format!("kernel layouts not found: {missing}"));
+        return not_attached(why);
     }
-    if func == "nft_do_chain" && offsets.nft_chain_name == 0 {
-        why.push("nf_tables BTF not available (module BTF under /sys/kernel/btf/nf_tables)".into());
-        return Attach {
-            hook: func,
-            kind,
-            mechanism: None,
-            why,
-        };
-    }
-    match btf {
-        Some(btf) => {
-            let r = try_attach(ebpf, attachments, &format!("{func}_fexit"), How::Fexit, |p| {
-                <&mut FExit>::try_from(p)?.load(func, btf)
-            });
-            match r {
-                Ok(()) => {
-                    return Attach {
-                        hook: func,
-                        kind,
-                        mechanism: Some(Mechanism::Fexit),
-                        why,
-                    };
-                }
-                Err(e) => why.push(format!("fexit: {}", with_source(&e))),
-            }
+    for via in spec.via {
+        let mech = via.mechanism.as_str();
+        if let Some(missing) = unresolved(env.offsets, via.needs) {
+            why.push(format!("{mech}: kernel layouts not found: {missing}"));
+            continue;
         }
-        None => why.push("fexit: no vmlinux BTF".into()),
-    }
-    // The return probe first: an entry that fires without it would stash for nothing.
-    let mut r = Ok(());
-    for prog in [format!("{func}_return"), format!("{func}_entry")] {
-        r = try_attach(ebpf, attachments, &prog, How::Kprobe { func }, |p| {
-            <&mut KProbe>::try_from(p)?.load()
-        });
-        if r.is_err() {
-            break;
+        match attach_via(ebpf, env, spec.point, via) {
+            Ok(new) => {
+                links.extend(new);
+                return Attach {
+                    hook: spec.hook,
+                    mechanism: Some(via.mechanism),
+                    why,
+                };
+            }
+            Err(e) => why.push(format!("{mech}: {e}")),
         }
     }
-    match r {
-        Ok(()) => Attach {
-            hook: func,
-            kind,
-            mechanism: Some(Mechanism::Kprobe),
-            why,
-        },
-        Err(e) => {
-            tracing::debug!(hook = func, "kprobe load failed: {e:?}");
-            // A return probe attached without its entry is useless: take it back.
-            if let Some(pos) = attachments.iter().position(|a| a.program == format!("{func}_return"))
-                && let Some(link) = attachments.remove(pos).link
-            {
-                let _ = detach_one(ebpf, &format!("{func}_return"), link);
-            }
-            why.push(format!("kprobe: {}", with_source(&e)));
-            Attach {
-                hook: func,
-                kind,
-                mechanism: None,
-                why,
-            }
-        }
-    }
+    not_attached(why)
 }
 
-/// The floor for benchmarks: programs on the four interface tracepoints that only bump a
-/// per-CPU array. Returns the loaded object (dropping it detaches them).
-pub fn load_floor() -> Result<Ebpf, LoadError> {
+/// Loads the programs, with maps sized by `sizing`, and attaches everything the running
+/// kernel supports.
+pub fn load(sizing: Sizing) -> Result<Kernel, LoadError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(LoadError::NotRoot);
     }
-    let btf = aya::Btf::from_sys_fs().map_err(|e| {
-        LoadError::Btf(BtfError::Parse {
-            path: "/sys/kernel/btf/vmlinux".into(),
-            source: anyhow::anyhow!("{e}"),
-        })
-    })?;
-    let mut ebpf = EbpfLoader::new().load(PROGRAMS)?;
-    let mut failures = Vec::new();
-    for &(hook, _, _) in INTERFACE_HOOKS {
-        let prog = format!("floor_{hook}");
-        let r = (|| -> ProgResult<()> {
-            let p: &mut BtfTracePoint = ebpf.program_mut(&prog).expect("program in object").try_into()?;
-            p.load(hook, &btf)?;
-            p.attach()?;
-            Ok(())
-        })();
-        if let Err(e) = r {
-            failures.push(format!("  {hook}: {}", with_source(&e)));
+    let started = std::time::Instant::now();
+    let tracefs_root = tracefs::ensure_mounted()?;
+    let dir = Path::new(KernelBtf::SYSFS);
+    let vmlinux = KernelBtf::read_vmlinux(dir)?;
+    // tracepkt's BTF reader, aya's, and aya's loader (which reads vmlinux BTF on its own when
+    // created) each parse the kernel's BTF; that is most of start-up, so they run side by side.
+    let modules = btf_modules();
+    let (btf, aya_side) = std::thread::scope(|s| {
+        let aya = s.spawn(|| (EbpfLoader::new(), aya::Btf::parse(&vmlinux, aya::Endianness::default())));
+        let ours = KernelBtf::load(dir, &vmlinux, &modules);
+        (ours, aya.join())
+    });
+    let btf = btf?;
+    let (mut loader, aya_btf) = aya_side.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    tracing::debug!(ms = started.elapsed().as_millis(), "kernel BTF read");
+    let aya_btf = match aya_btf {
+        Ok(b) => Some(b),
+        Err(e) => {
+            warn!("aya cannot read the kernel's BTF ({e}): tp_btf and fexit programs cannot load");
+            None
+        }
+    };
+    let offsets = resolve_offsets(&btf, &tracefs_root);
+    let reasons = DropReasons::from_btf(&btf);
+    let reason = |name: &str| reasons.value(name).unwrap_or(u32::MAX);
+
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK (only matters before 5.11)");
+    }
+
+    let (not_specified, consumed, not_dropped_yet, no_socket, netfilter_drop) = (
+        reason("NOT_SPECIFIED"),
+        reason("SKB_CONSUMED"),
+        reason("SKB_NOT_DROPPED_YET"),
+        reason("NO_SOCKET"),
+        reason("NETFILTER_DROP"),
+    );
+    let mut ebpf = loader
+        .map_max_entries(map::PROBES, sizing.probes)
+        .map_max_entries(map::HOPS, sizing.counter_keys)
+        .map_max_entries(map::VERDICTS, sizing.counter_keys)
+        .map_max_entries(map::DROPS, sizing.counter_keys)
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("REASON_NOT_SPECIFIED", &not_specified, true)
+        .override_global("REASON_CONSUMED", &consumed, true)
+        .override_global("REASON_NOT_DROPPED_YET", &not_dropped_yet, true)
+        .override_global("REASON_NO_SOCKET", &no_socket, true)
+        .override_global("REASON_NETFILTER_DROP", &netfilter_drop, true)
+        .load(PROGRAMS)?;
+
+    tracing::debug!(ms = started.elapsed().as_millis(), "programs loaded");
+    let env = Env {
+        btf: &btf,
+        aya_btf: aya_btf.as_ref(),
+        offsets: &offsets,
+    };
+    let mut links = Vec::new();
+    let report: Vec<Attach> = HOOKS
+        .iter()
+        .map(|spec| attach_hook(&mut ebpf, &env, spec, &mut links))
+        .collect();
+
+    for a in &report {
+        if a.mechanism.is_some() {
+            info!(hook = a.hook.name(), kind = a.kind().as_str(), "{a}");
+        } else {
+            warn!(hook = a.hook.name(), kind = a.kind().as_str(), "{a}");
         }
     }
-    if failures.len() == INTERFACE_HOOKS.len() {
-        return Err(LoadError::NoInterfaceHook(failures.join("\n")));
+    tracing::debug!(ms = started.elapsed().as_millis(), "hooks attached");
+    if !report
+        .iter()
+        .any(|a| a.kind() == Kind::Interface && a.mechanism.is_some())
+    {
+        let lines: Vec<String> = report
+            .iter()
+            .filter(|a| a.kind() == Kind::Interface)
+            .map(|a| format!("  {a}"))
+            .collect();
+        return Err(LoadError::NoInterfaceHook(lines.join("\n")));
     }
-    Ok(ebpf)
+    // The parsed BTF is large: freeing it takes longer than anything left to do before
+    // serving, and nothing waits for it.
+    std::thread::spawn(move || drop((btf, aya_btf)));
+    Ok(Kernel {
+        ebpf,
+        report,
+        links,
+        drop_reasons: reasons,
+        release: kernel_release(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_program_of_the_hook_table_is_in_the_object() {
+        let obj = aya_obj::Object::parse(PROGRAMS).expect("the built eBPF object parses");
+        for spec in HOOKS {
+            for via in spec.via {
+                for p in via.programs {
+                    assert!(obj.programs.contains_key(*p), "{p} ({:?}) missing", spec.hook);
+                }
+            }
+        }
+        let in_table: usize = HOOKS.iter().flat_map(|s| s.via).map(|v| v.programs.len()).sum();
+        assert_eq!(obj.programs.len(), in_table, "every program in the object has a row");
+    }
+
+    #[test]
+    fn sizing_follows_the_target_count_within_bounds() {
+        let one = Sizing::for_targets(1);
+        assert_eq!((one.probes, one.counter_keys), (64, 4_096));
+        let many = Sizing::for_targets(10_000);
+        assert_eq!((many.probes, many.counter_keys), (20_000, 640_000));
+        assert_eq!(Sizing::for_targets(1_000_000).probes, 65_536);
+    }
+
+    #[test]
+    fn offsets_resolve_from_a_synthetic_kernel() {
+        let btf = super::super::btf::tests::kernel_like();
+        let o = resolve_offsets(&btf, Path::new("/nonexistent"));
+        assert_eq!(o.get(Off::IptArgTable), Some(0));
+        assert_eq!(o.get(Off::IptArgSkb), Some(1));
+        assert_eq!(o.get(Off::IptArgState), Some(2));
+        // No tracefs: classic tracepoint layouts are absent, and say so.
+        assert_eq!(o.get(Off::TpNetDevQueueSkb), None);
+        assert_eq!(
+            unresolved(&o, &[Off::TpKfreeSkbSkb]).unwrap(),
+            "skb:kfree_skb record field skbaddr"
+        );
+    }
 }

@@ -1,8 +1,12 @@
 //! User-space handles on the maps the programs share: the `PROBES` registry, the `EVENTS`
-//! ring buffer, and the kernel's own health counters.
+//! ring buffer, the counters (`HOPS`, `VERDICTS`, `DROPS`) and the kernel's own health
+//! counters (`STATS`).
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use probe_common::{DropKey, HopKey, ProbeInfo, VerdictKey, stat};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use probe_common::{ProbeInfo, Tagged, map, stat};
 use tokio::io::unix::AsyncFd;
 
 use super::events::KernelEvent;
@@ -34,14 +38,14 @@ pub struct ProbeRegistry {
 impl ProbeRegistry {
     pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
         Ok(ProbeRegistry {
-            map: take(kernel, "PROBES")?,
+            map: take(kernel, map::PROBES)?,
         })
     }
 
     pub fn register(&mut self, id: u16, tag: u32) -> Result<(), MapError> {
         self.map
             .insert(id, ProbeInfo { tag }, 0)
-            .map_err(|e| MapError::Aya("PROBES", e))
+            .map_err(|e| MapError::Aya(map::PROBES, e))
     }
 
     pub fn unregister(&mut self, id: u16) {
@@ -54,17 +58,25 @@ impl ProbeRegistry {
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,
     /// Records that could not be decoded (counted, never hidden).
-    pub undecodable: u64,
+    undecodable: Arc<AtomicU64>,
 }
 
 impl EventReader {
     pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
-        let ring: RingBuf<MapData> = take(kernel, "EVENTS")?;
+        let ring: RingBuf<MapData> = take(kernel, map::EVENTS)?;
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until dropped,
         // which happens only with this AsyncFd.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-        Ok(EventReader { ring, undecodable: 0 })
+        Ok(EventReader {
+            ring,
+            undecodable: Arc::default(),
+        })
+    }
+
+    /// Records that could not be decoded so far, readable after the reader moved away.
+    pub fn undecodable(&self) -> Arc<AtomicU64> {
+        self.undecodable.clone()
     }
 
     /// Moves every record available now into `out`, without waiting.
@@ -78,7 +90,7 @@ impl EventReader {
                     n += 1;
                 }
                 Err(e) => {
-                    self.undecodable += 1;
+                    self.undecodable.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("undecodable ring-buffer record: {e}");
                 }
             }
@@ -102,67 +114,64 @@ pub struct KernelStats {
 impl KernelStats {
     pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
         Ok(KernelStats {
-            map: take(kernel, "STATS")?,
+            map: take(kernel, map::STATS)?,
         })
     }
 
-    fn sum(&self, index: u32) -> u64 {
-        self.map.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    fn sum(&self, index: u32) -> Result<u64, MapError> {
+        let per_cpu = self.map.get(&index, 0).map_err(|e| MapError::Aya(map::STATS, e))?;
+        Ok(per_cpu.iter().sum())
     }
 
     /// Events the kernel could not put in the ring buffer because it was full.
-    pub fn events_lost(&self) -> u64 {
+    pub fn events_lost(&self) -> Result<u64, MapError> {
         self.sum(stat::EVENTS_LOST)
     }
-}
 
-/// The kernel's per-CPU counters (`HOPS`, `VERDICTS`, `DROPS`), read at scrape time and summed
-/// over CPUs. They are never mirrored into user-space counters.
-pub struct KernelCounters {
-    hops: PerCpuHashMap<MapData, HopKey, u64>,
-    verdicts: PerCpuHashMap<MapData, VerdictKey, u64>,
-    drops: PerCpuHashMap<MapData, DropKey, u64>,
-}
-
-fn sum_all<K: aya::Pod + Copy>(map: &PerCpuHashMap<MapData, K, u64>) -> Vec<(K, u64)> {
-    map.iter()
-        .filter_map(Result::ok)
-        .map(|(k, per_cpu)| (k, per_cpu.iter().sum()))
-        .collect()
-}
-
-fn remove_tag<K: aya::Pod + Copy>(map: &mut PerCpuHashMap<MapData, K, u64>, tag_of: impl Fn(&K) -> u32, tag: u32) {
-    let doomed: Vec<K> = map.keys().filter_map(Result::ok).filter(|k| tag_of(k) == tag).collect();
-    for k in doomed {
-        let _ = map.remove(&k);
+    /// Counter increments the kernel could not make because a counter map was full.
+    pub fn counters_full(&self) -> Result<u64, MapError> {
+        self.sum(stat::COUNTERS_FULL)
     }
 }
 
-impl KernelCounters {
-    pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
-        Ok(KernelCounters {
-            hops: take(kernel, "HOPS")?,
-            verdicts: take(kernel, "VERDICTS")?,
-            drops: take(kernel, "DROPS")?,
+/// One of the kernel's counter maps, keyed by `K`. Read at scrape time, never mirrored.
+pub struct Counters<K> {
+    name: &'static str,
+    map: HashMap<MapData, K, u64>,
+}
+
+impl<K: aya::Pod + Tagged> Counters<K> {
+    pub fn take(kernel: &mut Kernel, name: &'static str) -> Result<Self, MapError> {
+        Ok(Counters {
+            name,
+            map: take(kernel, name)?,
         })
     }
 
-    pub fn hops(&self) -> Vec<(HopKey, u64)> {
-        sum_all(&self.hops)
+    /// Every counter with its value. A key removed while the map is walked is skipped;
+    /// any other failure fails the read.
+    pub fn read(&self) -> Result<Vec<(K, u64)>, MapError> {
+        let mut out = Vec::new();
+        for item in self.map.iter() {
+            match item {
+                Ok(kv) => out.push(kv),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(MapError::Aya(self.name, e)),
+            }
+        }
+        Ok(out)
     }
 
-    pub fn verdicts(&self) -> Vec<(VerdictKey, u64)> {
-        sum_all(&self.verdicts)
-    }
-
-    pub fn drops(&self) -> Vec<(DropKey, u64)> {
-        sum_all(&self.drops)
-    }
-
-    /// Drops every counter of a target that no longer exists, so the maps stay bounded.
+    /// Drops every counter of a target that no longer exists, so the map stays bounded.
     pub fn forget(&mut self, tag: u32) {
-        remove_tag(&mut self.hops, |k| k.tag, tag);
-        remove_tag(&mut self.verdicts, |k| k.tag, tag);
-        remove_tag(&mut self.drops, |k| k.tag, tag);
+        let doomed: Vec<K> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tag() == tag)
+            .collect();
+        for k in doomed {
+            let _ = self.map.remove(&k);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Kernel addresses → symbol names, from `/proc/kallsyms` (root sees real addresses).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 pub struct Symbols {
     /// Sorted by address.
@@ -8,6 +9,13 @@ pub struct Symbols {
 }
 
 impl Symbols {
+    /// `/proc/kallsyms` of this process: read at most once, and only when first asked for
+    /// (it is large, and most runs never need it).
+    pub fn shared() -> Option<&'static Symbols> {
+        static SHARED: OnceLock<Option<Symbols>> = OnceLock::new();
+        SHARED.get_or_init(|| Symbols::load().ok()).as_ref()
+    }
+
     pub fn load() -> std::io::Result<Self> {
         Self::from_file(Path::new("/proc/kallsyms"))
     }

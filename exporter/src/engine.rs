@@ -1,0 +1,325 @@
+//! The probe engine: the one owner of the kernel programs, the probe registry, the ring-buffer
+//! reader, the attach gate, the echo ids and the names. It answers "probe this address" with
+//! a [`Journey`], for any number of probes at once; `trace` and `serve` are front-ends on it.
+//!
+//! A probe's life: take an echo id ([`Engine::lease`]); for each probe, register the id in the
+//! kernel and open a journey ([`Flight`]), attach the programs if none were, send and wait,
+//! give the ring buffer a moment for the last events, close the journey and assemble it.
+//! Shared state sits behind short-lived locks, never held across an await.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use probe_common::{DropKey, HopKey, VerdictKey, map};
+use tokio::task::AbortHandle;
+use tracing::{error, warn};
+
+use crate::config::AttachMode;
+use crate::journey::Journey;
+use crate::kernel::events::KernelEvent;
+use crate::kernel::loader::{self, Attach, DropReasons, Kernel, Sizing};
+use crate::kernel::maps::{Counters, EventReader, KernelStats, ProbeRegistry};
+use crate::names::Names;
+use crate::prober::{IdPool, Outcome, Prober};
+
+/// How long a journey stays open after its probe ended, for events still in the ring buffer.
+const GRACE: Duration = Duration::from_millis(25);
+
+/// Cumulative time the kernel programs have been attached: with `attach: in-flight`, the
+/// duty cycle is its rate.
+#[derive(Default)]
+pub struct AttachClock {
+    inner: Mutex<(Duration, Option<Instant>)>,
+}
+
+impl AttachClock {
+    fn start(&self) {
+        self.inner.lock().unwrap().1.get_or_insert_with(Instant::now);
+    }
+
+    fn stop(&self) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(since) = g.1.take() {
+            g.0 += since.elapsed();
+        }
+    }
+
+    pub fn total(&self) -> Duration {
+        let g = self.inner.lock().unwrap();
+        g.0 + g.1.map(|s| s.elapsed()).unwrap_or_default()
+    }
+}
+
+/// Keeps the kernel programs attached while any probe is in flight (`attach: in-flight`), or
+/// all the time (`attach: always`). Between probes the node's own packets run no tracepkt
+/// code at all; attaching a BTF tracepoint is a link creation, cheap enough per probe window.
+struct Gate {
+    kernel: Kernel,
+    mode: AttachMode,
+    in_flight: HashSet<(u16, u16)>,
+    clock: Arc<AttachClock>,
+}
+
+impl Gate {
+    fn new(mut kernel: Kernel, mode: AttachMode, clock: Arc<AttachClock>) -> anyhow::Result<Self> {
+        match mode {
+            AttachMode::InFlight => kernel
+                .detach_all()
+                .context("detaching the programs until the first probe")?,
+            AttachMode::Always => clock.start(),
+        }
+        Ok(Gate {
+            kernel,
+            mode,
+            in_flight: HashSet::new(),
+            clock,
+        })
+    }
+
+    fn arm(&mut self, probe: (u16, u16)) -> anyhow::Result<()> {
+        if self.mode == AttachMode::InFlight && self.in_flight.is_empty() {
+            self.kernel.attach_all().context("attaching the programs for a probe")?;
+            self.clock.start();
+        }
+        self.in_flight.insert(probe);
+        Ok(())
+    }
+
+    fn disarm(&mut self, probe: (u16, u16)) {
+        if self.in_flight.remove(&probe) && self.in_flight.is_empty() && self.mode == AttachMode::InFlight {
+            if let Err(e) = self.kernel.detach_all() {
+                warn!("detaching the programs between probes failed: {e}");
+            }
+            self.clock.stop();
+        }
+    }
+}
+
+/// What changes while probes are in flight. One lock, taken briefly.
+struct State {
+    registry: ProbeRegistry,
+    gate: Gate,
+    /// Events gathered per (echo id, seq) while the probe is out.
+    open: HashMap<(u16, u16), Vec<KernelEvent>>,
+    ids: IdPool,
+}
+
+struct Shared {
+    prober: Prober,
+    state: Mutex<State>,
+    names: Arc<Mutex<Names>>,
+    counts: Arc<EngineCounts>,
+    pump: Mutex<Option<AbortHandle>>,
+}
+
+/// The engine's own counts of what did not fit anywhere: never hidden.
+#[derive(Default)]
+pub struct EngineCounts {
+    /// Events that arrived after their journey closed.
+    pub unmatched: AtomicU64,
+    /// Ring-buffer records that could not be decoded.
+    pub undecodable: Arc<AtomicU64>,
+}
+
+/// What the engine hands to the metrics: the attach report and handles on the kernel's
+/// counters and its own.
+pub struct Telemetry {
+    pub report: Vec<Attach>,
+    pub release: String,
+    pub drop_reasons: DropReasons,
+    pub hops: Counters<HopKey>,
+    pub verdicts: Counters<VerdictKey>,
+    pub drops: Counters<DropKey>,
+    pub stats: KernelStats,
+    pub clock: Arc<AttachClock>,
+    pub names: Arc<Mutex<Names>>,
+    pub counts: Arc<EngineCounts>,
+}
+
+impl Telemetry {
+    /// Kinds of hop no hook of which attached: what cannot be seen on this kernel.
+    pub fn blind_spots(&self) -> Vec<String> {
+        loader::blind_spots(&self.report)
+    }
+}
+
+/// How the engine runs.
+pub struct Options {
+    pub attach: AttachMode,
+    pub sizing: Sizing,
+}
+
+/// The engine. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// An echo id the engine owns for one user (a target, a trace) until dropped. `tag` names the
+/// user in the kernel's counters.
+pub struct Lease {
+    id: u16,
+    tag: u32,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.registry.unregister(self.id);
+        st.ids.give_back(self.id);
+    }
+}
+
+/// One probe in flight: registered in the kernel, programs armed, journey open. Dropping it,
+/// normally or because its task was cancelled, undoes all three.
+struct Flight<'a> {
+    shared: &'a Shared,
+    key: (u16, u16),
+}
+
+impl<'a> Flight<'a> {
+    fn begin(shared: &'a Shared, lease: &Lease, seq: u16) -> anyhow::Result<Self> {
+        let key = (lease.id, seq);
+        let mut st = shared.state.lock().unwrap();
+        st.registry
+            .register(lease.id, lease.tag)
+            .context("registering the probe id in the kernel")?;
+        if let Err(e) = st.gate.arm(key) {
+            st.registry.unregister(lease.id);
+            return Err(e);
+        }
+        st.open.insert(key, Vec::new());
+        Ok(Flight { shared, key })
+    }
+
+    /// Closes the journey and hands back its events.
+    fn finish(self) -> Vec<KernelEvent> {
+        let mut st = self.shared.state.lock().unwrap();
+        st.open.remove(&self.key).unwrap_or_default()
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state.lock().unwrap();
+        st.open.remove(&self.key);
+        // The id stays leased; the kernel stops following it until its next probe.
+        st.registry.unregister(self.key.0);
+        st.gate.disarm(self.key);
+    }
+}
+
+impl Engine {
+    /// Loads and attaches the kernel programs, opens the probe sockets and starts reading the
+    /// ring buffer.
+    pub fn start(opts: Options) -> anyhow::Result<(Engine, Telemetry)> {
+        let mut kernel = loader::load(opts.sizing)?;
+        let registry = ProbeRegistry::take(&mut kernel)?;
+        let reader = EventReader::take(&mut kernel)?;
+        let counts = Arc::new(EngineCounts {
+            unmatched: AtomicU64::new(0),
+            undecodable: reader.undecodable(),
+        });
+        let clock = Arc::new(AttachClock::default());
+        let names = Arc::new(Mutex::new(Names::new(kernel.drop_reasons.clone())));
+        let telemetry = Telemetry {
+            report: kernel.report.clone(),
+            release: kernel.release.clone(),
+            drop_reasons: kernel.drop_reasons.clone(),
+            hops: Counters::take(&mut kernel, map::HOPS)?,
+            verdicts: Counters::take(&mut kernel, map::VERDICTS)?,
+            drops: Counters::take(&mut kernel, map::DROPS)?,
+            stats: KernelStats::take(&mut kernel)?,
+            clock: clock.clone(),
+            names: names.clone(),
+            counts: counts.clone(),
+        };
+        let shared = Arc::new(Shared {
+            prober: Prober::new()?,
+            state: Mutex::new(State {
+                registry,
+                gate: Gate::new(kernel, opts.attach, clock)?,
+                open: HashMap::new(),
+                ids: IdPool::new(),
+            }),
+            names,
+            counts,
+            pump: Mutex::new(None),
+        });
+        let pump = tokio::spawn(pump(Arc::downgrade(&shared), reader));
+        *shared.pump.lock().unwrap() = Some(pump.abort_handle());
+        Ok((Engine { shared }, telemetry))
+    }
+
+    /// An echo id for `tag`'s probes, or `None` when all 65,535 are taken.
+    pub fn lease(&self, tag: u32) -> Option<Lease> {
+        let id = self.shared.state.lock().unwrap().ids.take()?;
+        Some(Lease {
+            id,
+            tag,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Sends probe `seq` of `lease` to `addr` and follows it until its reply or `timeout`.
+    pub async fn probe(&self, lease: &Lease, seq: u16, addr: IpAddr, timeout: Duration) -> Journey {
+        let shared = &*self.shared;
+        let flight = match Flight::begin(shared, lease, seq) {
+            Ok(f) => f,
+            Err(e) => {
+                return Journey {
+                    probe: lease.id,
+                    hops: Vec::new(),
+                    outcome: Outcome::SendError(format!("{e:#}")),
+                };
+            }
+        };
+        let outcome = shared.prober.probe(addr, lease.id, seq, timeout).await;
+        tokio::time::sleep(GRACE).await;
+        let events = flight.finish();
+        let mut names = shared.names.lock().unwrap();
+        Journey::assemble(lease.id, seq, events, outcome, &mut names)
+    }
+
+    /// Stops reading events and detaches every program.
+    pub fn shutdown(&self) {
+        if let Some(pump) = self.shared.pump.lock().unwrap().take() {
+            pump.abort();
+        }
+        if let Err(e) = self.shared.state.lock().unwrap().gate.kernel.detach_all() {
+            warn!("detaching the programs at exit failed: {e}");
+        }
+    }
+}
+
+/// Moves ring-buffer events into the journeys in flight. Holds the engine weakly, so it ends
+/// when the engine does.
+async fn pump(shared: std::sync::Weak<Shared>, mut reader: EventReader) {
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        if let Err(e) = reader.wait_and_drain(&mut batch).await {
+            error!("reading the ring buffer failed: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut unmatched = 0;
+        {
+            let mut st = shared.state.lock().unwrap();
+            for ev in batch.drain(..) {
+                match st.open.get_mut(&(ev.id, ev.seq)) {
+                    Some(v) => v.push(ev),
+                    None => unmatched += 1,
+                }
+            }
+        }
+        shared.counts.unmatched.fetch_add(unmatched, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,89 @@
+//! The kernel side's health, from the `STATS` map and the engine's own counts: events lost
+//! or unmatched, anomalies, and how long the programs were attached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+
+use super::{Collect, CollectError, Labelling, counter_family};
+use crate::engine::{AttachClock, EngineCounts};
+use crate::export::metrics::TargetLabels;
+use crate::kernel::maps::KernelStats;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AnomalyLabels {
+    kind: &'static str,
+}
+
+pub struct Stats {
+    stats: KernelStats,
+    counts: Arc<EngineCounts>,
+    clock: Arc<AttachClock>,
+}
+
+impl Stats {
+    pub fn new(stats: KernelStats, counts: Arc<EngineCounts>, clock: Arc<AttachClock>) -> Self {
+        Stats { stats, counts, clock }
+    }
+}
+
+fn counter<T: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    c: T,
+) -> Result<(), std::fmt::Error> {
+    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collect for Stats {
+    fn name(&self) -> &'static str {
+        "stats"
+    }
+
+    fn collect(
+        &self,
+        _labels: &Labelling,
+        _targets: &HashMap<u32, TargetLabels>,
+        encoder: &mut DescriptorEncoder,
+    ) -> Result<(), CollectError> {
+        let lost = self.stats.events_lost()?;
+        let counters_full = self.stats.counters_full()?;
+        counter(
+            encoder,
+            "tracepkt_events_lost",
+            "Kernel events that did not fit in the ring buffer (hops missing from journeys)",
+            ConstCounter::new(lost),
+        )?;
+        counter(
+            encoder,
+            "tracepkt_events_unmatched",
+            "Kernel events that arrived after their probe's journey was closed",
+            ConstCounter::new(self.counts.unmatched.load(Ordering::Relaxed)),
+        )?;
+        counter_family(
+            encoder,
+            "tracepkt_kernel_anomalies",
+            "Things that went wrong between the kernel programs and tracepkt: counter_full (an increment found its counter map full), undecodable_event (a ring-buffer record tracepkt could not read)",
+            [
+                (AnomalyLabels { kind: "counter_full" }, counters_full),
+                (
+                    AnomalyLabels {
+                        kind: "undecodable_event",
+                    },
+                    self.counts.undecodable.load(Ordering::Relaxed),
+                ),
+            ],
+        )?;
+        counter(
+            encoder,
+            "tracepkt_attached_seconds",
+            "Time the kernel programs have been attached (with attach: in-flight, its rate is the duty cycle)",
+            ConstCounter::new(self.clock.total().as_secs_f64()),
+        )?;
+        Ok(())
+    }
+}

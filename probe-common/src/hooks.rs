@@ -1,0 +1,232 @@
+//! The hook table: every kernel hook tracepkt follows packets through, what it reveals, and
+//! how to attach it, in order of preference, with the offsets each way needs.
+//!
+//! The loader attaches from this table, the attach report and `tracepkt_program_attached`
+//! are made from it, and the programs named here are the entry points in `probe-ebpf`'s
+//! `main.rs`. Adding a hook means a row here, its [`Hook`] value and its kernel handler.
+
+use crate::{Hook, Kind, Mechanism, Off};
+
+/// Where in the kernel a hook sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Point {
+    /// A tracepoint: `category:name` in tracefs, `name` for `tp_btf`.
+    Tracepoint { category: &'static str, name: &'static str },
+    /// A kernel function, and the module that usually holds it.
+    Function { name: &'static str, module: &'static str },
+}
+
+impl Point {
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Point::Tracepoint { name, .. } | Point::Function { name, .. } => name,
+        }
+    }
+}
+
+/// One way of attaching a hook: the mechanism, its programs (attached in this order; all or
+/// none), and the offsets it needs beyond the hook's own.
+#[derive(Clone, Copy, Debug)]
+pub struct Via {
+    pub mechanism: Mechanism,
+    pub programs: &'static [&'static str],
+    pub needs: &'static [Off],
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct HookSpec {
+    pub hook: Hook,
+    pub kind: Kind,
+    pub point: Point,
+    /// Offsets every way of attaching this hook needs.
+    pub needs: &'static [Off],
+    /// Ways of attaching it, preferred first.
+    pub via: &'static [Via],
+}
+
+/// What recognising a probe and naming its device takes.
+const SKB: &[Off] = &[
+    Off::SkbLen,
+    Off::SkbHead,
+    Off::SkbData,
+    Off::SkbNetworkHeader,
+    Off::SkbProtocol,
+    Off::SkbDev,
+    Off::DevName,
+    Off::DevIfindex,
+    Off::DevNdNet,
+    Off::NetNsInum,
+];
+
+const IPT: &[Off] = &[
+    Off::NfStateHook,
+    Off::NfStatePf,
+    Off::NfStateNet,
+    Off::XtTableName,
+    Off::IptArgSkb,
+    Off::IptArgState,
+    Off::IptArgTable,
+];
+
+const NFT: &[Off] = &[
+    Off::NfStateHook,
+    Off::NfStatePf,
+    Off::NfStateNet,
+    Off::NftPktinfoSkb,
+    Off::NftPktinfoState,
+    Off::NftChainName,
+    Off::NftChainTable,
+    Off::NftTableName,
+    Off::NftArgPkt,
+    Off::NftArgChain,
+];
+
+const fn tp_btf(program: &'static [&'static str]) -> Via {
+    Via {
+        mechanism: Mechanism::TpBtf,
+        programs: program,
+        needs: &[],
+    }
+}
+
+const fn tracepoint(program: &'static [&'static str], needs: &'static [Off]) -> Via {
+    Via {
+        mechanism: Mechanism::Tracepoint,
+        programs: program,
+        needs,
+    }
+}
+
+const fn fexit(program: &'static [&'static str], needs: &'static [Off]) -> Via {
+    Via {
+        mechanism: Mechanism::Fexit,
+        programs: program,
+        needs,
+    }
+}
+
+/// The return probe first: an entry that fires without its return would stash for nothing.
+const fn kprobe(programs: &'static [&'static str], needs: &'static [Off]) -> Via {
+    Via {
+        mechanism: Mechanism::Kprobe,
+        programs,
+        needs,
+    }
+}
+
+const fn interface(hook: Hook, name: &'static str, via: &'static [Via]) -> HookSpec {
+    HookSpec {
+        hook,
+        kind: Kind::Interface,
+        point: Point::Tracepoint { category: "net", name },
+        needs: SKB,
+        via,
+    }
+}
+
+const fn netfilter(hook: Hook, name: &'static str, module: &'static str, via: &'static [Via]) -> HookSpec {
+    HookSpec {
+        hook,
+        kind: Kind::Netfilter,
+        point: Point::Function { name, module },
+        needs: SKB,
+        via,
+    }
+}
+
+/// In [`Hook`] value order: `Hook::spec` indexes it.
+pub const HOOKS: &[HookSpec] = &[
+    interface(
+        Hook::NetDevQueue,
+        "net_dev_queue",
+        &[
+            tp_btf(&["net_dev_queue_btf"]),
+            tracepoint(&["net_dev_queue_tp"], &[Off::TpNetDevQueueSkb]),
+        ],
+    ),
+    interface(
+        Hook::NetifReceiveSkb,
+        "netif_receive_skb",
+        &[
+            tp_btf(&["netif_receive_skb_btf"]),
+            tracepoint(&["netif_receive_skb_tp"], &[Off::TpNetifReceiveSkbSkb]),
+        ],
+    ),
+    interface(
+        Hook::NetifRx,
+        "netif_rx",
+        &[
+            tp_btf(&["netif_rx_btf"]),
+            tracepoint(&["netif_rx_tp"], &[Off::TpNetifRxSkb]),
+        ],
+    ),
+    interface(
+        Hook::NapiGroReceiveEntry,
+        "napi_gro_receive_entry",
+        &[
+            tp_btf(&["napi_gro_receive_entry_btf"]),
+            tracepoint(&["napi_gro_receive_entry_tp"], &[Off::TpNapiGroReceiveEntrySkb]),
+        ],
+    ),
+    HookSpec {
+        hook: Hook::KfreeSkb,
+        kind: Kind::Drop,
+        point: Point::Tracepoint {
+            category: "skb",
+            name: "kfree_skb",
+        },
+        needs: SKB,
+        via: &[
+            tp_btf(&["kfree_skb_btf"]),
+            tracepoint(&["kfree_skb_tp"], &[Off::TpKfreeSkbSkb, Off::TpKfreeSkbLocation]),
+        ],
+    },
+    netfilter(
+        Hook::IptDoTable,
+        "ipt_do_table",
+        "ip_tables",
+        &[
+            fexit(&["ipt_do_table_fexit"], IPT),
+            kprobe(&["ipt_do_table_return", "ipt_do_table_entry"], IPT),
+        ],
+    ),
+    netfilter(
+        Hook::Ip6tDoTable,
+        "ip6t_do_table",
+        "ip6_tables",
+        &[
+            // ip6t_do_table has had the same argument order as ipt_do_table in every kernel.
+            fexit(&["ip6t_do_table_fexit"], IPT),
+            kprobe(&["ip6t_do_table_return", "ip6t_do_table_entry"], IPT),
+        ],
+    ),
+    netfilter(
+        Hook::NftDoChain,
+        "nft_do_chain",
+        "nf_tables",
+        &[
+            fexit(&["nft_do_chain_fexit"], NFT),
+            kprobe(&["nft_do_chain_return", "nft_do_chain_entry"], NFT),
+        ],
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_in_hook_order_and_complete() {
+        assert_eq!(HOOKS.len(), Hook::ALL.len());
+        for h in Hook::ALL {
+            assert_eq!(h.spec().hook, h);
+            assert!(!h.spec().via.is_empty());
+            for v in h.spec().via {
+                assert!(!v.programs.is_empty());
+            }
+        }
+        assert_eq!(Hook::NftDoChain.name(), "nft_do_chain");
+        assert_eq!(Hook::KfreeSkb.name(), "kfree_skb");
+    }
+}
