@@ -15,6 +15,8 @@
 //! otlp:                        # optional
 //!   endpoint: http://127.0.0.1:4317
 //!   protocol: grpc             # or http/protobuf; default grpc
+//! attach: in-flight            # optional: in-flight (default) or always
+//! rtt_buckets: [0.001, 0.01]   # optional RTT histogram buckets (seconds); default none
 //! ```
 //!
 //! # Where errors point
@@ -57,6 +59,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_COUNT: u32 = 1;
 /// Largest number of probes per round.
 pub const MAX_COUNT: u32 = 100;
+/// Most RTT histogram buckets: each is one more series per target.
+pub const MAX_RTT_BUCKETS: usize = 20;
 /// Label names that tracepkt sets itself (or that Prometheus sets on scrape, or that histograms
 /// and summaries use): a target's `labels` may not use them.
 pub const RESERVED_LABELS: &[&str] = &[
@@ -101,6 +105,9 @@ pub struct Config {
     pub otlp: Option<Otlp>,
     /// When the kernel programs are attached.
     pub attach: AttachMode,
+    /// Upper bounds (seconds, increasing) of the RTT histogram's buckets; empty keeps only
+    /// its sum and count.
+    pub rtt_buckets: Vec<f64>,
 }
 
 /// When the kernel programs are attached.
@@ -277,6 +284,8 @@ struct RawConfig {
     otlp: Option<RawOtlp>,
     #[serde(default)]
     attach: AttachMode,
+    #[serde(default, deserialize_with = "rtt_buckets")]
+    rtt_buckets: Option<Vec<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +399,49 @@ fn target_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
         }
         Ok(Some(s.to_owned()))
     })
+}
+
+fn rtt_buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
+    struct BucketsVisitor;
+
+    impl<'de> Visitor<'de> for BucketsVisitor {
+        type Value = Option<Vec<f64>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of increasing bucket bounds in seconds, such as [0.001, 0.01, 0.1]")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<f64> = Vec::new();
+            while let Some(v) = seq.next_element::<f64>()? {
+                if !v.is_finite() || v <= 0.0 {
+                    return Err(de::Error::custom(format!(
+                        "RTT bucket {v} is not a positive number of seconds"
+                    )));
+                }
+                if let Some(&last) = out.last()
+                    && v <= last
+                {
+                    return Err(de::Error::custom(format!(
+                        "RTT bucket bounds must increase: {v} comes after {last}"
+                    )));
+                }
+                if out.len() == MAX_RTT_BUCKETS {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_RTT_BUCKETS} RTT buckets: each is one more series per target"
+                    )));
+                }
+                out.push(v);
+            }
+            Ok(Some(out))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    d.deserialize_seq(BucketsVisitor)
 }
 
 fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -752,6 +804,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             protocol: o.protocol,
         }),
         attach: raw.attach,
+        rtt_buckets: raw.rtt_buckets.unwrap_or_default(),
     })
 }
 
@@ -987,6 +1040,7 @@ mod tests {
                 protocol: OtlpProtocol::HttpProtobuf,
             }),
             attach: AttachMode::InFlight,
+            rtt_buckets: vec![],
         };
         assert_eq!(config, expected);
     }
@@ -1011,6 +1065,7 @@ mod tests {
                 }],
                 otlp: None,
                 attach: AttachMode::InFlight,
+                rtt_buckets: vec![],
             }
         );
         assert_eq!(default_listen().to_string(), format!("127.0.0.1:{DEFAULT_PORT}"));
@@ -1034,6 +1089,28 @@ mod tests {
             message.contains("unknown variant `sometimes`, expected `in-flight` or `always`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn rtt_buckets() {
+        let config = parse(&["rtt_buckets: [0.0005, 0.001, 2]", "targets: [{address: 127.0.0.1}]"]);
+        assert_eq!(config.rtt_buckets, vec![0.0005, 0.001, 2.0]);
+        let config = parse(&["targets: [{address: 127.0.0.1}]"]);
+        assert!(config.rtt_buckets.is_empty());
+        let message = error(
+            &["targets: [{address: 127.0.0.1}]", "rtt_buckets: [0.01, 0.001]"],
+            2,
+            14,
+            "rtt_buckets",
+        );
+        assert_contains(&message, "RTT bucket bounds must increase: 0.001 comes after 0.01");
+        let message = error(
+            &["targets: [{address: 127.0.0.1}]", "rtt_buckets: [-1]"],
+            2,
+            14,
+            "rtt_buckets",
+        );
+        assert_contains(&message, "RTT bucket -1 is not a positive number of seconds");
     }
 
     #[test]

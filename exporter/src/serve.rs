@@ -167,7 +167,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for line in telemetry.blind_spots() {
         warn!("not visible on this kernel: {line}");
     }
-    let metrics = Arc::new(Metrics::new(telemetry));
+    let metrics = Arc::new(Metrics::new(telemetry, &config.rtt_buckets));
     info!(attach = %config.attach, "programs attach {}", match config.attach {
         AttachMode::InFlight => "only while a probe is in flight",
         AttachMode::Always => "for the whole run",
@@ -207,6 +207,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(new) => {
                         if new.listen != listen {
                             warn!(old = %listen, new = %new.listen, "a new listen address takes effect at restart");
+                        }
+                        if new.rtt_buckets != config.rtt_buckets {
+                            warn!("new RTT buckets take effect at restart");
                         }
                         match fleet.apply(&new.targets) {
                             Ok(()) => {

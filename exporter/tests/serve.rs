@@ -143,7 +143,7 @@ fn prometheus_scrapes_reachable_unreachable_and_dropped_targets() {
     write(
         &config,
         &format!(
-            "listen: 127.0.0.1:{tp_port}\ninterval: 1s\ntimeout: 500ms\ntargets:\n\
+            "listen: 127.0.0.1:{tp_port}\ninterval: 1s\ntimeout: 500ms\nrtt_buckets: [0.01, 1]\ntargets:\n\
              \x20 - {{name: reachable, address: 198.18.20.2, labels: {{site: lab}}}}\n\
              \x20 - {{name: unreachable, address: 198.18.20.99}}\n\
              \x20 - {{name: dropped, address: 198.18.21.2}}\n"
@@ -187,9 +187,14 @@ fn prometheus_scrapes_reachable_unreachable_and_dropped_targets() {
     );
     assert_eq!(one(r#"tracepkt_probe_success{target="unreachable"} == 0"#), 0.0);
     assert_eq!(one(r#"tracepkt_probe_success{target="dropped"} == 0"#), 0.0);
-    assert!(one(r#"tracepkt_probe_replies_total{target="reachable"} > 0"#) >= 1.0);
-    assert_eq!(one(r#"tracepkt_probe_replies_total{target="dropped"}"#), 0.0);
-    assert_eq!(one(r#"tracepkt_probe_replies_total{target="unreachable"}"#), 0.0);
+    // The RTT histogram counts the replies; its buckets are the configured ones (and +Inf).
+    assert!(one(r#"tracepkt_probe_rtt_seconds_count{target="reachable"} > 0"#) >= 1.0);
+    assert_eq!(one(r#"tracepkt_probe_rtt_seconds_count{target="dropped"}"#), 0.0);
+    assert_eq!(one(r#"tracepkt_probe_rtt_seconds_count{target="unreachable"}"#), 0.0);
+    assert_eq!(
+        one(r#"count(tracepkt_probe_rtt_seconds_bucket{target="reachable"})"#),
+        3.0
+    );
     assert!(one(r#"tracepkt_probes_sent_total{target="unreachable"} > 0"#) >= 1.0);
 
     // Kernel-side counters, read from the per-CPU maps at scrape time.
@@ -316,7 +321,7 @@ fn sighup_reload_adds_and_removes_targets_and_keeps_counters() {
     sh(&format!("kill -HUP {}", serve.0.id()));
     let after = wait_for(30, "the reloaded target set", &log, || {
         let t = scrape(port);
-        sample(&t, r#"tracepkt_probe_replies_total{target="new"}"#)
+        sample(&t, r#"tracepkt_probe_rtt_seconds_count{target="new"}"#)
             .is_some_and(|v| v >= 1.0)
             .then_some(t)
     });
@@ -419,7 +424,7 @@ fn programs_are_attached_only_while_probes_are_in_flight() {
         let serve = serve(&config, &log);
         let text = wait_for(60, "the first reply", &log, || {
             let t = scrape(port);
-            sample(&t, r#"tracepkt_probe_replies_total{target="127.0.0.1"}"#)
+            sample(&t, r#"tracepkt_probe_rtt_seconds_count{target="127.0.0.1"}"#)
                 .filter(|v| *v >= 1.0)
                 .map(|_| t)
         });

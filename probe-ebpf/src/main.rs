@@ -52,18 +52,19 @@ static REASON_NO_SOCKET: u32 = u32::MAX;
 static REASON_NETFILTER_DROP: u32 = u32::MAX;
 
 // Map sizes here are placeholders: the loader sizes PROBES and the counter maps from the
-// configuration before loading.
+// configuration. None is preallocated: memory follows the keys in use, beyond a bucket array
+// of 16 bytes per allowed key.
 
-/// Echo ids tracepkt owns right now. Written by user space before each probe is sent.
+/// Echo ids of the probes in flight. Written by user space before each probe is sent.
 #[map]
-static PROBES: HashMap<u16, ProbeInfo> = HashMap::with_max_entries(64, 0);
+static PROBES: HashMap<u16, ProbeInfo> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 // Counters: one shared map each, bumped atomically. Probe packets are a few per second, so
 // sharing costs nothing measurable, and the memory does not multiply by the CPU count as a
-// per-CPU map's would. Not preallocated: memory follows the keys in use.
+// per-CPU map's would.
 #[map]
 static HOPS: HashMap<HopKey, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
@@ -101,9 +101,8 @@ struct TargetSeries {
 pub struct Metrics {
     pub registry: Registry,
     probes_sent: Family<TargetLabels, Counter>,
-    replies: Family<TargetLabels, Counter>,
     success: Family<TargetLabels, Gauge>,
-    rtt: Family<TargetLabels, Histogram>,
+    rtt: Family<TargetLabels, Histogram, RttHistogram>,
     stages: Family<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     path_changes: Family<TargetLabels, Counter>,
     path_hops: Family<TargetLabels, Gauge>,
@@ -115,19 +114,23 @@ pub struct Metrics {
     series: Mutex<HashMap<String, TargetSeries>>,
 }
 
-fn rtt_buckets() -> Histogram {
-    // Loopback and same-node paths sit at tens of microseconds, cross-node ones at a
-    // millisecond or more, a struggling path at hundreds.
-    Histogram::new([50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3, 100e-3, 500e-3, 2.5])
+/// RTT histograms with the configured buckets. With none, a histogram is its sum and count:
+/// the number of replies and the mean RTT over any window, in three series per target.
+#[derive(Clone)]
+struct RttHistogram(Arc<[f64]>);
+
+impl MetricConstructor<Histogram> for RttHistogram {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
 }
 
 impl Metrics {
-    pub fn new(telemetry: Telemetry) -> Self {
+    pub fn new(telemetry: Telemetry, rtt_buckets: &[f64]) -> Self {
         let mut registry = Registry::default();
         let probes_sent = Family::<TargetLabels, Counter>::default();
-        let replies = Family::<TargetLabels, Counter>::default();
         let success = Family::<TargetLabels, Gauge>::default();
-        let rtt = Family::<TargetLabels, Histogram>::new_with_constructor(rtt_buckets as fn() -> Histogram);
+        let rtt = Family::new_with_constructor(RttHistogram(rtt_buckets.into()));
         let stages = Family::<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let path_changes = Family::<TargetLabels, Counter>::default();
         let path_hops = Family::<TargetLabels, Gauge>::default();
@@ -139,7 +142,6 @@ impl Metrics {
         // Names are spelled in full (no registry prefix) so they read the same here and in
         // the collectors, which write their own.
         registry.register("tracepkt_probes_sent", "ICMP echo probes sent", probes_sent.clone());
-        registry.register("tracepkt_probe_replies", "ICMP echo replies received", replies.clone());
         registry.register(
             "tracepkt_probe_success",
             "Whether the last probe got its reply (1) or not (0)",
@@ -147,7 +149,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "tracepkt_probe_rtt",
-            "Round-trip time of answered probes",
+            "Round-trip time of answered probes (its count is the number of replies)",
             Unit::Seconds,
             rtt.clone(),
         );
@@ -211,7 +213,6 @@ impl Metrics {
         Metrics {
             registry,
             probes_sent,
-            replies,
             success,
             rtt,
             stages,
@@ -230,7 +231,7 @@ impl Metrics {
     pub fn add_target(&self, tag: u32, t: TargetLabels) {
         let mut targets = self.labelling.targets.write().unwrap();
         let _ = self.probes_sent.get_or_create(&t);
-        let _ = self.replies.get_or_create(&t);
+        let _ = self.rtt.get_or_create(&t);
         let _ = self.path_changes.get_or_create(&t);
         targets.insert(tag, t);
     }
@@ -252,7 +253,7 @@ impl Metrics {
         let Some(t) = targets.remove(&tag) else {
             return;
         };
-        for fam in [&self.probes_sent, &self.replies, &self.path_changes] {
+        for fam in [&self.probes_sent, &self.path_changes] {
             fam.remove(&t);
         }
         self.success.remove(&t);
@@ -314,7 +315,6 @@ impl Metrics {
         self.success.get_or_create(t).set(i64::from(replied));
         self.path_hops.get_or_create(t).set(j.hops.len() as i64);
         if let Outcome::Reply { rtt } = j.outcome {
-            self.replies.get_or_create(t).inc();
             self.rtt.get_or_create(t).observe(rtt.as_secs_f64());
         }
         let seen = j.stages();

@@ -37,24 +37,30 @@ pub enum LoadError {
     NoInterfaceHook(String),
 }
 
-/// How large the maps are made: from what the configuration needs, not fixed.
+/// How many keys each map may hold: from what the configuration needs, not fixed. The maps
+/// are not preallocated, so memory follows the keys in use, plus 16 bytes per allowed key for
+/// the kernel's bucket array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sizing {
-    /// Echo ids registered at once (`PROBES`).
+    /// Echo ids in flight at once (`PROBES`).
     pub probes: u32,
-    /// Keys each counter map may hold. The maps are not preallocated: memory follows the
-    /// keys in use, this only bounds them.
-    pub counter_keys: u32,
+    pub hops: u32,
+    pub verdicts: u32,
+    pub drops: u32,
 }
 
 impl Sizing {
-    /// Room for `targets` with head-room for reloads that add some; a path rarely has more
-    /// than a few dozen distinct crossings, verdicts or drop places.
+    /// Room for `targets`, and for reloads that double them. Only ids of probes in flight are
+    /// registered, at most one per target; a path crosses a handful of interfaces, a few
+    /// dozen chains at most, and drops in one place.
     pub fn for_targets(targets: usize) -> Self {
         let t = u32::try_from(targets.max(1)).unwrap_or(u32::MAX);
+        let per_target = |n: u32| t.saturating_mul(n).clamp(1_024, 1 << 22);
         Sizing {
-            probes: t.saturating_mul(2).clamp(64, 65_536),
-            counter_keys: t.saturating_mul(64).clamp(4_096, 1 << 22),
+            probes: t.saturating_mul(2).clamp(1_024, 1 << 16),
+            hops: per_target(16),
+            verdicts: per_target(32),
+            drops: per_target(4),
         }
     }
 }
@@ -500,9 +506,9 @@ pub fn load(sizing: Sizing) -> Result<Kernel, LoadError> {
     );
     let mut ebpf = loader
         .map_max_entries(map::PROBES, sizing.probes)
-        .map_max_entries(map::HOPS, sizing.counter_keys)
-        .map_max_entries(map::VERDICTS, sizing.counter_keys)
-        .map_max_entries(map::DROPS, sizing.counter_keys)
+        .map_max_entries(map::HOPS, sizing.hops)
+        .map_max_entries(map::VERDICTS, sizing.verdicts)
+        .map_max_entries(map::DROPS, sizing.drops)
         .override_global("OFFSETS", &offsets, true)
         .override_global("REASON_NOT_SPECIFIED", &not_specified, true)
         .override_global("REASON_CONSUMED", &consumed, true)
@@ -575,10 +581,17 @@ mod tests {
     #[test]
     fn sizing_follows_the_target_count_within_bounds() {
         let one = Sizing::for_targets(1);
-        assert_eq!((one.probes, one.counter_keys), (64, 4_096));
+        assert_eq!(
+            (one.probes, one.hops, one.verdicts, one.drops),
+            (1_024, 1_024, 1_024, 1_024)
+        );
         let many = Sizing::for_targets(10_000);
-        assert_eq!((many.probes, many.counter_keys), (20_000, 640_000));
-        assert_eq!(Sizing::for_targets(1_000_000).probes, 65_536);
+        assert_eq!(
+            (many.probes, many.hops, many.verdicts, many.drops),
+            (20_000, 160_000, 320_000, 40_000)
+        );
+        let huge = Sizing::for_targets(1 << 30);
+        assert_eq!((huge.probes, huge.verdicts), (1 << 16, 1 << 22));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub enum MapError {
     Aya(&'static str, aya::maps::MapError),
     #[error("ring buffer: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "the kernel's map of probes in flight is full: it was sized at start for twice the configured targets; restart tracepkt to size it for the new configuration"
+    )]
+    ProbesFull,
 }
 
 fn take<T>(kernel: &mut Kernel, name: &'static str) -> Result<T, MapError>
@@ -43,9 +47,12 @@ impl ProbeRegistry {
     }
 
     pub fn register(&mut self, id: u16, tag: u32) -> Result<(), MapError> {
-        self.map
-            .insert(id, ProbeInfo { tag }, 0)
-            .map_err(|e| MapError::Aya(map::PROBES, e))
+        self.map.insert(id, ProbeInfo { tag }, 0).map_err(|e| match e {
+            aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                MapError::ProbesFull
+            }
+            e => MapError::Aya(map::PROBES, e),
+        })
     }
 
     pub fn unregister(&mut self, id: u16) {
