@@ -44,7 +44,8 @@ test-vm: test-deps
 lint: deps
 	cargo fmt --all --check
 	cargo clippy --all-targets --locked -- -D warnings
-	cd probe-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release -- -D warnings -C panic=abort
+	cd probe-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release -- -D warnings -C panic=abort \
+		--cfg 'bpf_target_arch="$(shell uname -m)"'
 
 bench: test-deps build
 	scripts/bench.sh

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use probe_common::Mechanism;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,6 +15,10 @@ pub struct Cli {
     /// More log output (-v: info, -vv: debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Attach only by this mechanism (repeat for several): tp_btf, tracepoint or kprobe.
+    /// Hooks with no allowed mechanism stay unattached. Overrides `mechanisms:` in the config.
+    #[arg(long = "mechanism", global = true, value_name = "MECHANISM", value_parser = mechanism)]
+    pub mechanisms: Vec<Mechanism>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +60,10 @@ pub struct ServeArgs {
     /// Configuration file (YAML).
     #[arg(short, long, default_value = "/etc/tracepkt/config.yaml", env = "TRACEPKT_CONFIG")]
     pub config: PathBuf,
+}
+
+fn mechanism(s: &str) -> Result<Mechanism, String> {
+    Mechanism::from_name(s).ok_or_else(|| format!("`{s}` is not a mechanism (tp_btf, tracepoint or kprobe)"))
 }
 
 fn secs(s: &str, min_exclusive: bool) -> Result<f64, String> {

@@ -17,6 +17,7 @@
 //!   protocol: grpc             # or http/protobuf; default grpc
 //! attach: in-flight            # optional: in-flight (default) or always
 //! rtt_buckets: [0.001, 0.01]   # optional RTT histogram buckets (seconds); default none
+//! mechanisms: [tracepoint]     # optional: attach only by these (tp_btf, tracepoint, kprobe)
 //! ```
 //!
 //! # Where errors point
@@ -43,6 +44,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use probe_common::Mechanism;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -108,6 +110,8 @@ pub struct Config {
     /// Upper bounds (seconds, increasing) of the RTT histogram's buckets; empty keeps only
     /// its sum and count.
     pub rtt_buckets: Vec<f64>,
+    /// Attach mechanisms allowed; empty allows all.
+    pub mechanisms: Vec<Mechanism>,
 }
 
 /// When the kernel programs are attached.
@@ -286,6 +290,21 @@ struct RawConfig {
     attach: AttachMode,
     #[serde(default, deserialize_with = "rtt_buckets")]
     rtt_buckets: Option<Vec<f64>>,
+    #[serde(default)]
+    mechanisms: Vec<MechanismName>,
+}
+
+/// An attach mechanism as the config names it.
+struct MechanismName(Mechanism);
+
+impl<'de> Deserialize<'de> for MechanismName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "tp_btf, tracepoint or kprobe", |s| {
+            Mechanism::from_name(s)
+                .map(MechanismName)
+                .ok_or_else(|| format!("unknown attach mechanism {s:?}: expected tp_btf, tracepoint or kprobe"))
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -805,6 +824,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
         }),
         attach: raw.attach,
         rtt_buckets: raw.rtt_buckets.unwrap_or_default(),
+        mechanisms: raw.mechanisms.into_iter().map(|m| m.0).collect(),
     })
 }
 
@@ -1041,6 +1061,7 @@ mod tests {
             }),
             attach: AttachMode::InFlight,
             rtt_buckets: vec![],
+            mechanisms: vec![],
         };
         assert_eq!(config, expected);
     }
@@ -1066,6 +1087,7 @@ mod tests {
                 otlp: None,
                 attach: AttachMode::InFlight,
                 rtt_buckets: vec![],
+                mechanisms: vec![],
             }
         );
         assert_eq!(default_listen().to_string(), format!("127.0.0.1:{DEFAULT_PORT}"));
@@ -1089,6 +1111,19 @@ mod tests {
             message.contains("unknown variant `sometimes`, expected `in-flight` or `always`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn mechanisms() {
+        let config = parse(&["mechanisms: [tracepoint, kprobe]", "targets: [{address: 127.0.0.1}]"]);
+        assert_eq!(config.mechanisms, vec![Mechanism::Tracepoint, Mechanism::Kprobe]);
+        let message = error(
+            &["targets: [{address: 127.0.0.1}]", "mechanisms: [tracepoint, fentry]"],
+            2,
+            26,
+            "mechanisms[1]",
+        );
+        assert_contains(&message, "unknown attach mechanism \"fentry\"");
     }
 
     #[test]

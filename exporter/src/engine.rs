@@ -21,7 +21,7 @@ use tracing::{error, warn};
 use crate::config::AttachMode;
 use crate::journey::Journey;
 use crate::kernel::events::KernelEvent;
-use crate::kernel::loader::{self, Attach, DropReasons, Kernel, Sizing};
+use crate::kernel::loader::{self, Attach, DropReasons, Kernel, Mechanisms, Sizing};
 use crate::kernel::maps::{Counters, EventReader, KernelStats, ProbeRegistry};
 use crate::names::Names;
 use crate::prober::{IdPool, Outcome, Prober};
@@ -151,6 +151,7 @@ impl Telemetry {
 pub struct Options {
     pub attach: AttachMode,
     pub sizing: Sizing,
+    pub mechanisms: Mechanisms,
 }
 
 /// The engine. Cheap to clone: clones share everything.
@@ -218,7 +219,7 @@ impl Engine {
     /// Loads and attaches the kernel programs, opens the probe sockets and starts reading the
     /// ring buffer.
     pub fn start(opts: Options) -> anyhow::Result<(Engine, Telemetry)> {
-        let mut kernel = loader::load(opts.sizing)?;
+        let mut kernel = loader::load(opts.sizing, &opts.mechanisms)?;
         let registry = ProbeRegistry::take(&mut kernel)?;
         let reader = EventReader::take(&mut kernel)?;
         let counts = Arc::new(EngineCounts {

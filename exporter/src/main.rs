@@ -46,10 +46,12 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Trace(args) => tracepkt::trace::run(args)
+            Command::Trace(args) => tracepkt::trace::run(args, cli.mechanisms)
                 .await
                 .map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }),
-            Command::Serve(args) => tracepkt::serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => tracepkt::serve::run(args, cli.mechanisms)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use probe_common::Mechanism;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -18,7 +19,7 @@ use crate::config::{AttachMode, Config, Target};
 use crate::engine::{self, Engine, Lease};
 use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
-use crate::kernel::loader::Sizing;
+use crate::kernel::loader::{Mechanisms, Sizing};
 use crate::prober::{self, Outcome};
 
 /// A running target.
@@ -158,11 +159,18 @@ impl Fleet {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs the exporter. `mechanisms` from the command line, when given, override the config's.
+pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    let mechanisms = if mechanisms.is_empty() {
+        config.mechanisms.clone()
+    } else {
+        mechanisms
+    };
     let (engine, telemetry) = Engine::start(engine::Options {
         attach: config.attach,
         sizing: Sizing::for_targets(config.targets.len()),
+        mechanisms: Mechanisms::only(mechanisms),
     })?;
     for line in telemetry.blind_spots() {
         warn!("not visible on this kernel: {line}");
@@ -208,8 +216,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                         if new.listen != listen {
                             warn!(old = %listen, new = %new.listen, "a new listen address takes effect at restart");
                         }
-                        if new.rtt_buckets != config.rtt_buckets {
-                            warn!("new RTT buckets take effect at restart");
+                        if new.rtt_buckets != config.rtt_buckets || new.mechanisms != config.mechanisms {
+                            warn!("new RTT buckets or attach mechanisms take effect at restart");
                         }
                         match fleet.apply(&new.targets) {
                             Ok(()) => {

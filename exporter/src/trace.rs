@@ -5,17 +5,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use probe_common::Kind;
+use probe_common::{Kind, Mechanism};
 
 use crate::cli::TraceArgs;
 use crate::config::AttachMode;
 use crate::engine::{self, Engine};
 use crate::journey::{Hop, HopDetail, Journey};
-use crate::kernel::loader::Sizing;
+use crate::kernel::loader::{Mechanisms, Sizing};
 use crate::prober::{self, IpVersion, Outcome};
 
 /// Runs the trace. `Ok(true)` when every probe got its reply.
-pub async fn run(args: TraceArgs) -> anyhow::Result<bool> {
+pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<bool> {
     let family = match (args.ipv4, args.ipv6) {
         (true, _) => IpVersion::V4,
         (_, true) => IpVersion::V6,
@@ -25,6 +25,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<bool> {
     let (engine, telemetry) = Engine::start(engine::Options {
         attach: AttachMode::InFlight,
         sizing: Sizing::for_targets(1),
+        mechanisms: Mechanisms::only(mechanisms),
     })?;
     let blind = telemetry.blind_spots();
     if !blind.is_empty() {

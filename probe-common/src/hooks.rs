@@ -4,6 +4,11 @@
 //! The loader attaches from this table, the attach report and `tracepkt_program_attached`
 //! are made from it, and the programs named here are the entry points in `probe-ebpf`'s
 //! `main.rs`. Adding a hook means a row here, its [`Hook`] value and its kernel handler.
+//!
+//! Netfilter functions are followed by kprobes only. fentry/fexit would be cheaper, but the
+//! functions live in modules (`nf_tables`, `ip_tables`) on the kernels tracepkt is tested on,
+//! and aya loads fentry/fexit programs against vmlinux BTF only; kernels that lock ftrace
+//! down refuse fentry altogether.
 
 use crate::{Hook, Kind, Mechanism, Off};
 
@@ -98,14 +103,6 @@ const fn tracepoint(program: &'static [&'static str], needs: &'static [Off]) -> 
     }
 }
 
-const fn fexit(program: &'static [&'static str], needs: &'static [Off]) -> Via {
-    Via {
-        mechanism: Mechanism::Fexit,
-        programs: program,
-        needs,
-    }
-}
-
 /// The return probe first: an entry that fires without its return would stash for nothing.
 const fn kprobe(programs: &'static [&'static str], needs: &'static [Off]) -> Via {
     Via {
@@ -186,29 +183,20 @@ pub const HOOKS: &[HookSpec] = &[
         Hook::IptDoTable,
         "ipt_do_table",
         "ip_tables",
-        &[
-            fexit(&["ipt_do_table_fexit"], IPT),
-            kprobe(&["ipt_do_table_return", "ipt_do_table_entry"], IPT),
-        ],
+        &[kprobe(&["ipt_do_table_return", "ipt_do_table_entry"], IPT)],
     ),
     netfilter(
         Hook::Ip6tDoTable,
         "ip6t_do_table",
         "ip6_tables",
-        &[
-            // ip6t_do_table has had the same argument order as ipt_do_table in every kernel.
-            fexit(&["ip6t_do_table_fexit"], IPT),
-            kprobe(&["ip6t_do_table_return", "ip6t_do_table_entry"], IPT),
-        ],
+        // ip6t_do_table has had the same argument order as ipt_do_table in every kernel.
+        &[kprobe(&["ip6t_do_table_return", "ip6t_do_table_entry"], IPT)],
     ),
     netfilter(
         Hook::NftDoChain,
         "nft_do_chain",
         "nf_tables",
-        &[
-            fexit(&["nft_do_chain_fexit"], NFT),
-            kprobe(&["nft_do_chain_return", "nft_do_chain_entry"], NFT),
-        ],
+        &[kprobe(&["nft_do_chain_return", "nft_do_chain_entry"], NFT)],
     ),
 ];
 

@@ -151,18 +151,21 @@ pub enum Mechanism {
     TpBtf,
     /// Classic tracepoint: the record layout comes from tracefs.
     Tracepoint,
-    /// `fexit` on a kernel function: arguments and return value in one program.
-    Fexit,
     /// `kprobe` at entry and `kretprobe` at return.
     Kprobe,
 }
 
 impl Mechanism {
+    pub const ALL: [Mechanism; 3] = [Mechanism::TpBtf, Mechanism::Tracepoint, Mechanism::Kprobe];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Mechanism::TpBtf => "tp_btf",
             Mechanism::Tracepoint => "tracepoint",
-            Mechanism::Fexit => "fexit",
             Mechanism::Kprobe => "kprobe",
         }
     }
@@ -174,7 +177,22 @@ pub mod stat {
     pub const EVENTS_LOST: u32 = 0;
     /// Counter increments lost because a counter map was full.
     pub const COUNTERS_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// A netfilter entry found a stash in its frame whose return never came, or a return found
+    /// one too old to be its own: dropped, not used.
+    pub const NF_STASH_STALE: u32 = 2;
+    /// A netfilter return found a stash of another context in its frame: dropped, not used.
+    pub const NF_STASH_MISMATCH: u32 = 3;
+    /// A netfilter entry could not stash: its verdict row is missing.
+    pub const NF_STASH_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
+
+    /// Every anomaly with its `kind` label, in `STATS` order.
+    pub const ANOMALIES: [(u32, &str); 4] = [
+        (COUNTERS_FULL, "counter_full"),
+        (NF_STASH_STALE, "netfilter_stash_stale"),
+        (NF_STASH_MISMATCH, "netfilter_stash_mismatch"),
+        (NF_STASH_FULL, "netfilter_stash_full"),
+    ];
 }
 
 /// One record in the `EVENTS` ring buffer. Fixed size for every kind.

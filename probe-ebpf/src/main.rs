@@ -25,9 +25,9 @@ mod packet;
 use packet::Access;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, tracepoint},
+    macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, Offsets, ProbeInfo, VerdictKey, stat};
 
@@ -82,9 +82,10 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 static NF_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Netfilter entry arguments stashed for the return probe, keyed by task.
+/// Netfilter entry arguments stashed for the return probe, keyed by the invocation's stack
+/// frame. Holds only our packets' chain walks in progress: a few per CPU at most.
 #[map]
-static NF_ARGS: HashMap<u64, netfilter::Stash> = HashMap::with_max_entries(4096, 0);
+static NF_ARGS: HashMap<u64, netfilter::Stash> = HashMap::with_max_entries(1024, 0);
 
 // ---- interfaces: BTF-typed tracepoints (preferred) ----
 
@@ -142,24 +143,7 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> i32 {
     drops::handle_tp(&ctx)
 }
 
-// ---- netfilter: fexit (preferred) ----
-
-#[fexit(function = "ipt_do_table")]
-pub fn ipt_do_table_fexit(ctx: FExitContext) -> i32 {
-    netfilter::ipt_fexit(&ctx, Hook::IptDoTable)
-}
-
-#[fexit(function = "ip6t_do_table")]
-pub fn ip6t_do_table_fexit(ctx: FExitContext) -> i32 {
-    netfilter::ipt_fexit(&ctx, Hook::Ip6tDoTable)
-}
-
-#[fexit(function = "nft_do_chain")]
-pub fn nft_do_chain_fexit(ctx: FExitContext) -> i32 {
-    netfilter::nft_fexit(&ctx)
-}
-
-// ---- netfilter: kprobe + kretprobe with an argument stash (fallback) ----
+// ---- netfilter: kprobe + kretprobe with an argument stash ----
 
 #[kprobe]
 pub fn ipt_do_table_entry(ctx: ProbeContext) -> u32 {
@@ -168,7 +152,7 @@ pub fn ipt_do_table_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn ipt_do_table_return(ctx: RetProbeContext) -> u32 {
-    netfilter::ipt_return(&ctx, Hook::IptDoTable)
+    netfilter::on_return(&ctx, Hook::IptDoTable)
 }
 
 #[kprobe]
@@ -178,7 +162,7 @@ pub fn ip6t_do_table_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn ip6t_do_table_return(ctx: RetProbeContext) -> u32 {
-    netfilter::ipt_return(&ctx, Hook::Ip6tDoTable)
+    netfilter::on_return(&ctx, Hook::Ip6tDoTable)
 }
 
 #[kprobe]
@@ -188,7 +172,7 @@ pub fn nft_do_chain_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn nft_do_chain_return(ctx: RetProbeContext) -> u32 {
-    netfilter::nft_return(&ctx)
+    netfilter::on_return(&ctx, Hook::NftDoChain)
 }
 
 const BPF_NOEXIST: u64 = 1;

@@ -1,19 +1,23 @@
 //! Netfilter verdicts: iptables-legacy `ipt_do_table` / `ip6t_do_table` and nftables
-//! `nft_do_chain`. fexit sees arguments and verdict in one program; the kprobe fallback stashes
-//! the arguments by task at entry and reads them back at return.
+//! `nft_do_chain`, by kprobe at entry and kretprobe at return.
+//!
+//! The entry reads everything the verdict row needs while the skb is certainly alive (a
+//! dropping chain may free it before returning) and stashes it under the invocation's stack
+//! frame; the return takes the stash of its own frame. A frame names one invocation exactly:
+//! two live invocations never share a stack slot, whatever CPU, task or softirq runs them,
+//! and an invocation keeps its frame if its task migrates. Keying by task instead mixes up
+//! receive paths, where softirqs run on whatever task the CPU was running (the idle task,
+//! pid 0, on every idle CPU). Every stash that does not pair up is counted, never used.
 //!
 //! Argument positions come from the loader (read from each function's BTF prototype): the
 //! `ipt_do_table` order changed in 5.16.
 
-use core::ptr::read_volatile;
-
 use aya_ebpf::{
-    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         bpf_probe_read_kernel_str_bytes,
     },
-    programs::{FExitContext, ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RetProbeContext},
 };
 use probe_common::{Event, Hook, Kind, VerdictKey, stat};
 
@@ -41,7 +45,13 @@ pub struct Stash {
     state: usize,
     /// `xt_table *` for iptables, `nft_chain *` for nftables.
     table: usize,
+    /// The context that entered: its return runs in the same one.
+    pid_tgid: u64,
 }
+
+/// Chains take microseconds; a stash this old outlived a return the kernel never reported
+/// (a kretprobe that ran out of instances) and must not pair with a later one.
+const STASH_MAX_AGE_NS: u64 = 1_000_000_000;
 
 const NF_DROP: u32 = 0;
 const NF_STOLEN: u32 = 2;
@@ -109,43 +119,51 @@ fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook: Hook) {
     }
 }
 
-/// The first three arguments of the probed function.
+/// The first three arguments of the probed function, and the stack pointer at entry (it
+/// points at the return address: the invocation's frame).
 ///
-/// Each is read at a constant offset, volatile so they stay three loads: picking the register
-/// by a runtime index lets LLVM compute `ctx + index * 8`, a modified context pointer that the
-/// 6.1 verifier rejects ("dereference of modified ctx ptr"). The index then picks a value.
+/// Each is read at a constant offset, volatile so they stay separate loads: picking the
+/// register by a runtime index lets LLVM compute `ctx + index * 8`, a modified context pointer
+/// that the 6.1 verifier rejects ("dereference of modified ctx ptr"). The index then picks a
+/// value.
 #[inline(always)]
-fn kprobe_args(ctx: &ProbeContext) -> [usize; 3] {
+fn entry_regs(ctx: &ProbeContext) -> ([usize; 3], u64) {
     let r = ctx.regs;
     #[cfg(bpf_target_arch = "x86_64")]
     unsafe {
-        [
-            read_volatile(&raw const (*r).rdi) as usize,
-            read_volatile(&raw const (*r).rsi) as usize,
-            read_volatile(&raw const (*r).rdx) as usize,
-        ]
+        (
+            [
+                core::ptr::read_volatile(&raw const (*r).rdi) as usize,
+                core::ptr::read_volatile(&raw const (*r).rsi) as usize,
+                core::ptr::read_volatile(&raw const (*r).rdx) as usize,
+            ],
+            core::ptr::read_volatile(&raw const (*r).rsp),
+        )
+    }
+    // Frames are defined for x86_64's kretprobe trampoline only: elsewhere nothing is stashed,
+    // so no verdict row can be misattributed.
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = r;
+        ([0; 3], NO_FRAME)
+    }
+}
+
+const NO_FRAME: u64 = 0;
+
+/// The frame of the invocation returning now: on x86_64 the kretprobe trampoline reports the
+/// stack pointer as it is after `ret`, one slot above the entry's.
+#[inline(always)]
+fn return_frame(ctx: &RetProbeContext) -> u64 {
+    let r = ctx.regs;
+    #[cfg(bpf_target_arch = "x86_64")]
+    unsafe {
+        core::ptr::read_volatile(&raw const (*r).rsp).wrapping_sub(8)
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
     {
         let _ = r;
-        [
-            ctx.arg(0).unwrap_or(0),
-            ctx.arg(1).unwrap_or(0),
-            ctx.arg(2).unwrap_or(0),
-        ]
-    }
-}
-
-/// Same for fentry/fexit, whose context is the array of argument values.
-#[inline(always)]
-fn fexit_args(ctx: &FExitContext) -> [usize; 3] {
-    let a = ctx.as_ptr() as *const u64;
-    unsafe {
-        [
-            read_volatile(a) as usize,
-            read_volatile(a.add(1)) as usize,
-            read_volatile(a.add(2)) as usize,
-        ]
+        NO_FRAME
     }
 }
 
@@ -158,27 +176,59 @@ fn pick(args: &[usize; 3], n: usize) -> usize {
     }
 }
 
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
+
 #[inline(always)]
-fn stash(skb: usize, state: usize, table: usize) -> u32 {
+fn stash(frame: u64, skb: usize, state: usize, table: usize) -> u32 {
+    if frame == NO_FRAME {
+        return 0;
+    }
     // Only our packets are stashed: foreign ones stop at the cheap checks in `ours`.
-    if let Some(seen) = observe(skb) {
-        let _ = NF_ARGS.insert(bpf_get_current_pid_tgid(), Stash { seen, state, table }, 0);
+    let Some(seen) = observe(skb) else {
+        return 0;
+    };
+    let s = Stash {
+        seen,
+        state,
+        table,
+        pid_tgid: bpf_get_current_pid_tgid(),
+    };
+    match NF_ARGS.insert(frame, s, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => {
+            // A stash whose return never came sits in this frame: replace it.
+            stat_inc(stat::NF_STASH_STALE);
+            if NF_ARGS.insert(frame, s, 0).is_err() {
+                stat_inc(stat::NF_STASH_FULL);
+            }
+        }
+        Err(_) => stat_inc(stat::NF_STASH_FULL),
     }
     0
 }
 
+/// The stash of the invocation returning in `frame`, if it is one of ours and pairs up.
 #[inline(always)]
-fn unstash() -> Option<Stash> {
-    let key = bpf_get_current_pid_tgid();
-    let s = unsafe { *NF_ARGS.get(key)? };
-    let _ = NF_ARGS.remove(key);
+fn unstash(frame: u64) -> Option<Stash> {
+    let s = unsafe { *NF_ARGS.get(frame)? };
+    let _ = NF_ARGS.remove(frame);
+    if s.pid_tgid != bpf_get_current_pid_tgid() {
+        stat_inc(stat::NF_STASH_MISMATCH);
+        return None;
+    }
+    if unsafe { bpf_ktime_get_ns() }.wrapping_sub(s.seen.ts_ns) > STASH_MAX_AGE_NS {
+        stat_inc(stat::NF_STASH_STALE);
+        return None;
+    }
     Some(s)
 }
 
 #[inline(always)]
 pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
-    let a = kprobe_args(ctx);
+    let (a, frame) = entry_regs(ctx);
     stash(
+        frame,
         pick(&a, off!(IptArgSkb)),
         pick(&a, off!(IptArgState)),
         pick(&a, off!(IptArgTable)),
@@ -187,65 +237,20 @@ pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
 
 #[inline(always)]
 pub fn nft_entry(ctx: &ProbeContext) -> u32 {
-    let a = kprobe_args(ctx);
+    let (a, frame) = entry_regs(ctx);
     let pkt = pick(&a, off!(NftArgPkt));
     let chain = pick(&a, off!(NftArgChain));
     unsafe {
         let skb = bpf_probe_read_kernel((pkt + off!(NftPktinfoSkb)) as *const usize).unwrap_or(0);
         let state = bpf_probe_read_kernel((pkt + off!(NftPktinfoState)) as *const usize).unwrap_or(0);
-        stash(skb, state, chain)
+        stash(frame, skb, state, chain)
     }
 }
 
 #[inline(always)]
-fn ret_of(ctx: &RetProbeContext) -> u32 {
-    ctx.ret::<u64>() as u32
-}
-
-#[inline(always)]
-pub fn ipt_return(ctx: &RetProbeContext, hook: Hook) -> u32 {
-    if let Some(s) = unstash() {
-        record(&s.seen, s.state, s.table, ret_of(ctx), hook);
-    }
-    0
-}
-
-#[inline(always)]
-pub fn nft_return(ctx: &RetProbeContext) -> u32 {
-    if let Some(s) = unstash() {
-        record(&s.seen, s.state, s.table, ret_of(ctx), Hook::NftDoChain);
-    }
-    0
-}
-
-#[inline(always)]
-pub fn ipt_fexit(ctx: &FExitContext, hook: Hook) -> i32 {
-    let a = fexit_args(ctx);
-    let (skb, state, table) = (
-        pick(&a, off!(IptArgSkb)),
-        pick(&a, off!(IptArgState)),
-        pick(&a, off!(IptArgTable)),
-    );
-    let verdict: u32 = ctx.ret().unwrap_or(0);
-    // After the function: a chain that dropped may already have freed the skb, and then the
-    // row is missing. The kprobe path reads the skb at entry instead.
-    if let Some(seen) = observe(skb) {
-        record(&seen, state, table, verdict, hook);
-    }
-    0
-}
-
-#[inline(always)]
-pub fn nft_fexit(ctx: &FExitContext) -> i32 {
-    let a = fexit_args(ctx);
-    let (pkt, chain) = (pick(&a, off!(NftArgPkt)), pick(&a, off!(NftArgChain)));
-    let verdict: u32 = ctx.ret().unwrap_or(0);
-    unsafe {
-        let skb = bpf_probe_read_kernel((pkt + off!(NftPktinfoSkb)) as *const usize).unwrap_or(0);
-        let state = bpf_probe_read_kernel((pkt + off!(NftPktinfoState)) as *const usize).unwrap_or(0);
-        if let Some(seen) = observe(skb) {
-            record(&seen, state, chain, verdict, Hook::NftDoChain);
-        }
+pub fn on_return(ctx: &RetProbeContext, hook: Hook) -> u32 {
+    if let Some(s) = unstash(return_frame(ctx)) {
+        record(&s.seen, s.state, s.table, ctx.ret::<u64>() as u32, hook);
     }
     0
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use aya::programs::{BtfTracePoint, FExit, KProbe, Program, TracePoint};
+use aya::programs::{BtfTracePoint, KProbe, Program, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use probe_common::{HOOKS, Hook, HookSpec, Kind, Mechanism, Off, Offsets, Point, Source, Via, map};
 use tracing::{info, warn};
@@ -140,7 +140,6 @@ impl DropReasons {
 enum LinkId {
     TpBtf(aya::programs::tp_btf::BtfTracePointLinkId),
     Tracepoint(aya::programs::trace_point::TracePointLinkId),
-    Fexit(aya::programs::fexit::FExitLinkId),
     Kprobe(aya::programs::kprobe::KProbeLinkId),
 }
 
@@ -171,10 +170,6 @@ fn load_program(
             let btf = btf()?;
             <&mut BtfTracePoint>::try_from(p).and_then(|p| p.load(point.name(), btf))
         }
-        Mechanism::Fexit => {
-            let btf = btf()?;
-            <&mut FExit>::try_from(p).and_then(|p| p.load(point.name(), btf))
-        }
         Mechanism::Tracepoint => <&mut TracePoint>::try_from(p).and_then(|p| p.load()),
         Mechanism::Kprobe => <&mut KProbe>::try_from(p).and_then(|p| p.load()),
     };
@@ -193,7 +188,6 @@ fn attach_link(ebpf: &mut Ebpf, link: &Link) -> ProgResult<LinkId> {
         (Mechanism::Tracepoint, Point::Tracepoint { category, name }) => {
             LinkId::Tracepoint(<&mut TracePoint>::try_from(p)?.attach(category, name)?)
         }
-        (Mechanism::Fexit, _) => LinkId::Fexit(<&mut FExit>::try_from(p)?.attach()?),
         (Mechanism::Kprobe, point) => LinkId::Kprobe(<&mut KProbe>::try_from(p)?.attach(point.name(), 0)?),
         (Mechanism::Tracepoint, Point::Function { .. }) => {
             return Err(aya::programs::ProgramError::UnexpectedProgramType);
@@ -206,7 +200,6 @@ fn detach_link(ebpf: &mut Ebpf, program_name: &str, id: LinkId) -> ProgResult<()
     match id {
         LinkId::TpBtf(id) => <&mut BtfTracePoint>::try_from(p)?.detach(id),
         LinkId::Tracepoint(id) => <&mut TracePoint>::try_from(p)?.detach(id),
-        LinkId::Fexit(id) => <&mut FExit>::try_from(p)?.detach(id),
         LinkId::Kprobe(id) => <&mut KProbe>::try_from(p)?.detach(id),
     }
 }
@@ -378,11 +371,28 @@ fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
 
-/// What attaching needs from the running kernel.
+/// What attaching needs from the running kernel, and what the user allows.
 struct Env<'a> {
     btf: &'a KernelBtf,
     aya_btf: Option<&'a aya::Btf>,
     offsets: &'a Offsets,
+    allowed: &'a Mechanisms,
+}
+
+/// The attach mechanisms a run may use; all by default. Forcing one (say, classic tracepoints
+/// where BTF tracepoints also work) tests or works around a way of attaching.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mechanisms(Vec<Mechanism>);
+
+impl Mechanisms {
+    /// Only these; an empty list allows all.
+    pub fn only(list: Vec<Mechanism>) -> Self {
+        Mechanisms(list)
+    }
+
+    fn allows(&self, m: Mechanism) -> bool {
+        self.0.is_empty() || self.0.contains(&m)
+    }
 }
 
 /// Loads and attaches every program of one way of attaching a hook: all or none.
@@ -435,6 +445,10 @@ fn attach_hook(ebpf: &mut Ebpf, env: &Env, spec: &HookSpec, links: &mut Vec<Link
     }
     for via in spec.via {
         let mech = via.mechanism.as_str();
+        if !env.allowed.allows(via.mechanism) {
+            why.push(format!("{mech}: not among the mechanisms allowed by the configuration"));
+            continue;
+        }
         if let Some(missing) = unresolved(env.offsets, via.needs) {
             why.push(format!("{mech}: kernel layouts not found: {missing}"));
             continue;
@@ -455,8 +469,8 @@ fn attach_hook(ebpf: &mut Ebpf, env: &Env, spec: &HookSpec, links: &mut Vec<Link
 }
 
 /// Loads the programs, with maps sized by `sizing`, and attaches everything the running
-/// kernel supports.
-pub fn load(sizing: Sizing) -> Result<Kernel, LoadError> {
+/// kernel supports by the mechanisms `allowed`.
+pub fn load(sizing: Sizing, allowed: &Mechanisms) -> Result<Kernel, LoadError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(LoadError::NotRoot);
@@ -479,7 +493,7 @@ pub fn load(sizing: Sizing) -> Result<Kernel, LoadError> {
     let aya_btf = match aya_btf {
         Ok(b) => Some(b),
         Err(e) => {
-            warn!("aya cannot read the kernel's BTF ({e}): tp_btf and fexit programs cannot load");
+            warn!("aya cannot read the kernel's BTF ({e}): tp_btf programs cannot load");
             None
         }
     };
@@ -522,6 +536,7 @@ pub fn load(sizing: Sizing) -> Result<Kernel, LoadError> {
         btf: &btf,
         aya_btf: aya_btf.as_ref(),
         offsets: &offsets,
+        allowed,
     };
     let mut links = Vec::new();
     let report: Vec<Attach> = HOOKS

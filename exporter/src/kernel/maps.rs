@@ -135,9 +135,12 @@ impl KernelStats {
         self.sum(stat::EVENTS_LOST)
     }
 
-    /// Counter increments the kernel could not make because a counter map was full.
-    pub fn counters_full(&self) -> Result<u64, MapError> {
-        self.sum(stat::COUNTERS_FULL)
+    /// Each anomaly the kernel side counted, by kind.
+    pub fn anomalies(&self) -> Result<Vec<(&'static str, u64)>, MapError> {
+        stat::ANOMALIES
+            .iter()
+            .map(|&(index, kind)| Ok((kind, self.sum(index)?)))
+            .collect()
     }
 }
 

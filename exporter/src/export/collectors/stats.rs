@@ -51,7 +51,7 @@ impl Collect for Stats {
         encoder: &mut DescriptorEncoder,
     ) -> Result<(), CollectError> {
         let lost = self.stats.events_lost()?;
-        let counters_full = self.stats.counters_full()?;
+        let anomalies = self.stats.anomalies()?;
         counter(
             encoder,
             "tracepkt_events_lost",
@@ -67,16 +67,11 @@ impl Collect for Stats {
         counter_family(
             encoder,
             "tracepkt_kernel_anomalies",
-            "Things that went wrong between the kernel programs and tracepkt: counter_full (an increment found its counter map full), undecodable_event (a ring-buffer record tracepkt could not read)",
-            [
-                (AnomalyLabels { kind: "counter_full" }, counters_full),
-                (
-                    AnomalyLabels {
-                        kind: "undecodable_event",
-                    },
-                    self.counts.undecodable.load(Ordering::Relaxed),
-                ),
-            ],
+            "Things that went wrong between the kernel programs and tracepkt, by kind (see the README)",
+            anomalies
+                .into_iter()
+                .chain([("undecodable_event", self.counts.undecodable.load(Ordering::Relaxed))])
+                .map(|(kind, v)| (AnomalyLabels { kind }, v)),
         )?;
         counter(
             encoder,
