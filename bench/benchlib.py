@@ -289,8 +289,8 @@ def cpu_others(a, b):
     wall = b["t"] - a["t"]
     ncpu = os.cpu_count() or 1
     # A process cannot use more than every CPU for the whole window. The cap matters when a
-    # process reaps a long-lived child during the window: the child's whole lifetime lands in the
-    # parent's cutime at once (seen with pid 1 reaping another user's qemu).
+    # process reaps a long-lived child during the window (a build tool its compiler, init a VM):
+    # the child's whole lifetime lands in the parent's cutime at once.
     cap = wall * ncpu * b["hz"]
     total = 0
     for pid, (start, ticks, _) in b["procs"].items():
