@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= config.example.yaml
 BIN := target/release/tracepkt
 
-.PHONY: all deps test-deps build run trace test test-host test-vm lint bench clean
+.PHONY: all deps test-deps bench-deps build bench-floor run trace test test-host test-vm lint bench-lint bench clean
 
 all: build
 
@@ -16,6 +16,9 @@ deps:
 
 test-deps:
 	@scripts/deps.sh test
+
+bench-deps:
+	@scripts/deps.sh bench
 
 build: deps
 	cargo build --release --locked
@@ -47,8 +50,22 @@ lint: deps
 	cd probe-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release -- -D warnings -C panic=abort \
 		--cfg 'bpf_target_arch="$(shell uname -m)"'
 
-bench: test-deps build
-	scripts/bench.sh
+# The benchmark floor (bench/floor): a workspace of its own, so the product's build never
+# compiles it and the tracepkt binary carries no benchmark code.
+FLOOR_BIN := target/floor/release/tracepkt-floor
+bench-floor: deps
+	cargo build --release --locked --manifest-path bench/floor/Cargo.toml --target-dir target/floor
+	@ls -l $(FLOOR_BIN)
+
+# The floor's own lint, kept out of `make lint` so that linting the product never builds it.
+bench-lint: deps
+	cd bench/floor && cargo fmt --all --check
+	cd bench/floor && cargo clippy --locked --target-dir ../../target/floor -- -D warnings
+	cd bench/floor/floor-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release --target-dir ../../../target/floor/ebpf-clippy -- -D warnings -C panic=abort
+
+# The benchmarks (BENCHMARKS.md). BENCH_QUICK=1 for a shortened run; other knobs in scripts/bench.sh.
+bench: bench-deps build bench-floor
+	TRACEPKT_FLOOR_BIN=$(FLOOR_BIN) scripts/bench.sh
 
 clean:
 	cargo clean

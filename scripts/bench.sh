@@ -1,40 +1,57 @@
 #!/usr/bin/env bash
-# tracepkt benchmark harness (issue 5), as `make bench` runs it (after `make build`).
+# tracepkt benchmark harness, as `make bench` runs it (after `make build` and `make bench-floor`).
 #
-#   scripts/bench.sh                 the full run (about 30 minutes on 2 cores, with the 10-minute soak)
-#   BENCH_QUICK=1 scripts/bench.sh   a shortened run for development (about 4 minutes): fewer
-#                                    rounds, shorter windows, fewer journey steps, no soak
+#   make bench                      the full run (about 30 minutes on 2 cores, with a 5-minute soak)
+#   BENCH_QUICK=1 make bench        a shortened run for development (about 5 minutes): fewer rounds,
+#                                   shorter windows, fewer journey steps, no soak
+#   BENCH_QUICK=1 BENCH_PARTS=scale scripts/bench.sh     one part only (parts listed below)
 #
 # Environment (all optional; the quick defaults are in brackets):
 #   BENCH_QUICK=1          shortened run (see above)
-#   BENCH_SOAK_SECS=600    length of the 1,000-target memory soak [0]; 0 skips it
+#   BENCH_SOAK_SECS=300    length of the 1,000-target memory soak [0]; 0 skips it
 #   BENCH_ROUNDS=7         interleaved rounds of the foreign-traffic part [2]
-#   BENCH_SECS=5           seconds of each UDP flood and of each TCP run [2]
-#   BENCH_JOURNEY_RATES="50 100 200 500 1000 2000 5000 7500 10000 20000"   rates stepped
-#                          through [100 1000]: up to 1,000/s, that many targets every 1s; above,
-#                          max(1000, rate/10) targets at the interval that gives the rate
-#   BENCH_JOURNEY_ROUNDS=3 rounds of the journey steps [1]
+#   BENCH_SECS=5           seconds of each UDP flood, TCP run and closed-port flood [2]
+#   BENCH_JOURNEY_RATES="50 100 500 1000 2000 5000 10000 20000 30000 40000 50000 60000 80000 100000"
+#                          probe rates stepped through, lowest first, until the first step that
+#                          fails [1000 10000 20000 30000 40000 60000]: up to 1,000/s, that many
+#                          targets every 1s; above, max(1000, rate/10) targets at the interval
+#                          that gives the rate (100ms from 10,000/s on)
+#   BENCH_JOURNEY_ROUNDS=2 rounds of each step; a step passes when every round passes [1]
 #   BENCH_JOURNEY_SECS=10  measuring window of each journey step [4]
-#   BENCH_CPU_SECS=60      CPU window at 100 and 1,000 targets [20]
-#   BENCH_SCRAPES=50       /metrics scrapes per size [10]
+#   BENCH_CPU_SECS=60      CPU window at 100, 1,000 and 10,000 targets [10]
+#   BENCH_SCRAPES=50       /metrics scrapes per size, at most 60 s of scraping per size [10]
+#   BENCH_SCALE_SIZES="10 100 1000 10000"  target counts of the scale part [the same]
 #   BENCH_STARTS=5         start-ups measured per attach mode [2]
 #   BENCH_PARTS="startup foreign journey scale"   which parts to run
-#   TRACEPKT_BIN=target/release/tracepkt          the binary measured (copied first, so a
-#                                                  rebuild during the run changes nothing)
+#   TRACEPKT_BIN=target/release/tracepkt               the binary measured
+#   TRACEPKT_FLOOR_BIN=target/floor/release/tracepkt-floor   the floor (bench/floor; `make bench-floor`)
+#   Both binaries are copied first, so a rebuild during the run changes nothing.
 #
-# What it measures, in one run (details in BENCHMARKS.md and at the top of each part below):
-#   1. foreign: the cost for traffic that is not a probe. UDP 64-byte flood (iperf3 -u -l 64
-#      -b 0) and TCP (iperf3) over a veth pair into a namespace this script creates, with
-#      a. nothing attached, b. tracepkt serve attach: always, c. tracepkt serve attach:
-#      in-flight, d. bench/foreign.bt under bpftrace, e. tracepkt bench-floor; rounds
-#      interleaved, the order rotating every round. Per-program ns/run from the kernel's
+# What it measures, in one run (details in BENCHMARKS.md and at the top of each part below), and
+# the goals the summary checks:
+#   1. foreign: the cost for traffic that is not a probe. Over a veth pair into a namespace this
+#      script creates: a UDP 64-byte flood (iperf3 -u -l 64 -b 0), TCP (iperf3), and a UDP
+#      64-byte flood to a closed port in the namespace (every packet freed with NO_SOCKET, so
+#      trace_kfree_skb sees it). Configurations: a. nothing attached, b. tracepkt serve attach:
+#      always, c. tracepkt serve attach: in-flight, d. bench/foreign.bt under bpftrace, e. the
+#      floor (bench/floor: a tp_btf program on each of tracepkt's five hooks that only counts);
+#      rounds interleaved, the order rotating every round. Per-program ns/run from the kernel's
 #      accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), and the
 #      in-flight duty cycle from tracepkt_attached_seconds_total.
-#   2. journey: the highest probe rate traced with no lost events and complete journeys, and
-#      tracepkt's CPU per step.
-#   3./4. scale: CPU at 100 and 1,000 targets every 10 s, /metrics latency and size and RSS at
-#      10, 100 and 1,000 targets; then the RSS soak at 1,000 targets.
-#   5. startup: fork to "serving /metrics", to the first scrape, to the first journey.
+#      Goal: tracepkt (attach: always) ≤ 1.05× the floor's ns/run on every hook the traffic
+#      reaches, kfree_skb included.
+#   2. journey: probe rates stepped upward until the first step that fails (lost events,
+#      incomplete journeys, or an achieved rate below 95 % of the asked one); no step is tried
+#      after it. The ceiling, and what bounds it: tracepkt's CPU, the machine's CPU, ring-buffer
+#      loss, the send rate.
+#   3./4. scale: 10, 100 and 1,000 targets every 10 s and 10,000 every 30 s: CPU, /metrics
+#      latency and size, RSS, and the kernel memory of tracepkt's maps (bytes_memlock of the maps
+#      the process holds); then the RSS soak at 1,000 targets. Goals: at 1,000 targets /metrics
+#      median < 50 ms and body < 1 MB; at 10,000 targets /metrics median < 500 ms, RSS < 150 MB,
+#      CPU < 10 % of one core over at least 60 s; map memory sized from the config (it grows
+#      with the targets).
+#   5. startup: fork to "serving /metrics" (goal < 150 ms), to the first scrape, to the first
+#      journey.
 # Output: the table on stdout and in target/bench/results.md (results.json alongside); every
 # raw sample (iperf3 JSON, bpftool snapshots, /metrics bodies, CPU and RSS samples, logs) under
 # target/bench/raw/.
@@ -51,9 +68,11 @@ export PATH="$root/.tools/bin:$HOME/.cargo/bin:$PATH"
 
 quick=${BENCH_QUICK:-0}
 if [ "$quick" = 1 ]; then
-    d_rounds=2 d_secs=2 d_rates="100 1000" d_jrounds=1 d_jsecs=4 d_cpu=20 d_scrapes=10 d_starts=2 d_soak=0
+    d_rounds=2 d_secs=2 d_rates="1000 10000 20000 30000 40000 60000" d_jrounds=1 d_jsecs=4 d_cpu=10
+    d_scrapes=10 d_starts=2 d_soak=0
 else
-    d_rounds=7 d_secs=5 d_rates="50 100 200 500 1000 2000 5000 7500 10000 20000" d_jrounds=3 d_jsecs=10 d_cpu=60 d_scrapes=50 d_starts=5 d_soak=600
+    d_rounds=7 d_secs=5 d_rates="50 100 500 1000 2000 5000 10000 20000 30000 40000 50000 60000 80000 100000"
+    d_jrounds=2 d_jsecs=10 d_cpu=60 d_scrapes=50 d_starts=5 d_soak=300
 fi
 ROUNDS=${BENCH_ROUNDS:-$d_rounds}
 SECS=${BENCH_SECS:-$d_secs}
@@ -62,6 +81,7 @@ JROUNDS=${BENCH_JOURNEY_ROUNDS:-$d_jrounds}
 JSECS=${BENCH_JOURNEY_SECS:-$d_jsecs}
 CPU_SECS=${BENCH_CPU_SECS:-$d_cpu}
 SCRAPES=${BENCH_SCRAPES:-$d_scrapes}
+SCALE_SIZES=${BENCH_SCALE_SIZES:-10 100 1000 10000}
 STARTS=${BENCH_STARTS:-$d_starts}
 SOAK_SECS=${BENCH_SOAK_SECS:-$d_soak}
 PARTS=${BENCH_PARTS:-startup foreign journey scale}
@@ -71,8 +91,9 @@ HOST_IF=tpkbench0
 HOST_IP=198.18.40.1
 NS_IP=198.18.40.2
 IPERF_PORT=5299
-SCALE_INTERVAL=10s
+CLOSED_PORT=5399 # nothing listens there in the namespace: every datagram is a NO_SOCKET drop
 SOAK_EVERY=30
+SCRAPE_BUDGET=60 # seconds of scraping per scale size, whatever BENCH_SCRAPES says
 
 out=$root/target/bench
 raw=$out/raw
@@ -83,37 +104,35 @@ die() { log "error: $*"; exit 1; }
 now() { echo "$EPOCHREALTIME"; }
 now_us() { echo "${EPOCHREALTIME/./}"; } # integer microseconds, for deadlines
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.4f", b - a }'; }
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (BPF, network namespaces)"
 [ -n "${EPOCHREALTIME:-}" ] || die "bash 5 or later is needed (EPOCHREALTIME)"
+for part in $PARTS; do
+    case $part in startup | foreign | journey | scale) ;; *) die "unknown part $part (startup foreign journey scale)" ;; esac
+done
 
 # ------------------------------------------------------------------------------------------
-# Tools the bench drives (Debian packages), installed when missing.
+# Tools the bench drives: scripts/deps.sh installs them (Debian packages) when missing.
 
-apt_install() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    } || die "cannot install ${missing[*]}"
-}
-apt_install iperf3 bpftrace bpftool curl iproute2 util-linux python3
-for c in iperf3 bpftrace bpftool curl ip taskset python3 sha256sum; do
-    command -v "$c" >/dev/null || die "$c not found"
+"$root/scripts/deps.sh" bench || die "scripts/deps.sh bench failed"
+for c in iperf3 bpftrace bpftool curl ip ss taskset python3 sha256sum timeout gzip; do
+    command -v "$c" >/dev/null || die "$c not found after scripts/deps.sh bench"
 done
 
 src_bin=${TRACEPKT_BIN:-$root/target/release/tracepkt}
 [ -x "$src_bin" ] || die "$src_bin missing: run make build"
+src_floor=${TRACEPKT_FLOOR_BIN:-$root/target/floor/release/tracepkt-floor}
+if has_part foreign; then
+    [ -x "$src_floor" ] || die "$src_floor missing: run make bench-floor"
+fi
 
 # ------------------------------------------------------------------------------------------
 # Processes, namespace and sysctl: everything undone on exit.
 
-declare -A started=()      # pid -> what
-stats_orig=$(cat /proc/sys/kernel/bpf_stats_enabled 2>/dev/null || echo 0)
+declare -A started=() # pid -> what
+stats_knob=/proc/sys/kernel/bpf_stats_enabled
+stats_orig=$(cat "$stats_knob" 2>/dev/null || echo 0)
 stats_touched=0
 
 stop_pid() { # pid [signal]: signal, wait up to 10 s, then SIGKILL; reaps it
@@ -142,19 +161,19 @@ cleanup() {
     ip netns pids "$NS" 2>/dev/null | while read -r pid; do kill -KILL "$pid" 2>/dev/null; done
     ip netns del "$NS" 2>/dev/null
     if [ "$stats_touched" = 1 ]; then
-        sysctl -q -w kernel.bpf_stats_enabled="$stats_orig" >/dev/null
+        echo "$stats_orig" >"$stats_knob"
     fi
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'log interrupted; exit 130' INT TERM
 
-bpf_stats() { # on|off
+bpf_stats() { # on|off (written to /proc directly: no dependency on procps' sysctl)
     if [ "$1" = on ]; then
         stats_touched=1
-        sysctl -q -w kernel.bpf_stats_enabled=1 >/dev/null || die "cannot enable kernel.bpf_stats_enabled"
+        echo 1 >"$stats_knob" || die "cannot enable kernel.bpf_stats_enabled"
     else
-        sysctl -q -w kernel.bpf_stats_enabled="$stats_orig" >/dev/null
+        echo "$stats_orig" >"$stats_knob"
         stats_touched=0
     fi
 }
@@ -175,12 +194,8 @@ setup_netns() {
         ip -n "$NS" addr add "$NS_IP/24" dev eth0 &&
         ip -n "$NS" link set eth0 up &&
         ip -n "$NS" link set lo up || die "cannot create namespace $NS"
-    local i
-    for ((i = 0; i < 20; i++)); do
-        ping -c1 -W1 -q "$NS_IP" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    die "$NS_IP does not answer"
+    # An ICMP echo from Python's raw socket: needs neither iputils nor the binary under test.
+    python3 "$lib" ping "$NS_IP" 5 || die "$NS_IP does not answer an ICMP echo within 5 s"
 }
 
 # ------------------------------------------------------------------------------------------
@@ -198,7 +213,7 @@ pick_port() {
 }
 
 write_config() { # file targets interval timeout attach(""=default) address
-    local f=$1 n=$2 interval=$3 timeout=$4 attach=$5 addr=$6 i
+    local f=$1 n=$2 interval=$3 timeout=$4 attach=$5 addr=$6
     {
         echo "# written by scripts/bench.sh"
         echo "listen: $LISTEN"
@@ -206,7 +221,7 @@ write_config() { # file targets interval timeout attach(""=default) address
         echo "timeout: $timeout"
         [ -n "$attach" ] && echo "attach: $attach"
         echo "targets:"
-        for ((i = 1; i <= n; i++)); do printf '  - {name: t%04d, address: %s}\n' "$i" "$addr"; done
+        awk -v n="$n" -v a="$addr" 'BEGIN { for (i = 1; i <= n; i++) printf "  - {name: t%05d, address: %s}\n", i, a }'
     } >"$f"
 }
 
@@ -222,7 +237,7 @@ wait_serving() { # pid log seconds: waits for a successful scrape; 1 if it died 
     deadline=$(($(now_us) + $3 * 1000000))
     for ((i = 0; i < 10000; i++)); do
         kill -0 "$pid" 2>/dev/null || { log "tracepkt exited: $(tail -n 3 "$logf" | tr '\n' ' ')"; return 1; }
-        curl -sf -m 2 -o /dev/null "$URL" && return 0
+        curl -sf -m 5 -o /dev/null "$URL" && return 0
         [ "$(now_us)" -lt "$deadline" ] || break
         sleep 0.05
     done
@@ -230,8 +245,8 @@ wait_serving() { # pid log seconds: waits for a successful scrape; 1 if it died 
     return 1
 }
 
-scrape() { # file: one /metrics body; records its time in the caller's times file ($2 key)
-    curl -sf -m 10 -o "$1" "$URL" || : >"$1"
+scrape() { # file: one /metrics body (empty on failure)
+    curl -sf -m 30 -o "$1" "$URL" || : >"$1"
 }
 
 cpu_ticks() { # pid: utime+stime in clock ticks (comm may hold spaces: cut after the last ")")
@@ -247,6 +262,10 @@ sum_metric() { # file metric: sum of a metric family in a /metrics body
     awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%d", s }' "$1"
 }
 
+median_col() { # file column: median of a numeric column
+    awk -v c="$2" '{ print $c }' "$1" | sort -n | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "n/a" }'
+}
+
 # ------------------------------------------------------------------------------------------
 # Set-up
 
@@ -255,15 +274,12 @@ rm -rf "$raw"
 mkdir -p "$raw"
 BIN=$out/tracepkt
 cp -f "$src_bin" "$BIN" || die "cannot copy $src_bin"
+FLOOR=$out/tracepkt-floor
+if [ -x "$src_floor" ]; then cp -f "$src_floor" "$FLOOR" || die "cannot copy $src_floor"; fi
 PORT=$(pick_port)
 [ -n "$PORT" ] || die "no free port for tracepkt's /metrics"
 LISTEN=127.0.0.1:$PORT
 URL=http://$LISTEN/metrics
-
-has_attach=0
-has_floor=0
-"$BIN" bench-floor --help >/dev/null 2>&1 && has_floor=1
-if grep -q -a "in-flight or always" "$BIN"; then has_attach=1; fi
 
 setup_netns
 
@@ -273,9 +289,11 @@ setup_netns
     echo "cpus:      $(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "memory:    $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "tracepkt:  $("$BIN" --version 2>/dev/null) sha256 $(sha256sum "$BIN" | cut -c1-16), git $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- exporter probe-ebpf probe-common 2>/dev/null || echo ' + uncommitted changes')"
-    echo "tools:     $(iperf3 --version | head -n1 | cut -d' ' -f1-2), bpftrace $(bpftrace --version | awk '{ print $2 }'), bpftool $(bpftool version | awk 'NR == 1 { print $2 }')"
-    echo "run:       BENCH_QUICK=$quick rounds=$ROUNDS secs=$SECS rates='$RATES' journey_rounds=$JROUNDS journey_secs=$JSECS cpu_secs=$CPU_SECS scrapes=$SCRAPES starts=$STARTS soak_secs=$SOAK_SECS"
-    echo "features:  attach: setting $([ $has_attach = 1 ] && echo present || echo ABSENT), bench-floor $([ $has_floor = 1 ] && echo present || echo ABSENT)"
+    if [ -x "$FLOOR" ]; then
+        echo "floor:     bench/floor sha256 $(sha256sum "$FLOOR" | cut -c1-16)$(git diff --quiet HEAD -- bench/floor 2>/dev/null || echo ' + uncommitted changes')"
+    fi
+    echo "tools:     $(iperf3 --version | head -n1 | cut -d' ' -f1-2), bpftrace $(bpftrace --version | awk '{ print $2 }'), bpftool $(bpftool version | awk 'NR == 1 { print $2 }'), $(python3 --version)"
+    echo "run:       BENCH_QUICK=$quick parts='$PARTS' rounds=$ROUNDS secs=$SECS rates='$RATES' journey_rounds=$JROUNDS journey_secs=$JSECS cpu_secs=$CPU_SECS scrapes=$SCRAPES scale_sizes='$SCALE_SIZES' starts=$STARTS soak_secs=$SOAK_SECS"
 } >"$raw/env.txt"
 cat "$raw/env.txt" >&2
 
@@ -283,21 +301,19 @@ cat "$raw/env.txt" >&2
 # 5. Start-up: fork to "serving /metrics", to the first scrape, to the first journey.
 
 part_startup() {
-    local modes=(in-flight) mode i
-    [ $has_attach = 1 ] && modes+=(always)
-    [ $has_attach = 1 ] || modes=(default)
+    local modes=(in-flight always) mode i
     for ((i = 1; i <= STARTS; i++)); do
         for mode in "${modes[@]}"; do
             local d=$raw/startup/$mode-$i
             mkdir -p "$d"
-            write_config "$d/config.yaml" 1 10s 2s "$([ "$mode" = default ] || echo "$mode")" "$NS_IP"
+            write_config "$d/config.yaml" 1 10s 2s "$mode" "$NS_IP"
             local t0 serving=none scr=none jour=none k
             t0=$EPOCHREALTIME
             start_serve "$d/config.yaml" "$d/serve.log"
             local pid=$SERVE_PID
             for ((k = 0; k < 1500; k++)); do # 10 ms steps, at most 15 s
                 kill -0 "$pid" 2>/dev/null || break
-                if [ "$serving" = none ] && grep -q "serving /metrics" "$d/serve.log"; then serving=$(since "$t0"); fi
+                if [ "$serving" = none ] && grep -q "serving /metrics" "$d/serve.log" 2>/dev/null; then serving=$(since "$t0"); fi
                 if [ "$scr" = none ] || [ "$jour" = none ]; then
                     if curl -sf -m 1 -o "$d/body.txt" "$URL"; then
                         [ "$scr" = none ] && scr=$(since "$t0")
@@ -353,6 +369,14 @@ iperf_run() { # out.json args...: the client on CPU 0, the server on CPU 1; one 
     return 1
 }
 
+drop_flood() { # out.json: 64-byte UDP datagrams to a closed port in the namespace, SECS seconds, on CPU 0
+    if [ -n "$(ss -N "$NS" -Hlun "sport = :$CLOSED_PORT" 2>/dev/null)" ]; then
+        log "something listens on UDP $CLOSED_PORT in $NS: the closed-port flood would not be dropped"
+        return 1
+    fi
+    nice -n -20 taskset -c 0 timeout $((SECS + 20)) python3 "$lib" udp-flood "$NS_IP" "$CLOSED_PORT" "$SECS" 64 >"$1" 2>"$1.err"
+}
+
 ATT_PID=
 start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on failure (note in $d/info)
     local cfg=$1 d=$2 i
@@ -360,10 +384,6 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
     case $cfg in
         baseline) return 0 ;;
         always | in-flight)
-            if [ $has_attach = 0 ]; then
-                echo "note=the binary has no attach: setting yet" >>"$d/info"
-                return 1
-            fi
             write_config "$d/config.yaml" 1 1s 1s "$cfg" "$NS_IP"
             start_serve "$d/config.yaml" "$d/attacher.log"
             ATT_PID=$SERVE_PID
@@ -389,20 +409,16 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
             sleep 0.5
             ;;
         floor)
-            if [ $has_floor = 0 ]; then
-                echo "note=the binary has no bench-floor subcommand yet" >>"$d/info"
-                return 1
-            fi
-            "$BIN" bench-floor --seconds $((2 * SECS + 120)) >"$d/floor.out" 2>"$d/attacher.log" &
+            "$FLOOR" --seconds $((3 * SECS + 120)) >"$d/floor.out" 2>"$d/attacher.log" &
             ATT_PID=$!
-            started[$ATT_PID]="tracepkt bench-floor"
+            started[$ATT_PID]="tracepkt-floor"
             for ((i = 0; i < 150; i++)); do # at most 15 s
                 grep -q 'attached' "$d/attacher.log" && break
                 kill -0 "$ATT_PID" 2>/dev/null || break
                 sleep 0.1
             done
             if ! kill -0 "$ATT_PID" 2>/dev/null || ! grep -q 'attached' "$d/attacher.log"; then
-                echo "note=bench-floor did not attach: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
+                echo "note=the floor did not attach: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
                 return 1
             fi
             sleep 0.3
@@ -425,6 +441,7 @@ foreign_round() { # round config
     python3 "$lib" bpf-others ${ATT_PID:+"$ATT_PID"} "$IPERF_PID" "$$" >"$d/others.json" 2>/dev/null
     local serve=0
     [ "$cfg" = always ] || [ "$cfg" = in-flight ] && serve=1
+    # Snapshots: bpf0 | UDP flood | bpf1 | TCP | bpf2 | closed-port flood | bpf3
     {
         echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
         python3 "$lib" cpu-snap "$$" >"$d/cpu0.json"
@@ -443,6 +460,12 @@ foreign_round() { # round config
     {
         echo "tcp1=$(now)"
         [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf2.json"
+        echo "drop0=$(now)"
+    } >>"$d/times"
+    drop_flood "$d/drop.json" || { ok=0; log "closed-port flood failed: $(head -c 200 "$d/drop.json.err")"; }
+    {
+        echo "drop1=$(now)"
+        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf3.json"
         [ $serve = 1 ] && { echo "prom2=$(now)"; scrape "$d/prom2.txt"; }
         python3 "$lib" cpu-snap "$$" >"$d/cpu2.json"
     } >>"$d/times"
@@ -456,17 +479,9 @@ foreign_round() { # round config
     else
         echo "status=failed" >>"$d/info"
         [ $alive = 1 ] || echo "note=the attached process exited during the round" >>"$d/info"
-        [ $ok = 1 ] || echo "note=iperf3 failed" >>"$d/info"
+        [ $ok = 1 ] || echo "note=iperf3 or the closed-port flood failed" >>"$d/info"
     fi
-    log "foreign r$r $cfg: $(python3 -c '
-import json, sys
-def j(p):
-    try: return json.load(open(p))
-    except Exception: return None
-u, t = j(sys.argv[1]), j(sys.argv[2])
-s = "udp %.0f pkt/s sent" % (u["end"]["sum"]["packets"] / u["end"]["sum"]["seconds"]) if u and "end" in u else "udp n/a"
-s += ", tcp %.2f Gbit/s" % (t["end"]["sum_received"]["bits_per_second"] / 1e9) if t and "end" in t else ", tcp n/a"
-print(s)' "$d/udp.json" "$d/tcp.json" 2>/dev/null)"
+    log "foreign r$r $cfg: $(python3 "$lib" round-line "$d" 2>/dev/null)"
     sleep 1
 }
 
@@ -485,85 +500,110 @@ part_foreign() {
 }
 
 # ------------------------------------------------------------------------------------------
-# 2. Journey throughput: N targets × 1/interval probes per second, stepwise.
+# 2. Journey throughput: N targets × 1/interval probes per second, stepped upward until the
+#    first step that fails.
+
+journey_step() { # rate round: one fresh tracepkt serve; 0 if the step passed, 1 if not
+    local rate=$1 r=$2
+    local d=$raw/journey/r$r-rate$rate n interval_ms interval
+    mkdir -p "$d"
+    if [ "$rate" -le 1000 ]; then
+        n=$rate interval_ms=1000
+    else
+        n=$((rate / 10 > 1000 ? rate / 10 : 1000))
+        interval_ms=$((n * 1000 / rate))
+    fi
+    if [ "$interval_ms" -lt 100 ]; then
+        printf 'status=failed\nnote=needs an interval under 100ms\n' >"$d/info"
+        return 1
+    fi
+    interval=${interval_ms}ms
+    printf 'targets=%s\ninterval=%s\n' "$n" "$interval" >"$d/info"
+    write_config "$d/config.yaml" "$n" "$interval" "$interval" "" "$NS_IP"
+    start_serve "$d/config.yaml" "$d/serve.log"
+    local pid=$SERVE_PID
+    if ! wait_serving "$pid" "$d/serve.log" 60; then
+        printf 'status=failed\nnote=did not start\n' >>"$d/info"
+        stop_pid "$pid" TERM
+        return 1
+    fi
+    # every target started (they are spread over one interval), then one more interval
+    sleep "$(awk -v ms="$interval_ms" 'BEGIN { printf "%.2f", 2 * ms / 1000 + 1 }')"
+    {
+        echo "prom0=$(now)"
+        scrape "$d/prom0.txt"
+        echo "$(now) $(cpu_ticks "$pid")" >"$d/cpu"
+        head -n1 /proc/stat >"$d/stat0"
+        python3 "$lib" cpu-snap "$$" >"$d/cpu0.json"
+    } >>"$d/times"
+    sleep "$JSECS"
+    {
+        python3 "$lib" cpu-snap "$$" >"$d/cpu1.json"
+        head -n1 /proc/stat >"$d/stat1"
+        echo "$(now) $(cpu_ticks "$pid")" >>"$d/cpu"
+        echo "prom1=$(now)"
+        scrape "$d/prom1.txt"
+    } >>"$d/times"
+    if kill -0 "$pid" 2>/dev/null && [ -s "$d/prom1.txt" ]; then
+        echo "status=ok" >>"$d/info"
+    else
+        printf 'status=failed\nnote=tracepkt exited or stopped answering\n' >>"$d/info"
+    fi
+    echo "rss_kb=$(rss_kb "$pid")" >>"$d/info"
+    echo "threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)" >>"$d/info"
+    stop_pid "$pid" TERM
+    grep -c -E ' (WARN|ERROR) ' "$d/serve.log" | sed 's/^/log_warnings=/' >>"$d/info"
+    local verdict rc
+    verdict=$(python3 "$lib" journey-step "$d" "$rate")
+    rc=$?
+    log "journey r$r ${rate}/s ($n × $interval): $verdict"
+    sleep 1
+    return $rc
+}
 
 part_journey() {
-    local r rate
-    for ((r = 1; r <= JROUNDS; r++)); do
-        for rate in $RATES; do
-            local d=$raw/journey/r$r-rate$rate n interval_ms interval
-            mkdir -p "$d"
-            if [ "$rate" -le 1000 ]; then
-                n=$rate interval_ms=1000
-            else
-                n=$((rate / 10 > 1000 ? rate / 10 : 1000))
-                interval_ms=$((n * 1000 / rate))
-            fi
-            if [ "$interval_ms" -lt 100 ]; then
-                printf 'status=failed\nnote=needs an interval under 100ms\n' >"$d/info"
-                continue
-            fi
-            interval=${interval_ms}ms
-            printf 'targets=%s\ninterval=%s\n' "$n" "$interval" >"$d/info"
-            write_config "$d/config.yaml" "$n" "$interval" "$interval" "" "$NS_IP"
-            start_serve "$d/config.yaml" "$d/serve.log"
-            local pid=$SERVE_PID
-            if ! wait_serving "$pid" "$d/serve.log" 30; then
-                printf 'status=failed\nnote=did not start\n' >>"$d/info"
-                stop_pid "$pid" TERM
-                continue
-            fi
-            # every target started (they are spread over one interval), then one more interval
-            sleep "$(awk -v ms="$interval_ms" 'BEGIN { printf "%.2f", 2 * ms / 1000 + 1 }')"
-            {
-                echo "prom0=$(now)"
-                scrape "$d/prom0.txt"
-                echo "$(now) $(cpu_ticks "$pid")" >"$d/cpu"
-                python3 "$lib" cpu-snap "$$" >"$d/cpu0.json"
-            } >>"$d/times"
-            sleep "$JSECS"
-            {
-                python3 "$lib" cpu-snap "$$" >"$d/cpu1.json"
-                echo "$(now) $(cpu_ticks "$pid")" >>"$d/cpu"
-                echo "prom1=$(now)"
-                scrape "$d/prom1.txt"
-            } >>"$d/times"
-            if kill -0 "$pid" 2>/dev/null && [ -s "$d/prom1.txt" ]; then
-                echo "status=ok" >>"$d/info"
-            else
-                printf 'status=failed\nnote=tracepkt exited or stopped answering\n' >>"$d/info"
-            fi
-            echo "rss_kb=$(rss_kb "$pid")" >>"$d/info"
-            stop_pid "$pid" TERM
-            grep -c -E ' (WARN|ERROR) ' "$d/serve.log" | sed 's/^/log_warnings=/' >>"$d/info"
-            local p0=$d/prom0.txt p1=$d/prom1.txt
-            log "journey r$r ${rate}/s ($n × $interval): sent $(($(sum_metric "$p1" tracepkt_probes_sent_total) - $(sum_metric "$p0" tracepkt_probes_sent_total))), replies $(($(sum_metric "$p1" tracepkt_probe_replies_total) - $(sum_metric "$p0" tracepkt_probe_replies_total))), lost $(sum_metric "$p1" tracepkt_events_lost_total), unmatched $(sum_metric "$p1" tracepkt_events_unmatched_total)"
-            sleep 1
+    local rate r failed=
+    for rate in $RATES; do
+        for ((r = 1; r <= JROUNDS; r++)); do
+            journey_step "$rate" "$r" || { failed=$rate; break; }
         done
+        if [ -n "$failed" ]; then
+            log "journey: ${failed}/s did not pass: no higher step is tried"
+            break
+        fi
     done
 }
 
 # ------------------------------------------------------------------------------------------
-# 3./4. CPU, scrape latency and size, RSS at 10, 100, 1,000 targets; the soak at 1,000.
+# 3./4. CPU, scrape latency and size, RSS, map memory at each size; the soak at 1,000.
+
+scale_interval() { # targets: the probe interval of that size
+    if [ "$1" -ge 10000 ]; then echo 30; else echo 10; fi
+}
 
 part_scale() {
     local n
-    for n in 10 100 1000; do
-        local d=$raw/scale/n$n
+    for n in $SCALE_SIZES; do
+        local d=$raw/scale/n$n iv
+        iv=$(scale_interval "$n")
         mkdir -p "$d"
-        printf 'interval=%s\n' "$SCALE_INTERVAL" >"$d/info"
-        write_config "$d/config.yaml" "$n" "$SCALE_INTERVAL" 2s "" "$NS_IP"
+        printf 'interval=%ss\n' "$iv" >"$d/info"
+        write_config "$d/config.yaml" "$n" "${iv}s" 2s "" "$NS_IP"
+        local t0=$EPOCHREALTIME
         start_serve "$d/config.yaml" "$d/serve.log"
         local pid=$SERVE_PID i
-        if ! wait_serving "$pid" "$d/serve.log" 30; then
-            printf 'status=failed\nnote=did not start\n' >>"$d/info"
+        if ! wait_serving "$pid" "$d/serve.log" 60; then
+            printf 'status=failed\nnote=did not start: %s\n' "$(tail -n 1 "$d/serve.log" | tr '=' ':')" >>"$d/info"
             stop_pid "$pid" TERM
             continue
         fi
-        log "scale $n targets: warm-up 15 s"
-        sleep 15
+        echo "first_scrape_s=$(since "$t0")" >>"$d/info"
+        # Every target is started within one interval; then 5 s more.
+        log "scale $n targets every ${iv}s: warm-up $((iv + 5)) s"
+        sleep $((iv + 5))
+        python3 "$lib" maps "$pid" >"$d/maps.json"
         if [ "$n" -ge 100 ]; then
-            log "scale $n targets: CPU over $CPU_SECS s"
+            log "scale $n targets: CPU over $CPU_SECS s (no scrapes meanwhile)"
             : >"$d/cpu"
             for ((i = 0; i <= CPU_SECS / 10; i++)); do
                 echo "$(now) $(cpu_ticks "$pid")" >>"$d/cpu"
@@ -572,27 +612,32 @@ part_scale() {
         fi
         rss_kb "$pid" >"$d/rss_kb"
         : >"$d/scrapes"
+        local s0
+        s0=$(now_us)
         for ((i = 0; i < SCRAPES; i++)); do
-            curl -s -m 10 -o /dev/null -w '%{http_code} %{time_total} %{size_download}\n' "$URL" >>"$d/scrapes"
+            curl -s -m 30 -o /dev/null -w '%{http_code} %{time_total} %{size_download}\n' "$URL" >>"$d/scrapes"
+            [ $(($(now_us) - s0)) -lt $((SCRAPE_BUDGET * 1000000)) ] || break
             sleep 0.1
         done
         scrape "$d/prom.txt"
-        log "scale $n targets: RSS $(cat "$d/rss_kb") kB, scrape median $(awk '{ print $2 }' "$d/scrapes" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }') s, $(tail -n1 "$d/scrapes" | awk '{ print $3 }') B"
+        rss_kb "$pid" >>"$d/rss_kb"
+        log "scale $n targets: RSS $(paste -sd/ "$d/rss_kb") kB (warm-up/scrapes), scrape median $(median_col "$d/scrapes" 2) s over $(wc -l <"$d/scrapes"), $(tail -n1 "$d/scrapes" | awk '{ print $3 }') B, maps $(python3 "$lib" maps-total "$d/maps.json") B memlock"
         if [ "$n" = 1000 ] && [ "$SOAK_SECS" -gt 0 ]; then
-            soak "$pid"
+            soak "$pid" "${iv}s"
         elif [ "$n" = 1000 ]; then
             mkdir -p "$raw/soak"
-            printf 'note=skipped (BENCH_SOAK_SECS=0)\n' >"$raw/soak/info"
+            printf 'note=skipped: BENCH_SOAK_SECS=0\n' >"$raw/soak/info"
         fi
         if kill -0 "$pid" 2>/dev/null; then echo "status=ok" >>"$d/info"; else echo "status=failed" >>"$d/info"; fi
         stop_pid "$pid" TERM
+        grep -c -E ' (WARN|ERROR) ' "$d/serve.log" | sed 's/^/log_warnings=/' >>"$d/info"
     done
 }
 
-soak() { # pid: RSS (and CPU) every SOAK_EVERY s for SOAK_SECS s, with a scrape each time
+soak() { # pid interval: RSS (and CPU) every SOAK_EVERY s for SOAK_SECS s, with a scrape each time
     local pid=$1 d=$raw/soak i steps t0
     mkdir -p "$d"
-    printf 'interval=%s\nevery=%s\n' "$SCALE_INTERVAL" "$SOAK_EVERY" >"$d/info"
+    printf 'interval=%s\nevery=%s\n' "$2" "$SOAK_EVERY" >"$d/info"
     steps=$((SOAK_SECS / SOAK_EVERY))
     log "soak: 1000 targets for $SOAK_SECS s, RSS every $SOAK_EVERY s"
     echo "elapsed_s rss_kb cpu_ticks" >"$d/rss.tsv"
@@ -613,15 +658,14 @@ log "output in $out (raw samples in $raw); listen $LISTEN"
 for part in $PARTS; do
     case $part in
         startup) log "== 5. start-up"; part_startup ;;
-        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 5 configurations × ${SECS}s UDP + ${SECS}s TCP)"; part_foreign ;;
-        journey) log "== 2. journey throughput (rates: $RATES; $JROUNDS rounds × ${JSECS}s)"; part_journey ;;
-        scale) log "== 3./4. scale, scrape, memory (soak ${SOAK_SECS}s)"; part_scale ;;
-        *) die "unknown part $part (startup foreign journey scale)" ;;
+        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 5 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
+        journey) log "== 2. journey throughput (rates: $RATES; up to $JROUNDS rounds × ${JSECS}s each, until the first failure)"; part_journey ;;
+        scale) log "== 3./4. scale, scrape, memory (sizes: $SCALE_SIZES; soak ${SOAK_SECS}s)"; part_scale ;;
     esac
 done
 
 python3 "$lib" summarise "$out"
-# /metrics bodies at 1,000+ targets are 7 MB or more each: compress the big ones (the summariser
+# /metrics bodies at 1,000+ targets are megabytes each: compress the big ones (the summariser
 # reads FILE.gz too, so `python3 bench/benchlib.py summarise target/bench` still works).
 find "$raw" -name '*.txt' -size +1M -exec gzip -f {} + 2>/dev/null
 log "results: $out/results.md"

@@ -4,6 +4,8 @@
 #   scripts/deps.sh build   toolchain only (nightly rust-src, bpf-linker)
 #   scripts/deps.sh test    plus the packages the test suite drives (iproute2, iptables, nftables,
 #                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix)
+#   scripts/deps.sh bench   toolchain plus every tool scripts/bench.sh drives (iperf3, bpftrace,
+#                           bpftool, curl, python3, iproute2, util-linux)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +29,7 @@ apt_install() {
     [ ${#missing[@]} -eq 0 ] && return 0
     need_root "${missing[*]}"
     log "apt-get install ${missing[*]}"
-    if [ ! -f /var/lib/apt/lists/.tracepkt-updated ] || ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
+    if [ ! -f /var/lib/apt/lists/.tracepkt-updated ] || ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
         apt-get update -qq
         touch /var/lib/apt/lists/.tracepkt-updated
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -74,8 +76,13 @@ case "$what" in
         "$0" build
         apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates bc util-linux
         ;;
+    bench)
+        "$0" build
+        # coreutils (timeout, sha256sum, nice), gzip, findutils and mawk are in every Debian install.
+        apt_install iperf3 bpftrace bpftool curl python3 iproute2 util-linux
+        ;;
     *)
-        log "unknown target $what (build|test)"
+        log "unknown target $what (build|test|bench)"
         exit 2
         ;;
 esac
