@@ -345,7 +345,7 @@ def prom_summary(text):
     return {
         "bytes": len(text.encode()),
         "sent": total("tracepkt_probes_sent_total"),
-        "replies": total("tracepkt_probe_replies_total"),
+        "replies": total("tracepkt_probe_rtt_seconds_count"),
         "lost": total("tracepkt_events_lost_total"),
         "unmatched": total("tracepkt_events_unmatched_total"),
         "errors": total("tracepkt_probe_errors_total") if "tracepkt_probe_errors_total" in s else None,
@@ -1302,7 +1302,7 @@ def startup(raw, R):
           "`tracepkt serve` with 1 target (the bench namespace's veth address, interval 10s); from fork to: the "
           "log line \"serving /metrics\" (its own timestamp; the programs are loaded, and with attach: always "
           "attached, before it), the first successful scrape (polled every 10 ms), and the first complete journey "
-          "(tracepkt_probe_replies_total > 0 in a scrape). Median (min–max) over starts; the two modes alternate.", "",
+          "(tracepkt_probe_rtt_seconds_count > 0 in a scrape). Median (min–max) over starts; the two modes alternate.", "",
           "| attach | starts | to \"serving /metrics\" | to first scrape | to first journey |",
           "|---|---|---|---|---|")
     res = {}

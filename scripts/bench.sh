@@ -34,7 +34,7 @@
 #      64-byte flood to a closed port in the namespace (every packet freed with NO_SOCKET, so
 #      trace_kfree_skb sees it). Configurations: a. nothing attached, b. tracepkt serve attach:
 #      always, c. tracepkt serve attach: in-flight, d. bench/foreign.bt under bpftrace, e. the
-#      floor (bench/floor: a tp_btf program on each of tracepkt's five hooks that only counts);
+#      floor (bench/floor: an empty tp_btf program on each of tracepkt's five hooks);
 #      rounds interleaved, the order rotating every round. Per-program ns/run from the kernel's
 #      accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), and the
 #      in-flight duty cycle from tracepkt_attached_seconds_total.
@@ -317,7 +317,7 @@ part_startup() {
                 if [ "$scr" = none ] || [ "$jour" = none ]; then
                     if curl -sf -m 1 -o "$d/body.txt" "$URL"; then
                         [ "$scr" = none ] && scr=$(since "$t0")
-                        if [ "$(sum_metric "$d/body.txt" tracepkt_probe_replies_total)" -gt 0 ]; then
+                        if [ "$(sum_metric "$d/body.txt" tracepkt_probe_rtt_seconds_count)" -gt 0 ]; then
                             jour=$(since "$t0")
                         fi
                     fi
