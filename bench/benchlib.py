@@ -215,7 +215,7 @@ def ping(addr, secs):
 
 
 def udp_flood(addr, port, secs, size):
-    """datagrams to ADDR:PORT for SECS seconds; a closed port makes each one a NO_SOCKET drop"""
+    """datagrams to ADDR:PORT for SECS seconds; the bench namespace's input chain drops each one (NETFILTER_DROP)"""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     buf, dst, send = b"\0" * size, (addr, port), sock.sendto
     sent = errors = 0
@@ -609,8 +609,8 @@ def foreign(raw, R):
           "cpu_utilization_percent.host_total): it discounts the time the sender did not get the CPU (other "
           "processes; softirq work deferred to ksoftirqd), so it is usually the steadier of the two. TCP: one "
           "`iperf3` stream, receiver's Gbit/s. Closed port: 64-byte UDP datagrams from one Python socket (pinned "
-          "to CPU 0, nice -20) to a port nothing listens on in the namespace, so every datagram ends in "
-          "kfree_skb with reason NO_SOCKET.", "",
+          "to CPU 0, nice -20) to a port the namespace's input chain drops, so every datagram ends in "
+          "kfree_skb with reason NETFILTER_DROP.", "",
           "| configuration | rounds | UDP 64 B sent pkt/s | ratio | sent pkt per sender CPU-second | ratio | "
           "UDP 64 B received pkt/s | ratio | TCP Gbit/s | ratio | closed-port UDP sent pkt/s | ratio | "
           "other processes' CPU % |",

@@ -31,8 +31,9 @@
 # the goals the summary checks:
 #   1. foreign: the cost for traffic that is not a probe. Over a veth pair into a namespace this
 #      script creates: a UDP 64-byte flood (iperf3 -u -l 64 -b 0), TCP (iperf3), and a UDP
-#      64-byte flood to a closed port in the namespace (every packet freed with NO_SOCKET, so
-#      trace_kfree_skb sees it). Configurations: a. nothing attached, b. tracepkt serve attach:
+#      64-byte flood to a closed port in the namespace, dropped by its input chain (every packet
+#      freed with NETFILTER_DROP, so trace_kfree_skb sees it, and tracepkt's program has to look
+#      at the packet: NO_SOCKET frees it turns away from the reason alone). Configurations: a. nothing attached, b. tracepkt serve attach:
 #      always, c. tracepkt serve attach: in-flight, d. bench/foreign.bt under bpftrace, e. the
 #      floor (bench/floor: an empty tp_btf program on each of tracepkt's five hooks);
 #      rounds interleaved, the order rotating every round. Per-program ns/run from the kernel's
@@ -91,7 +92,7 @@ HOST_IF=tpkbench0
 HOST_IP=198.18.40.1
 NS_IP=198.18.40.2
 IPERF_PORT=5299
-CLOSED_PORT=5399 # nothing listens there in the namespace: every datagram is a NO_SOCKET drop
+CLOSED_PORT=5399 # nothing listens there, and the namespace's input chain drops it: NETFILTER_DROP
 SOAK_EVERY=30
 SCRAPE_BUDGET=60 # seconds of scraping per scale size, whatever BENCH_SCRAPES says
 
@@ -194,6 +195,8 @@ setup_netns() {
         ip -n "$NS" addr add "$NS_IP/24" dev eth0 &&
         ip -n "$NS" link set eth0 up &&
         ip -n "$NS" link set lo up || die "cannot create namespace $NS"
+    ip netns exec "$NS" nft "add table inet tpkbench; add chain inet tpkbench in { type filter hook input priority 0; }; add rule inet tpkbench in udp dport $CLOSED_PORT drop" ||
+        die "cannot add the drop rule in $NS (nftables)"
     # An ICMP echo from Python's raw socket: needs neither iputils nor the binary under test.
     python3 "$lib" ping "$NS_IP" 5 || die "$NS_IP does not answer an ICMP echo within 5 s"
 }

@@ -79,7 +79,7 @@ case "$what" in
     bench)
         "$0" build
         # coreutils (timeout, sha256sum, nice), gzip, findutils and mawk are in every Debian install.
-        apt_install iperf3 bpftrace bpftool curl python3 iproute2 util-linux
+        apt_install iperf3 bpftrace bpftool curl python3 iproute2 util-linux nftables
         ;;
     *)
         log "unknown target $what (build|test|bench)"

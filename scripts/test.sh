@@ -2,16 +2,19 @@
 # The whole test suite, as `make test` runs it:
 #   1. host: every unit and integration test on this machine's kernel (privileged tests run
 #      when root, as CI is);
-#   2. vm:   the privileged integration tests again, inside a VM on a Debian 6.1 kernel, where
-#            kprobes exist and netfilter lives in modules (scripts/vm.sh).
+#   2. vm:   the privileged integration tests again, inside VMs on Debian's 6.1 and 6.12
+#            kernels, where kprobes exist and netfilter lives in modules (scripts/vm.sh); then
+#            the netfilter contention test in a VM whose NIC sits on a bridge made here, with
+#            this machine flooding it (scripts/flood.py; only the VM's address on that bridge).
 # Skips are logged with their reason and summed up per kernel at the end; never a silent pass.
-#   scripts/test.sh [all|host|vm]
+#   scripts/test.sh [all|host|vm]      TRACEPKT_VM_SERIES_LIST="6.1 6.12" picks the VM kernels
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.tools/bin:$HOME/.cargo/bin:$PATH"
 mode=${1:-all}
+series_list=${TRACEPKT_VM_SERIES_LIST:-6.1 6.12}
 results=$root/target/test-results
 mkdir -p "$results"
 rm -f "$results"/*.log
@@ -25,10 +28,61 @@ host() {
     [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 }
 
+# The contention test's network: a bridge with this machine at .1 and the VM at .2.
+BRIDGE=tpkctbr0
+BRIDGE_HOST=198.18.60.1
+BRIDGE_GUEST=198.18.60.2
+
+bridge_up() {
+    ip link del "$BRIDGE" 2>/dev/null
+    ip link add "$BRIDGE" type bridge && ip addr add "$BRIDGE_HOST/24" dev "$BRIDGE" && ip link set "$BRIDGE" up || return 1
+    mkdir -p /etc/qemu
+    grep -qx "allow $BRIDGE" /etc/qemu/bridge.conf 2>/dev/null || echo "allow $BRIDGE" >>/etc/qemu/bridge.conf
+}
+
+vm_series() { # series bins
+    local s=$1 bins=$2 kernel script
+    TRACEPKT_VM_SERIES=$s scripts/vm.sh setup >/dev/null || { echo "vm $s: setup failed" >&2; failed=1; return; }
+    kernel=$(TRACEPKT_VM_SERIES=$s scripts/vm.sh kernel)
+    echo "=== kernel $kernel (VM): $(echo "$bins" | xargs -n1 basename | tr '\n' ' ')" >&2
+    script="$results/vm-run-$s.sh"
+    {
+        echo 'set -u; rc=0'
+        # The netfilter contention test runs below, in a VM of its own on a flooded bridge.
+        for b in $bins; do
+            case $b in
+                */contention-*) echo "$b --test-threads=1 --skip netfilter_rows_carry || rc=1" ;;
+                *) echo "$b --test-threads=1 || rc=1" ;;
+            esac
+        done
+        echo 'exit $rc'
+    } >"$script"
+    TRACEPKT_VM_SERIES=$s scripts/vm.sh run -- bash "$script" 2>&1 | tee "$results/vm-$s.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+
+    local contention
+    contention=$(echo "$bins" | tr ' ' '\n' | grep '/contention-' | head -n1)
+    [ -n "$contention" ] || return
+    echo "=== kernel $kernel (VM on bridge $BRIDGE, flooded from here): contention" >&2
+    if ! bridge_up; then
+        echo "vm $s: cannot create bridge $BRIDGE" >&2
+        failed=1
+        return
+    fi
+    # Bounded: the flood ends by itself; it only reaches the VM once the VM answers ARP.
+    python3 scripts/flood.py --to "$BRIDGE_GUEST" --seconds 900 --pps 3000 >"$results/flood-$s.log" 2>&1 &
+    local flood=$!
+    TRACEPKT_CONTENTION_PEER=$BRIDGE_HOST TRACEPKT_CONTENTION_ADDR=$BRIDGE_GUEST/24 TRACEPKT_VM_SERIES=$s \
+        scripts/vm.sh run --bridge "$BRIDGE" -- "$contention" --test-threads=1 netfilter_rows_carry 2>&1 |
+        tee "$results/vm-$s-contention.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    kill "$flood" 2>/dev/null
+    wait "$flood" 2>/dev/null
+    ip link del "$BRIDGE" 2>/dev/null
+}
+
 vm() {
-    scripts/vm.sh setup >/dev/null || { echo "vm: setup failed" >&2; failed=1; return; }
-    local kernel bins
-    kernel=$(scripts/vm.sh kernel)
+    local bins s
     # Build on the host (the guest shares the file system), run the integration binaries there.
     bins=$(cargo test --locked --tests --no-run 2>&1 | sed -nE 's/.*Executable tests\/[^ ]+ \((.*)\)/\1/p')
     if [ -z "$bins" ]; then
@@ -36,15 +90,7 @@ vm() {
         failed=1
         return
     fi
-    echo "=== kernel $kernel (VM): $(echo "$bins" | xargs -n1 basename | tr '\n' ' ')" >&2
-    local script="$results/vm-run.sh"
-    {
-        echo 'set -u; rc=0'
-        for b in $bins; do echo "$b --test-threads=1 || rc=1"; done
-        echo 'exit $rc'
-    } >"$script"
-    scripts/vm.sh run -- bash "$script" 2>&1 | tee "$results/vm.log"
-    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    for s in $series_list; do vm_series "$s" "$bins"; done
 }
 
 case $mode in
@@ -58,15 +104,27 @@ esac
 passed=0; fails=0
 echo
 echo "=== summary"
-for log in "$results"/host.log "$results"/vm.log; do
+kernel_of() { # log file
+    local s
+    case $(basename "$1") in
+        host.log) uname -r ;;
+        vm-*) s=${1##*/vm-}; s=${s%.log}; s=${s%-contention}; TRACEPKT_VM_SERIES=$s scripts/vm.sh kernel ;;
+    esac
+}
+declare -A seen_kernel=()
+for log in "$results"/host.log "$results"/vm-*.log; do
     [ -f "$log" ] || continue
-    k=$(if [ "$(basename "$log")" = host.log ]; then uname -r; else scripts/vm.sh kernel; fi)
+    k=$(kernel_of "$log")
     p=$(sed -nE 's/^test result: .*\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$log" | paste -sd+ | bc)
     f=$(sed -nE 's/^test result: .*\. ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$log" | paste -sd+ | bc)
-    s=$(grep "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" | sort -u | grep -c . || true)
-    echo "kernel $k: ${p:-0} passed, ${f:-0} failed, $s of them skipped"
-    grep "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" | sed 's/^/  /' | sort -u || true
+    echo "kernel $k ($(basename "$log" .log)): ${p:-0} passed, ${f:-0} failed"
     passed=$((passed + ${p:-0})); fails=$((fails + ${f:-0}))
+    seen_kernel[$k]=1
+done
+for k in "${!seen_kernel[@]}"; do
+    s=$(grep "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" | sort -u | grep -c . || true)
+    echo "kernel $k: $s skipped"
+    grep "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" | sed 's/^/  /' | sort -u || true
 done
 skipped=$(sort -u "$TRACEPKT_SKIP_LOG" | grep -c '^SKIP' || true)
 [ "$failed" = 0 ] || [ "$fails" -gt 0 ] || fails=1

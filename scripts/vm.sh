@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Runs a command as root inside a Debian 6.1 kernel under qemu (virtme-ng), so the privileged
-# tests can also be run against an older kernel than the host's.
+# Runs a command as root inside a Debian kernel under qemu (virtme-ng), so the privileged tests
+# can also be run against other kernels than the host's: Debian 12's 6.1 and its 6.12 backport.
 #   scripts/vm.sh setup                          install qemu, virtme-ng and the kernel (idempotent)
 #   scripts/vm.sh kernel                         print the kernel version used
-#   scripts/vm.sh run [--rwdir DIR] -- CMD ARGS  run CMD in the guest, cwd = $PWD, DIR (default
-#                                                $PWD) writable; exits with CMD's status
-# Env: TRACEPKT_VM_KERNEL_VERSION=6.1.0-N-amd64 pins the kernel; TRACEPKT_VM_VERBOSE=1 shows the
-# guest console (boot problems). CMD sees the caller's environment plus TRACEPKT_VM_KERNEL.
+#   scripts/vm.sh run [--rwdir DIR] [--bridge BR] -- CMD ARGS
+#                                                run CMD in the guest, cwd = $PWD, DIR (default
+#                                                $PWD) writable; exits with CMD's status. With
+#                                                --bridge, the guest has a virtio NIC (eth0, not
+#                                                configured) on the host bridge BR.
+# Env: TRACEPKT_VM_SERIES=6.1 (default) or 6.12 picks the kernel line; TRACEPKT_VM_KERNEL_VERSION
+# pins the exact kernel; TRACEPKT_VM_VERBOSE=1 shows the guest console (boot problems). CMD sees
+# the caller's environment plus TRACEPKT_VM_KERNEL.
 set -euo pipefail
 
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 kroot=/opt/tracepkt-kernel # not /var/tmp: modules unpacked there were invisible to the guest's modprobe
-modules="nf_tables ip_tables ip6_tables iptable_filter iptable_nat nft_chain_nat"
+modules="nf_tables ip_tables ip6_tables iptable_filter iptable_nat nft_chain_nat virtio_net"
+series=${TRACEPKT_VM_SERIES:-6.1}
+case $series in
+    6.1) pattern='6\.1\.0-[0-9]+-amd64' ;;      # 6.1.0-N-amd64
+    6.12) pattern='6\.12\.[0-9]+\+deb12-amd64' ;; # 6.12.N+deb12-amd64
+    *) printf 'vm.sh: unknown TRACEPKT_VM_SERIES %s (6.1 or 6.12)\n' "$series" >&2; exit 2 ;;
+esac
 
 die() { printf 'vm.sh: %s\n' "$*" >&2; exit 1; }
 log() { printf 'vm.sh: %s\n' "$*" >&2; }
@@ -38,18 +48,20 @@ if [ "${1:-}" = __guest ]; then
     exit 0
 fi
 
-# The kernel that setup would install: newest 6.1.0-N-amd64 (the signed package carries the
+# The kernel that setup would install: the newest of the series (the signed package carries the
 # image; -unsigned only as a fallback; never -cloud-, which lacks 9p, nor -rt-/-dbg).
 candidate() {
     local list
-    names() { apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64(-unsigned)?$' | awk '{print $1}'; }
+    names() { apt-cache search --names-only "^linux-image-${pattern}(-unsigned)?\$" | awk '{print $1}'; }
     list=$(names)
     [ -n "$list" ] || { apt-get update -qq >&2; list=$(names); }
-    [ -n "$list" ] || die "apt-cache knows no linux-image-6.1.0-N-amd64 package"
+    [ -n "$list" ] || die "apt-cache knows no linux-image package of the $series series"
     printf '%s\n' "$list" | sed 's/^linux-image-//; s/-unsigned$//' | sort -V -u | tail -n1
 }
 
-installed() { ls -d "$kroot"/*/boot/vmlinuz-* 2>/dev/null | sed -E 's|.*/vmlinuz-||' | sort -V | tail -n1; }
+installed() {
+    ls -d "$kroot"/*/boot/vmlinuz-* 2>/dev/null | sed -E 's|.*/vmlinuz-||' | grep -E "^${pattern}\$" | sort -V | tail -n1
+}
 
 version() { echo "${TRACEPKT_VM_KERNEL_VERSION:-$(installed)}"; }
 
@@ -107,18 +119,20 @@ setup() {
 }
 
 run() {
-    local rwdir=$PWD
+    local rwdir=$PWD net=()
     while [ $# -gt 0 ]; do
         case $1 in
             --rwdir) rwdir=$(cd "$2" && pwd) || die "no directory $2"; shift 2 ;;
+            # qemu's bridge helper joins the guest's NIC to BR (allowed in /etc/qemu/bridge.conf)
+            --bridge) net=(--network "bridge=$2" --no-dhcp); shift 2 ;;
             --) shift; break ;;
-            *) die "usage: vm.sh run [--rwdir DIR] -- CMD ARGS..." ;;
+            *) die "usage: vm.sh run [--rwdir DIR] [--bridge BR] -- CMD ARGS..." ;;
         esac
     done
-    [ $# -gt 0 ] || die "usage: vm.sh run [--rwdir DIR] -- CMD ARGS..."
+    [ $# -gt 0 ] || die "usage: vm.sh run [--rwdir DIR] [--bridge BR] -- CMD ARGS..."
     local v vng
     v=$(version)
-    [ -n "$v" ] && [ -f "$kroot/$v/boot/vmlinuz-$v" ] || die "no 6.1 kernel under $kroot: run scripts/vm.sh setup"
+    [ -n "$v" ] && [ -f "$kroot/$v/boot/vmlinuz-$v" ] || die "no $series kernel under $kroot: run scripts/vm.sh setup"
     [ -f "/lib/modules/$v/modules.dep" ] || die "/lib/modules/$v missing: run scripts/vm.sh setup"
     command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run scripts/vm.sh setup"
     vng=$(find_vng) || die "vng (virtme-ng) missing: run scripts/vm.sh setup"
@@ -135,7 +149,7 @@ run() {
     cmd=$(printf '%q ' "$self" __guest "$io" -- "$@")
     # KVM is present but fails on an MSR here, so emulate; guest writes outside rwdir are discarded
     "$vng" --run "$kroot/$v/boot/vmlinuz-$v" --user root --disable-kvm --memory 2G --cpus 2 \
-        --rwdir "$rwdir" --rwdir "$io" "${verbose[@]}" --exec "$cmd" </dev/null >&2 &
+        --rwdir "$rwdir" --rwdir "$io" "${net[@]}" "${verbose[@]}" --exec "$cmd" </dev/null >&2 &
     local pid=$!
     # relay the guest's output live (the rwdir is shared over 9p, so the files grow as it writes)
     tail -n +1 -s 0.2 -F --pid=$pid "$io/out" 2>/dev/null &

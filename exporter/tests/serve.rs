@@ -5,87 +5,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{BIN, Cleanup, sh};
+use common::{BIN, Cleanup, Proc, TempDir, free_port, http_get, sample, scrape, serve, sh, wait_for, write};
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("tracepkt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed when the test ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(config: &Path, log: &Path) -> Proc {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start tracepkt serve");
-    Proc(child)
-}
-
-fn http_get(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sf", "--max-time", "5", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Polls until `f` returns Some, or panics with `what` and the serve log after `secs`.
-fn wait_for<T>(secs: u64, what: &str, log: &Path, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\ntracepkt log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// A PromQL instant query; returns the result vector.
 fn promql(port: u16, q: &str) -> Vec<Value> {
@@ -109,11 +33,6 @@ fn promql(port: u16, q: &str) -> Vec<Value> {
 
 fn value(sample: &Value) -> f64 {
     sample["value"][1].as_str().unwrap().parse().unwrap()
-}
-
-fn write(path: &Path, text: &str) {
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Namespaces for the three kinds of target: `ok` answers, `drop` drops echo requests in an
@@ -282,16 +201,6 @@ fn prometheus_scrapes_reachable_unreachable_and_dropped_targets() {
             .unwrap()
             .contains("href=\"/metrics\"")
     );
-}
-
-fn scrape(port: u16) -> String {
-    http_get(&format!("http://127.0.0.1:{port}/metrics")).unwrap_or_default()
-}
-
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[test]

@@ -56,6 +56,7 @@ const SKB: &[Off] = &[
     Off::SkbHead,
     Off::SkbData,
     Off::SkbNetworkHeader,
+    Off::SkbMacHeader,
     Off::SkbProtocol,
     Off::SkbDev,
     Off::DevName,

@@ -1,7 +1,7 @@
 //! Drops: the `skb:kfree_skb` tracepoint, for probe packets only.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{Direction, DropKey, Event, Hook, Kind, Offsets, stat};
+use probe_common::{DropKey, Event, Hook, Kind, Offsets, stat};
 
 use crate::packet::{self, Access, L3};
 use crate::{
@@ -16,15 +16,18 @@ fn reason_const(r: &'static u32) -> u32 {
 
 #[inline(always)]
 pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
-    if reason == reason_const(&REASON_CONSUMED) || reason == reason_const(&REASON_NOT_DROPPED_YET) {
+    // Frees that are not a probe's end, told from the reason alone before touching the skb:
+    // not drops at all, or NO_SOCKET, which only ends echo replies once tracepkt's raw socket
+    // has its copy (echo requests are answered by the stack, never looked up in sockets).
+    if reason == reason_const(&REASON_CONSUMED)
+        || reason == reason_const(&REASON_NOT_DROPPED_YET)
+        || reason == reason_const(&REASON_NO_SOCKET)
+    {
         return 0;
     }
     let Some(p) = packet::ours(skb, L3::NetworkHeader, access) else {
         return 0;
     };
-    if p.direction == Direction::Reply && reason == reason_const(&REASON_NO_SOCKET) {
-        return 0;
-    }
     if reason == reason_const(&REASON_NETFILTER_DROP)
         && let Some(slot) = NF_DROPPED.get_ptr_mut(0)
     {

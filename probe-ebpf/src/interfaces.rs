@@ -10,7 +10,7 @@ use crate::{EVENTS, HOPS, bump, stat_inc};
 #[inline(always)]
 pub fn handle(skb: usize, hook: Hook, access: Access) -> i32 {
     let l3 = if hook == Hook::NetDevQueue {
-        L3::NetworkHeader
+        L3::Transmit
     } else {
         L3::Data
     };

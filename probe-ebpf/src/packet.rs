@@ -1,11 +1,11 @@
 //! "Is it ours?" and the packet fields an event carries.
 //!
 //! Foreign traffic must cost as little as possible, so checks run cheapest first, and most
-//! packets are turned away from the skb's own fields alone: its ethertype, then its IP
-//! length, which must be a probe's (`PROBE_L3_LEN_*`). Only then are packet bytes read: the IP
-//! protocol, the ICMP type, and last the `PROBES` map. In BTF-typed programs the skb fields
-//! are plain loads the verifier checks against BTF, not helper calls: a foreign packet costs
-//! a handful of loads and compares.
+//! packets are turned away from the skb's own fields alone: first their IP length, which must
+//! be a probe's (`PROBE_L3_LEN_*`; on receive hooks that is one field), then the ethertype.
+//! Only then are packet bytes read: the IP protocol, the ICMP type, and last the `PROBES`
+//! map. In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
+//! not helper calls: a foreign packet costs a load or two and a compare.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use probe_common::{Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo};
@@ -25,7 +25,11 @@ pub enum L3 {
     /// Receive hooks run after `eth_type_trans`: `skb->data` points at the IP header, while
     /// `network_header` may still hold a stale value.
     Data,
-    /// Transmit, netfilter and free paths: the stack has set `network_header`.
+    /// `net_dev_queue`: `__dev_queue_xmit` has just reset the MAC header to `skb->data`, and
+    /// the stack has set `network_header`; the link header is the distance between them.
+    Transmit,
+    /// Netfilter and free paths: the stack has set `network_header`; `skb->data` may sit
+    /// before or after it.
     NetworkHeader,
 }
 
@@ -65,12 +69,55 @@ unsafe fn read<T>(base: usize, off: usize) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off) as *const T).ok() }
 }
 
+/// Whether an IP length is a probe's: the first test every packet meets.
+#[inline(always)]
+fn probe_sized(l3_len: usize) -> bool {
+    l3_len == PROBE_L3_LEN_V4 || l3_len == PROBE_L3_LEN_V6
+}
+
 /// Returns the probe this skb carries, or `None` for every packet that is not one of ours.
 #[inline(always)]
 pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     if skb == 0 {
         return None;
     }
+    // The IP length first, from as few fields as the hook allows: almost no other packet has
+    // a probe's length, so almost every packet is turned away here.
+    let len = field::<u32>(skb, off!(SkbLen), access)? as usize;
+    let (ip, l3_len) = match l3 {
+        L3::Data => {
+            if !probe_sized(len) {
+                return None;
+            }
+            (field::<usize>(skb, off!(SkbData), access)?, len)
+        }
+        L3::Transmit => {
+            let nh: u16 = field(skb, off!(SkbNetworkHeader), access)?;
+            let mac: u16 = field(skb, off!(SkbMacHeader), access)?;
+            let l3_len = len.wrapping_sub(nh.wrapping_sub(mac) as usize);
+            if !probe_sized(l3_len) || nh == HEADER_UNSET {
+                return None;
+            }
+            let head: usize = field(skb, off!(SkbHead), access)?;
+            (head + nh as usize, l3_len)
+        }
+        L3::NetworkHeader => {
+            let nh: u16 = field(skb, off!(SkbNetworkHeader), access)?;
+            if nh == HEADER_UNSET {
+                return None;
+            }
+            let data: usize = field(skb, off!(SkbData), access)?;
+            let head: usize = field(skb, off!(SkbHead), access)?;
+            let ip = head + nh as usize;
+            // skb->len counts from skb->data, which may sit before (link header still on)
+            // or after (already pulled to the transport header) the IP header.
+            let l3_len = (len + data).wrapping_sub(ip);
+            if !probe_sized(l3_len) {
+                return None;
+            }
+            (ip, l3_len)
+        }
+    };
     let proto: u16 = field(skb, off!(SkbProtocol), access)?;
     let want = if proto == ETH_P_IP_BE {
         PROBE_L3_LEN_V4
@@ -78,22 +125,6 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         PROBE_L3_LEN_V6
     } else {
         return None;
-    };
-    let len = field::<u32>(skb, off!(SkbLen), access)? as usize;
-    let data: usize = field(skb, off!(SkbData), access)?;
-    let (ip, l3_len) = match l3 {
-        L3::Data => (data, len),
-        L3::NetworkHeader => {
-            let nh: u16 = field(skb, off!(SkbNetworkHeader), access)?;
-            if nh == HEADER_UNSET {
-                return None;
-            }
-            let head: usize = field(skb, off!(SkbHead), access)?;
-            let ip = head + nh as usize;
-            // skb->len counts from skb->data, which may sit before (link header still on)
-            // or after (already pulled to the transport header) the IP header.
-            (ip, (len + data).wrapping_sub(ip))
-        }
     };
     if l3_len != want || ip == 0 {
         return None;

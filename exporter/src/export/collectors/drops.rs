@@ -1,13 +1,10 @@
 //! `tracepkt_drops_total`: drops with the kernel's reason, from the `DROPS` map
 //! (`probe-ebpf`'s `drops.rs` counts them).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use probe_common::DropKey;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::encoding::EncodeLabelSet;
 
-use super::{Collect, CollectError, Labelling, counter_family};
+use super::{Collect, CounterMap, Labelling};
 use crate::export::metrics::TargetLabels;
 use crate::kernel::maps::Counters;
 
@@ -20,47 +17,21 @@ struct DropLabels {
     reason: String,
 }
 
-pub struct Drops {
-    map: Mutex<Counters<DropKey>>,
-}
-
-impl Drops {
-    pub fn new(map: Counters<DropKey>) -> Self {
-        Drops { map: Mutex::new(map) }
+fn labels(k: &DropKey, target: TargetLabels, l: &Labelling) -> DropLabels {
+    DropLabels {
+        target,
+        netns: l.netns(k.netns),
+        interface: l.ifname(k.netns, k.ifindex),
+        reason: l.drop_reasons.name(k.reason),
     }
 }
 
-impl Collect for Drops {
-    fn name(&self) -> &'static str {
-        "drops"
-    }
-
-    fn collect(
-        &self,
-        labels: &Labelling,
-        targets: &HashMap<u32, TargetLabels>,
-        encoder: &mut DescriptorEncoder,
-    ) -> Result<(), CollectError> {
-        let counts = self.map.lock().unwrap().read()?;
-        let rows = counts.into_iter().filter_map(|(k, v)| {
-            let l = DropLabels {
-                target: targets.get(&k.tag)?.clone(),
-                netns: labels.netns(k.netns),
-                interface: labels.ifname(k.netns, k.ifindex),
-                reason: labels.drop_reasons.name(k.reason),
-            };
-            Some((l, v))
-        });
-        counter_family(
-            encoder,
-            "tracepkt_drops",
-            "Probe packets dropped by the kernel, by drop reason",
-            rows,
-        )?;
-        Ok(())
-    }
-
-    fn forget(&self, tag: u32) {
-        self.map.lock().unwrap().forget(tag);
-    }
+pub(super) fn collector(map: Counters<DropKey>) -> Box<dyn Collect> {
+    Box::new(CounterMap {
+        name: "drops",
+        metric: "tracepkt_drops",
+        help: "Probe packets dropped by the kernel, by drop reason",
+        map: map.into(),
+        labels,
+    })
 }

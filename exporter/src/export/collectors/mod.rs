@@ -22,11 +22,13 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use tracing::warn;
 
+use probe_common::Tagged;
+
 use super::metrics::TargetLabels;
 use crate::engine::Telemetry;
 use crate::journey::{HopDetail, Journey};
 use crate::kernel::loader::DropReasons;
-use crate::kernel::maps::MapError;
+use crate::kernel::maps::{Counters, MapError};
 use crate::names::Names;
 
 /// What turns kernel keys into labels: targets by tag, namespaces and interfaces by number.
@@ -137,6 +139,46 @@ fn counter_family<L: EncodeLabelSet + Eq + Hash + Clone>(
     Ok(())
 }
 
+/// One kernel counter map: read at scrape time, each key labelled (its target's labels and its
+/// own), written as one counter family.
+struct CounterMap<K, L> {
+    name: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    map: Mutex<Counters<K>>,
+    /// A key's own labels, after its target's.
+    labels: fn(&K, TargetLabels, &Labelling) -> L,
+}
+
+impl<K, L> Collect for CounterMap<K, L>
+where
+    K: aya::Pod + Tagged + Send,
+    L: EncodeLabelSet + Eq + Hash + Clone,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn collect(
+        &self,
+        labels: &Labelling,
+        targets: &HashMap<u32, TargetLabels>,
+        encoder: &mut DescriptorEncoder,
+    ) -> Result<(), CollectError> {
+        let counts = self.map.lock().unwrap().read()?;
+        // Counters of tags that no longer name a target (removed by a reload) are not shown.
+        let rows = counts
+            .into_iter()
+            .filter_map(|(k, v)| Some(((self.labels)(&k, targets.get(&k.tag())?.clone(), labels), v)));
+        counter_family(encoder, self.metric, self.help, rows)?;
+        Ok(())
+    }
+
+    fn forget(&self, tag: u32) {
+        self.map.lock().unwrap().forget(tag);
+    }
+}
+
 /// Every kernel-side collector, registered once.
 pub struct Kernel {
     collectors: Vec<Box<dyn Collect>>,
@@ -152,9 +194,9 @@ impl std::fmt::Debug for Kernel {
 impl Kernel {
     pub fn new(t: Telemetry, labelling: Arc<Labelling>) -> Self {
         let collectors: Vec<Box<dyn Collect>> = vec![
-            Box::new(interfaces::Interfaces::new(t.hops)),
-            Box::new(netfilter::Netfilter::new(t.verdicts)),
-            Box::new(drops::Drops::new(t.drops)),
+            interfaces::collector(t.hops),
+            netfilter::collector(t.verdicts),
+            drops::collector(t.drops),
             Box::new(stats::Stats::new(t.stats, t.counts, t.clock)),
         ];
         Kernel { collectors, labelling }
