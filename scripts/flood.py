@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import os
 import random
+import signal
 import socket
 import struct
 import sys
@@ -39,6 +40,12 @@ def echo_request(ident: int, seq: int) -> bytes:
     return struct.pack("!BBHHH", 8, 0, checksum(head + payload), ident, seq) + payload
 
 
+def ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    """An IPv4 header in front of `payload` (the kernel fills in the id and the checksum)."""
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0,
+                       socket.inet_aton(src), socket.inet_aton(dst)) + payload
+
+
 def tcp_syn(src: str, dst: str, sport: int, dport: int) -> bytes:
     seq = random.getrandbits(32)
     head = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x02, 64240, 0, 0)
@@ -61,18 +68,30 @@ def main() -> int:
         print("flood.py: --seconds must be in (0, 3600] and --pps in (0, 100000]", file=sys.stderr)
         return 2
     dst = str(dst)
-    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    # IPPROTO_RAW sockets only send: a raw ICMP or TCP socket would also be handed a copy of
+    # every such packet the host receives, tracepkt's replies included, and drop each once its
+    # unread buffer is full.
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for s in (icmp, tcp, udp):
+    for s in (raw, udp):
         s.setblocking(False)
-    # The source address the kernel will use, for the TCP checksum.
+    # The source address the kernel will use, for the IP header and the TCP checksum.
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.connect((dst, a.port))
     src = probe.getsockname()[0]
     probe.close()
 
     sent = {"icmp": 0, "udp": 0, "tcp": 0, "refused": 0}
+    # Stopped early (SIGTERM from the test that started it): still say what was sent.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        flood(raw, udp, src, dst, a, sent)
+    finally:
+        print(" ".join(f"{k}={v}" for k, v in sent.items()), flush=True)
+    return 0
+
+
+def flood(raw, udp, src, dst, a, sent):
     start = time.monotonic()
     period = 3.0 / a.pps  # one packet of each kind per period
     n = 0
@@ -85,11 +104,11 @@ def main() -> int:
             time.sleep(min(due - now, 0.01))
             continue
         n += 1
-        # Echo ids from the top of the range, away from the ones tracepkt hands out first.
+        # Echo ids 0xFFFE and 0xFFFF: see the contention tests for why these.
         for kind, send in (
-            ("icmp", lambda: icmp.sendto(echo_request(0xF000 | (n & 0x0FFF), n & 0xFFFF), (dst, 0))),
+            ("icmp", lambda: raw.sendto(ipv4(src, dst, socket.IPPROTO_ICMP, echo_request(0xFFFE + (n & 1), n & 0xFFFF)), (dst, 0))),
             ("udp", lambda: udp.sendto(os.urandom(PROBE_PAYLOAD), (dst, a.port))),
-            ("tcp", lambda: tcp.sendto(tcp_syn(src, dst, 20000 + n % 40000, a.port), (dst, 0))),
+            ("tcp", lambda: raw.sendto(ipv4(src, dst, socket.IPPROTO_TCP, tcp_syn(src, dst, 20000 + n % 40000, a.port)), (dst, 0))),
         ):
             try:
                 send()
@@ -97,8 +116,6 @@ def main() -> int:
             except OSError:
                 # Before the peer answers ARP, or while its queue is full: counted, not fatal.
                 sent["refused"] += 1
-    print(" ".join(f"{k}={v}" for k, v in sent.items()), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ vm_series() { # series bins
     python3 scripts/flood.py --to "$BRIDGE_GUEST" --seconds 900 --pps 3000 >"$results/flood-$s.log" 2>&1 &
     local flood=$!
     TRACEPKT_CONTENTION_PEER=$BRIDGE_HOST TRACEPKT_CONTENTION_ADDR=$BRIDGE_GUEST/24 TRACEPKT_VM_SERIES=$s \
-        scripts/vm.sh run --bridge "$BRIDGE" -- "$contention" --test-threads=1 netfilter_rows_carry 2>&1 |
+        scripts/vm.sh run --bridge "$BRIDGE" -- "$contention" --test-threads=1 --nocapture netfilter_rows_carry 2>&1 |
         tee "$results/vm-$s-contention.log"
     [ "${PIPESTATUS[0]}" = 0 ] || failed=1
     kill "$flood" 2>/dev/null

@@ -54,9 +54,10 @@ impl AttachClock {
     }
 }
 
-/// Keeps the kernel programs attached while any probe is in flight (`attach: in-flight`), or
-/// all the time (`attach: always`). Between probes the node's own packets run no tracepkt
-/// code at all; attaching a BTF tracepoint is a link creation, cheap enough per probe window.
+/// Keeps the tracepoint programs attached while any probe is in flight (`attach: in-flight`),
+/// or all the time (`attach: always`): between probes the node's own packets cross no
+/// tracepkt code at the interface and drop hooks. Creating a tracepoint link is cheap enough
+/// per probe window. Kprobes (netfilter) stay attached for the whole run: see `Link::gated`.
 struct Gate {
     kernel: Kernel,
     mode: AttachMode,
@@ -68,7 +69,7 @@ impl Gate {
     fn new(mut kernel: Kernel, mode: AttachMode, clock: Arc<AttachClock>) -> anyhow::Result<Self> {
         match mode {
             AttachMode::InFlight => kernel
-                .detach_all()
+                .detach_gated()
                 .context("detaching the programs until the first probe")?,
             AttachMode::Always => clock.start(),
         }
@@ -82,7 +83,9 @@ impl Gate {
 
     fn arm(&mut self, probe: (u16, u16)) -> anyhow::Result<()> {
         if self.mode == AttachMode::InFlight && self.in_flight.is_empty() {
-            self.kernel.attach_all().context("attaching the programs for a probe")?;
+            self.kernel
+                .attach_gated()
+                .context("attaching the programs for a probe")?;
             self.clock.start();
         }
         self.in_flight.insert(probe);
@@ -91,7 +94,7 @@ impl Gate {
 
     fn disarm(&mut self, probe: (u16, u16)) {
         if self.in_flight.remove(&probe) && self.in_flight.is_empty() && self.mode == AttachMode::InFlight {
-            if let Err(e) = self.kernel.detach_all() {
+            if let Err(e) = self.kernel.detach_gated() {
                 warn!("detaching the programs between probes failed: {e}");
             }
             self.clock.stop();

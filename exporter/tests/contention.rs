@@ -11,7 +11,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Cleanup, Proc, TempDir, free_port, sample, scrape, serve, sh, trace_json, wait_for, write};
+use common::{Cleanup, Proc, TempDir, free_port, scrape, serve, sh, trace_json, wait_for, write};
 use serde_json::Value;
 
 const FLOOD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/flood.py");
@@ -57,11 +57,15 @@ fn probe_counters_match_their_journeys_under_foreign_floods() {
     sh("ip netns exec tpk-ct-drop nft add table inet tpk");
     sh("ip netns exec tpk-ct-drop nft add chain inet tpk in '{ type filter hook input priority 0; }'");
     sh("ip netns exec tpk-ct-drop nft add rule inet tpk in icmp type echo-request drop");
-    let _floods = [flood("198.18.62.2", 120, 2000), flood("198.18.63.2", 120, 2000)];
+    // Under emulation (the kernel-matrix VMs) everything is slower: a lighter flood, and
+    // rounds further apart.
+    let emulated = std::env::var_os("TRACEPKT_VM_KERNEL").is_some();
+    let (pps, interval) = if emulated { (300, 60) } else { (2000, 20) };
+    let _floods = [flood("198.18.62.2", 300, pps), flood("198.18.63.2", 300, pps)];
 
     // One round of 25 probes per target; the counters are read between the first rounds and
     // the second ones. Targets start spread over the interval: `dropped` at once (its round
-    // takes about 25 × 225 ms), `ok` 10 s later (its round takes well under a second).
+    // takes about 25 × 225 ms), `ok` half an interval later (its round takes under a second).
     const PROBES: f64 = 25.0;
     let dir = TempDir::new("contention");
     let port = free_port();
@@ -69,14 +73,14 @@ fn probe_counters_match_their_journeys_under_foreign_floods() {
     write(
         &config,
         &format!(
-            "listen: 127.0.0.1:{port}\ninterval: 20s\ntimeout: 200ms\ntargets:\n\
+            "listen: 127.0.0.1:{port}\ninterval: {interval}s\ntimeout: 200ms\ntargets:\n\
              \x20 - {{name: dropped, address: 198.18.63.2, count: 25}}\n\
              \x20 - {{name: ok, address: 198.18.62.2, count: 25}}\n"
         ),
     );
     let log = dir.path("tracepkt.log");
     let _serve = serve(&config, &log);
-    wait_for(60, "both rounds sent", &log, || {
+    wait_for(2 * interval, "both rounds sent", &log, || {
         let t = scrape(port);
         (total(&t, r#"tracepkt_probes_sent_total{target="ok"}"#) == PROBES
             && total(&t, r#"tracepkt_probes_sent_total{target="dropped"}"#) == PROBES)
@@ -105,7 +109,6 @@ fn probe_counters_match_their_journeys_under_foreign_floods() {
     for l in &ok_hops {
         assert!(l.ends_with(" 25"), "one crossing per probe: {l}\n{t}");
     }
-    assert_eq!(sample(&t, r#"tracepkt_path_hops{target="ok"}"#), Some(4.0), "{t}");
     // A dropped probe: out of the host, into the namespace, dropped there once.
     let dropped: Vec<&str> = t.lines().filter(|l| l.contains(r#"target="dropped""#)).collect();
     assert_eq!(

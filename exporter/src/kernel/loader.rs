@@ -151,6 +151,16 @@ struct Link {
     id: Option<LinkId>,
 }
 
+impl Link {
+    /// Whether it follows probes in flight (`attach: in-flight`). Tracepoint links are created
+    /// and destroyed cheaply. A kprobe is not: registering one rewrites the entry of the
+    /// function, and doing that for every probe, while other CPUs run the function, crashed a
+    /// 6.1 guest (a call to address 0 from nft_do_chain_inet). Kprobes stay for the whole run.
+    fn gated(&self) -> bool {
+        self.mechanism != Mechanism::Kprobe
+    }
+}
+
 type ProgResult<T> = Result<T, aya::programs::ProgramError>;
 
 /// Loads `name` (verifies it) for `mechanism` at `point`.
@@ -243,11 +253,13 @@ pub fn blind_spots(report: &[Attach]) -> Vec<String> {
 }
 
 impl Kernel {
-    /// Detaches every program; the maps and loaded programs stay, so `attach_all` is cheap.
-    pub fn detach_all(&mut self) -> ProgResult<()> {
+    /// Detaches the programs that follow probes in flight (see [`Link::gated`]); `all`
+    /// detaches every one. The maps and loaded programs stay, so `attach_gated` is cheap.
+    fn detach(&mut self, all: bool) -> ProgResult<()> {
         let mut first_err = None;
         for l in &mut self.links {
-            if let Some(id) = l.id.take()
+            if (all || l.gated())
+                && let Some(id) = l.id.take()
                 && let Err(e) = detach_link(&mut self.ebpf, l.program, id)
             {
                 first_err.get_or_insert(e);
@@ -256,8 +268,18 @@ impl Kernel {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Attaches again every program that attached at start, as it did then.
-    pub fn attach_all(&mut self) -> ProgResult<()> {
+    /// Detaches the programs that are attached only while probes are in flight.
+    pub fn detach_gated(&mut self) -> ProgResult<()> {
+        self.detach(false)
+    }
+
+    /// Detaches every program (at exit).
+    pub fn detach_all(&mut self) -> ProgResult<()> {
+        self.detach(true)
+    }
+
+    /// Attaches again, as at start, the programs `detach_gated` took off.
+    pub fn attach_gated(&mut self) -> ProgResult<()> {
         for i in 0..self.links.len() {
             if self.links[i].id.is_none() {
                 let id = attach_link(&mut self.ebpf, &self.links[i])?;
