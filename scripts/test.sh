@@ -70,7 +70,7 @@ vm_series() { # series bins
         return
     fi
     # Bounded: the flood ends by itself; it only reaches the VM once the VM answers ARP.
-    python3 scripts/flood.py --to "$BRIDGE_GUEST" --seconds 900 --pps 3000 >"$results/flood-$s.log" 2>&1 &
+    python3 scripts/flood.py --to "$BRIDGE_GUEST" --seconds 900 --pps 9000 >"$results/flood-$s.log" 2>&1 &
     local flood=$!
     TRACEPKT_CONTENTION_PEER=$BRIDGE_HOST TRACEPKT_CONTENTION_ADDR=$BRIDGE_GUEST/24 TRACEPKT_VM_SERIES=$s \
         scripts/vm.sh run --bridge "$BRIDGE" -- "$contention" --test-threads=1 --nocapture netfilter_rows_carry 2>&1 |
