@@ -35,6 +35,7 @@ pub const BPF_F_NO_PREALLOC: u32 = 1;
 /// Map names, as the loader resizes and takes them.
 pub mod map {
     pub const PROBES: &str = "PROBES";
+    pub const IN_FLIGHT: &str = "IN_FLIGHT";
     pub const EVENTS: &str = "EVENTS";
     pub const HOPS: &str = "HOPS";
     pub const VERDICTS: &str = "VERDICTS";
@@ -177,8 +178,8 @@ pub mod stat {
     pub const EVENTS_LOST: u32 = 0;
     /// Counter increments lost because a counter map was full.
     pub const COUNTERS_FULL: u32 = 1;
-    /// A netfilter entry found a stash in its frame whose return never came, or a return found
-    /// one too old to be its own: dropped, not used.
+    /// A netfilter return found a stash in its frame too old to be its own (its own return
+    /// never came): dropped, not used.
     pub const NF_STASH_STALE: u32 = 2;
     /// A netfilter return found a stash of another context in its frame: dropped, not used.
     pub const NF_STASH_MISMATCH: u32 = 3;

@@ -22,7 +22,7 @@ use aya_ebpf::{
 use probe_common::{Event, Hook, Kind, VerdictKey, stat};
 
 use crate::packet::{self, Access, Dev, L3, Probe};
-use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, stat_inc};
+use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, idle, stat_inc};
 
 /// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
 const VERDICT_MASK: u32 = 0xff;
@@ -176,9 +176,6 @@ fn pick(args: &[usize; 3], n: usize) -> usize {
     }
 }
 
-const BPF_NOEXIST: u64 = 1;
-const EEXIST: i32 = 17;
-
 #[inline(always)]
 fn stash(frame: u64, skb: usize, state: usize, table: usize) -> u32 {
     if frame == NO_FRAME {
@@ -194,16 +191,10 @@ fn stash(frame: u64, skb: usize, state: usize, table: usize) -> u32 {
         table,
         pid_tgid: bpf_get_current_pid_tgid(),
     };
-    match NF_ARGS.insert(frame, s, BPF_NOEXIST) {
-        Ok(()) => {}
-        Err(e) if e == -EEXIST => {
-            // A stash whose return never came sits in this frame: replace it.
-            stat_inc(stat::NF_STASH_STALE);
-            if NF_ARGS.insert(frame, s, 0).is_err() {
-                stat_inc(stat::NF_STASH_FULL);
-            }
-        }
-        Err(_) => stat_inc(stat::NF_STASH_FULL),
+    // A stash already in this frame is one whose return was never taken (its probe ended
+    // first, or the kernel missed the return): nothing can pair with it any more.
+    if NF_ARGS.insert(frame, s, 0).is_err() {
+        stat_inc(stat::NF_STASH_FULL);
     }
     0
 }
@@ -226,6 +217,9 @@ fn unstash(frame: u64) -> Option<Stash> {
 
 #[inline(always)]
 pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
+    if idle() {
+        return 0;
+    }
     let (a, frame) = entry_regs(ctx);
     stash(
         frame,
@@ -237,6 +231,9 @@ pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
 
 #[inline(always)]
 pub fn nft_entry(ctx: &ProbeContext) -> u32 {
+    if idle() {
+        return 0;
+    }
     let (a, frame) = entry_regs(ctx);
     let pkt = pick(&a, off!(NftArgPkt));
     let chain = pick(&a, off!(NftArgChain));
@@ -249,6 +246,11 @@ pub fn nft_entry(ctx: &ProbeContext) -> u32 {
 
 #[inline(always)]
 pub fn on_return(ctx: &RetProbeContext, hook: Hook) -> u32 {
+    // With no probe in flight no row is wanted; a stash left behind is replaced at its frame's
+    // next entry, or refused as stale at its next return.
+    if idle() {
+        return 0;
+    }
     if let Some(s) = unstash(return_frame(ctx)) {
         record(&s.seen, s.state, s.table, ctx.ret::<u64>() as u32, hook);
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use probe_common::{ProbeInfo, Tagged, map, stat};
 use tokio::io::unix::AsyncFd;
 
@@ -34,30 +34,59 @@ where
     T::try_from(map).map_err(|e| MapError::Aya(name, e))
 }
 
-/// The echo ids the programs follow.
+/// The echo ids the programs follow, and their number (`IN_FLIGHT`), which lets every program
+/// return at once while it is zero. Both are written before a probe is sent.
 pub struct ProbeRegistry {
     map: HashMap<MapData, u16, ProbeInfo>,
+    count: Array<MapData, u32>,
+    registered: u32,
 }
 
 impl ProbeRegistry {
     pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
         Ok(ProbeRegistry {
             map: take(kernel, map::PROBES)?,
+            count: take(kernel, map::IN_FLIGHT)?,
+            registered: 0,
         })
     }
 
+    fn publish(&mut self, n: u32) -> Result<(), MapError> {
+        self.count.set(0, n, 0).map_err(|e| MapError::Aya(map::IN_FLIGHT, e))?;
+        self.registered = n;
+        Ok(())
+    }
+
     pub fn register(&mut self, id: u16, tag: u32) -> Result<(), MapError> {
-        self.map.insert(id, ProbeInfo { tag }, 0).map_err(|e| match e {
+        if self.map.get(&id, 0).is_ok() {
+            // Already followed: only its tag may change.
+            return self
+                .map
+                .insert(id, ProbeInfo { tag }, 0)
+                .map_err(|e| MapError::Aya(map::PROBES, e));
+        }
+        // Counted first: a program that sees the id must not also see a zero count.
+        self.publish(self.registered + 1)?;
+        let inserted = self.map.insert(id, ProbeInfo { tag }, 0).map_err(|e| match e {
             aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
                 MapError::ProbesFull
             }
             e => MapError::Aya(map::PROBES, e),
-        })
+        });
+        if inserted.is_err() {
+            self.publish(self.registered - 1)?;
+        }
+        inserted
     }
 
     pub fn unregister(&mut self, id: u16) {
-        // Already gone is fine: removal is idempotent from the caller's view.
-        let _ = self.map.remove(&id);
+        // Already gone is fine: removal is idempotent from the caller's view, and only a
+        // removal changes the count.
+        if self.map.remove(&id).is_ok()
+            && let Err(e) = self.publish(self.registered.saturating_sub(1))
+        {
+            tracing::warn!("{e}");
+        }
     }
 }
 
