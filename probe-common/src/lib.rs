@@ -35,7 +35,8 @@ pub const BPF_F_NO_PREALLOC: u32 = 1;
 /// Map names, as the loader resizes and takes them.
 pub mod map {
     pub const PROBES: &str = "PROBES";
-    pub const IN_FLIGHT: &str = "IN_FLIGHT";
+    /// The programs' writable globals: only `IN_FLIGHT`, the number of ids in `PROBES`.
+    pub const BSS: &str = ".bss";
     pub const EVENTS: &str = "EVENTS";
     pub const HOPS: &str = "HOPS";
     pub const VERDICTS: &str = "VERDICTS";

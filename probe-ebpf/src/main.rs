@@ -26,7 +26,7 @@ use packet::Access;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, Offsets, ProbeInfo, VerdictKey, stat};
@@ -59,16 +59,17 @@ static REASON_NETFILTER_DROP: u32 = u32::MAX;
 #[map]
 static PROBES: HashMap<u16, ProbeInfo> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
-/// How many ids `PROBES` holds, kept by user space. While it is zero there is nothing to look
-/// for, and every program returns after this one load: what `attach: always` costs between
-/// probes, and what the netfilter kprobes, attached for the whole run, cost.
-#[map]
-static IN_FLIGHT: Array<u32> = Array::with_max_entries(1, 0);
+/// How many ids `PROBES` holds, kept by user space through the `.bss` map (this is its only
+/// variable). While it is zero there is nothing to look for, and every program returns after
+/// one load from a fixed address: what `attach: always` costs between probes, and what the
+/// netfilter kprobes, attached for the whole run, cost.
+#[unsafe(no_mangle)]
+static mut IN_FLIGHT: u32 = 0;
 
-/// No probe is in flight. An array lookup is inlined by the verifier: no helper call.
+/// No probe is in flight. Volatile: the value is user space's, not the zero it starts at.
 #[inline(always)]
 fn idle() -> bool {
-    IN_FLIGHT.get(0).is_none_or(|n| *n == 0)
+    unsafe { core::ptr::read_volatile(&raw const IN_FLIGHT) == 0 }
 }
 
 #[map]

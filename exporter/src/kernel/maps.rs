@@ -34,8 +34,9 @@ where
     T::try_from(map).map_err(|e| MapError::Aya(name, e))
 }
 
-/// The echo ids the programs follow, and their number (`IN_FLIGHT`), which lets every program
-/// return at once while it is zero. Both are written before a probe is sent.
+/// The echo ids the programs follow, and their number (the programs' `IN_FLIGHT` global, the
+/// one variable of `.bss`), which lets every program return at once while it is zero. Both
+/// are written before a probe is sent.
 pub struct ProbeRegistry {
     map: HashMap<MapData, u16, ProbeInfo>,
     count: Array<MapData, u32>,
@@ -46,13 +47,13 @@ impl ProbeRegistry {
     pub fn take(kernel: &mut Kernel) -> Result<Self, MapError> {
         Ok(ProbeRegistry {
             map: take(kernel, map::PROBES)?,
-            count: take(kernel, map::IN_FLIGHT)?,
+            count: take(kernel, map::BSS)?,
             registered: 0,
         })
     }
 
     fn publish(&mut self, n: u32) -> Result<(), MapError> {
-        self.count.set(0, n, 0).map_err(|e| MapError::Aya(map::IN_FLIGHT, e))?;
+        self.count.set(0, n, 0).map_err(|e| MapError::Aya(map::BSS, e))?;
         self.registered = n;
         Ok(())
     }
