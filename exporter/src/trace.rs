@@ -22,8 +22,10 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         _ => IpVersion::Any,
     };
     let target = prober::resolve(&args.target, family).await?;
+    // A trace lives for a few probes: gating the programs per probe would save nothing, and
+    // would patch kernel text (tracepoint static keys) for every probe.
     let (engine, telemetry) = Engine::start(engine::Options {
-        attach: AttachMode::InFlight,
+        attach: AttachMode::Always,
         sizing: Sizing::for_targets(1),
         mechanisms: Mechanisms::only(mechanisms),
     })?;
