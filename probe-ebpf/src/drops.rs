@@ -6,7 +6,7 @@ use probe_common::{DropKey, Event, Hook, Kind, Offsets, stat};
 use crate::packet::{self, Access, L3};
 use crate::{
     DROPS, EVENTS, NF_DROPPED, REASON_CONSUMED, REASON_NETFILTER_DROP, REASON_NO_SOCKET, REASON_NOT_DROPPED_YET,
-    REASON_NOT_SPECIFIED, bump, idle, stat_inc,
+    REASON_NOT_SPECIFIED, bump, stat_inc,
 };
 
 #[inline(always)]
@@ -16,9 +16,6 @@ fn reason_const(r: &'static u32) -> u32 {
 
 #[inline(always)]
 pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
-    if idle() {
-        return 0;
-    }
     // Frees that are not a probe's end, told from the reason alone before touching the skb:
     // not drops at all, or NO_SOCKET, which only ends echo replies once tracepkt's raw socket
     // has its copy (echo requests are answered by the stack, never looked up in sockets).

@@ -5,13 +5,10 @@ use aya_ebpf::programs::TracePointContext;
 use probe_common::{Event, Hook, HopKey, Kind, stat};
 
 use crate::packet::{self, Access, L3};
-use crate::{EVENTS, HOPS, bump, idle, stat_inc};
+use crate::{EVENTS, HOPS, bump, stat_inc};
 
 #[inline(always)]
 pub fn handle(skb: usize, hook: Hook, access: Access) -> i32 {
-    if idle() {
-        return 0;
-    }
     let l3 = if hook == Hook::NetDevQueue {
         L3::Transmit
     } else {

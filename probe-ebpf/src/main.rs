@@ -100,92 +100,146 @@ static NF_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static NF_ARGS: HashMap<u64, netfilter::Stash> = HashMap::with_max_entries(1024, 0);
 
+// Every entry point returns at once while no probe is in flight, and otherwise calls its body,
+// kept a separate BPF function (`#[inline(never)]`). The split keeps the entry itself frameless:
+// the body's stack frame and callee-saved registers (and, from 6.13, its per-CPU private stack)
+// are set up only when a probe is in flight, so a foreign packet costs an empty program plus
+// one load from a fixed address and a branch.
+macro_rules! gated {
+    ($(#[$attr:meta])* fn $name:ident / $body:ident ($ctx:ident : $ty:ty) -> $ret:ty $block:block) => {
+        $(#[$attr])*
+        pub fn $name($ctx: $ty) -> $ret {
+            if idle() {
+                return 0;
+            }
+            $body($ctx)
+        }
+
+        #[inline(never)]
+        fn $body($ctx: $ty) -> $ret $block
+    };
+}
+
 // ---- interfaces: BTF-typed tracepoints (preferred) ----
 
-#[btf_tracepoint(function = "net_dev_queue")]
-pub fn net_dev_queue_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), Hook::NetDevQueue, Access::Btf)
+gated! {
+    #[btf_tracepoint(function = "net_dev_queue")]
+    fn net_dev_queue_btf / net_dev_queue_btf_body(ctx: BtfTracePointContext) -> i32 {
+        interfaces::handle(ctx.arg(0), Hook::NetDevQueue, Access::Btf)
+    }
 }
 
-#[btf_tracepoint(function = "netif_receive_skb")]
-pub fn netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), Hook::NetifReceiveSkb, Access::Btf)
+gated! {
+    #[btf_tracepoint(function = "netif_receive_skb")]
+    fn netif_receive_skb_btf / netif_receive_skb_btf_body(ctx: BtfTracePointContext) -> i32 {
+        interfaces::handle(ctx.arg(0), Hook::NetifReceiveSkb, Access::Btf)
+    }
 }
 
-#[btf_tracepoint(function = "netif_rx")]
-pub fn netif_rx_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), Hook::NetifRx, Access::Btf)
+gated! {
+    #[btf_tracepoint(function = "netif_rx")]
+    fn netif_rx_btf / netif_rx_btf_body(ctx: BtfTracePointContext) -> i32 {
+        interfaces::handle(ctx.arg(0), Hook::NetifRx, Access::Btf)
+    }
 }
 
-#[btf_tracepoint(function = "napi_gro_receive_entry")]
-pub fn napi_gro_receive_entry_btf(ctx: BtfTracePointContext) -> i32 {
-    interfaces::handle(ctx.arg(0), Hook::NapiGroReceiveEntry, Access::Btf)
+gated! {
+    #[btf_tracepoint(function = "napi_gro_receive_entry")]
+    fn napi_gro_receive_entry_btf / napi_gro_receive_entry_btf_body(ctx: BtfTracePointContext) -> i32 {
+        interfaces::handle(ctx.arg(0), Hook::NapiGroReceiveEntry, Access::Btf)
+    }
 }
 
 // ---- interfaces: classic tracepoints (fallback); skbaddr offset from tracefs ----
 
-#[tracepoint(category = "net", name = "net_dev_queue")]
-pub fn net_dev_queue_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(TpNetDevQueueSkb), Hook::NetDevQueue)
+gated! {
+    #[tracepoint(category = "net", name = "net_dev_queue")]
+    fn net_dev_queue_tp / net_dev_queue_tp_body(ctx: TracePointContext) -> i32 {
+        interfaces::handle_tp(&ctx, off!(TpNetDevQueueSkb), Hook::NetDevQueue)
+    }
 }
 
-#[tracepoint(category = "net", name = "netif_receive_skb")]
-pub fn netif_receive_skb_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(TpNetifReceiveSkbSkb), Hook::NetifReceiveSkb)
+gated! {
+    #[tracepoint(category = "net", name = "netif_receive_skb")]
+    fn netif_receive_skb_tp / netif_receive_skb_tp_body(ctx: TracePointContext) -> i32 {
+        interfaces::handle_tp(&ctx, off!(TpNetifReceiveSkbSkb), Hook::NetifReceiveSkb)
+    }
 }
 
-#[tracepoint(category = "net", name = "netif_rx")]
-pub fn netif_rx_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(TpNetifRxSkb), Hook::NetifRx)
+gated! {
+    #[tracepoint(category = "net", name = "netif_rx")]
+    fn netif_rx_tp / netif_rx_tp_body(ctx: TracePointContext) -> i32 {
+        interfaces::handle_tp(&ctx, off!(TpNetifRxSkb), Hook::NetifRx)
+    }
 }
 
-#[tracepoint(category = "net", name = "napi_gro_receive_entry")]
-pub fn napi_gro_receive_entry_tp(ctx: TracePointContext) -> i32 {
-    interfaces::handle_tp(&ctx, off!(TpNapiGroReceiveEntrySkb), Hook::NapiGroReceiveEntry)
+gated! {
+    #[tracepoint(category = "net", name = "napi_gro_receive_entry")]
+    fn napi_gro_receive_entry_tp / napi_gro_receive_entry_tp_body(ctx: TracePointContext) -> i32 {
+        interfaces::handle_tp(&ctx, off!(TpNapiGroReceiveEntrySkb), Hook::NapiGroReceiveEntry)
+    }
 }
 
 // ---- drops ----
 
-#[btf_tracepoint(function = "kfree_skb")]
-pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    drops::handle(ctx.arg(0), ctx.arg(1), ctx.arg(2), Access::Btf)
+gated! {
+    #[btf_tracepoint(function = "kfree_skb")]
+    fn kfree_skb_btf / kfree_skb_btf_body(ctx: BtfTracePointContext) -> i32 {
+        drops::handle(ctx.arg(0), ctx.arg(1), ctx.arg(2), Access::Btf)
+    }
 }
 
-#[tracepoint(category = "skb", name = "kfree_skb")]
-pub fn kfree_skb_tp(ctx: TracePointContext) -> i32 {
-    drops::handle_tp(&ctx)
+gated! {
+    #[tracepoint(category = "skb", name = "kfree_skb")]
+    fn kfree_skb_tp / kfree_skb_tp_body(ctx: TracePointContext) -> i32 {
+        drops::handle_tp(&ctx)
+    }
 }
 
 // ---- netfilter: kprobe + kretprobe with an argument stash ----
+// With no probe in flight no row is wanted; a stash left behind is replaced at its frame's
+// next entry, or refused as stale at its next return.
 
-#[kprobe]
-pub fn ipt_do_table_entry(ctx: ProbeContext) -> u32 {
-    netfilter::ipt_entry(&ctx)
+gated! {
+    #[kprobe]
+    fn ipt_do_table_entry / ipt_do_table_entry_body(ctx: ProbeContext) -> u32 {
+        netfilter::ipt_entry(&ctx)
+    }
 }
 
-#[kretprobe]
-pub fn ipt_do_table_return(ctx: RetProbeContext) -> u32 {
-    netfilter::on_return(&ctx, Hook::IptDoTable)
+gated! {
+    #[kretprobe]
+    fn ipt_do_table_return / ipt_do_table_return_body(ctx: RetProbeContext) -> u32 {
+        netfilter::on_return(&ctx, Hook::IptDoTable)
+    }
 }
 
-#[kprobe]
-pub fn ip6t_do_table_entry(ctx: ProbeContext) -> u32 {
-    netfilter::ipt_entry(&ctx)
+gated! {
+    #[kprobe]
+    fn ip6t_do_table_entry / ip6t_do_table_entry_body(ctx: ProbeContext) -> u32 {
+        netfilter::ipt_entry(&ctx)
+    }
 }
 
-#[kretprobe]
-pub fn ip6t_do_table_return(ctx: RetProbeContext) -> u32 {
-    netfilter::on_return(&ctx, Hook::Ip6tDoTable)
+gated! {
+    #[kretprobe]
+    fn ip6t_do_table_return / ip6t_do_table_return_body(ctx: RetProbeContext) -> u32 {
+        netfilter::on_return(&ctx, Hook::Ip6tDoTable)
+    }
 }
 
-#[kprobe]
-pub fn nft_do_chain_entry(ctx: ProbeContext) -> u32 {
-    netfilter::nft_entry(&ctx)
+gated! {
+    #[kprobe]
+    fn nft_do_chain_entry / nft_do_chain_entry_body(ctx: ProbeContext) -> u32 {
+        netfilter::nft_entry(&ctx)
+    }
 }
 
-#[kretprobe]
-pub fn nft_do_chain_return(ctx: RetProbeContext) -> u32 {
-    netfilter::on_return(&ctx, Hook::NftDoChain)
+gated! {
+    #[kretprobe]
+    fn nft_do_chain_return / nft_do_chain_return_body(ctx: RetProbeContext) -> u32 {
+        netfilter::on_return(&ctx, Hook::NftDoChain)
+    }
 }
 
 const BPF_NOEXIST: u64 = 1;

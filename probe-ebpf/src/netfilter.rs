@@ -22,7 +22,7 @@ use aya_ebpf::{
 use probe_common::{Event, Hook, Kind, VerdictKey, stat};
 
 use crate::packet::{self, Access, Dev, L3, Probe};
-use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, idle, stat_inc};
+use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, stat_inc};
 
 /// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
 const VERDICT_MASK: u32 = 0xff;
@@ -217,9 +217,6 @@ fn unstash(frame: u64) -> Option<Stash> {
 
 #[inline(always)]
 pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
-    if idle() {
-        return 0;
-    }
     let (a, frame) = entry_regs(ctx);
     stash(
         frame,
@@ -231,9 +228,6 @@ pub fn ipt_entry(ctx: &ProbeContext) -> u32 {
 
 #[inline(always)]
 pub fn nft_entry(ctx: &ProbeContext) -> u32 {
-    if idle() {
-        return 0;
-    }
     let (a, frame) = entry_regs(ctx);
     let pkt = pick(&a, off!(NftArgPkt));
     let chain = pick(&a, off!(NftArgChain));
@@ -246,11 +240,6 @@ pub fn nft_entry(ctx: &ProbeContext) -> u32 {
 
 #[inline(always)]
 pub fn on_return(ctx: &RetProbeContext, hook: Hook) -> u32 {
-    // With no probe in flight no row is wanted; a stash left behind is replaced at its frame's
-    // next entry, or refused as stale at its next return.
-    if idle() {
-        return 0;
-    }
     if let Some(s) = unstash(return_frame(ctx)) {
         record(&s.seen, s.state, s.table, ctx.ret::<u64>() as u32, hook);
     }
