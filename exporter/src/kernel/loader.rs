@@ -389,8 +389,14 @@ fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    // Verifier logs can be long; the first line says what failed.
-    s.lines().next().unwrap_or_default().to_string()
+    // Verifier logs can be long: keep the first line (the syscall's error) and the log's
+    // last line, where the verifier says what it refused.
+    let mut lines = s.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or_default().to_string();
+    match lines.last() {
+        Some(last) if last.trim() != first.trim() => format!("{first} ... {}", last.trim()),
+        _ => first,
+    }
 }
 
 /// What attaching needs from the running kernel, and what the user allows.
