@@ -53,6 +53,14 @@ pub struct TraceArgs {
     /// One JSON object per hop per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also send each journey as an OpenTelemetry trace to this OTLP collector
+    /// (http://HOST:PORT) and print its trace id.
+    #[arg(long, value_name = "ENDPOINT", value_parser = crate::config::check_otlp_endpoint)]
+    pub otlp: Option<String>,
+    /// The transport for --otlp.
+    #[arg(long, value_name = "PROTOCOL", requires = "otlp", default_value = "grpc",
+          value_parser = ["grpc", "http/protobuf"])]
+    pub otlp_protocol: String,
 }
 
 #[derive(Debug, Args)]

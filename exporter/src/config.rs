@@ -12,9 +12,12 @@
 //!     timeout: 5s
 //!     count: 3                 # optional, probes per round, 1..=100, default 1
 //!     labels: {site: paris}    # optional extra Prometheus labels
-//! otlp:                        # optional
-//!   endpoint: http://127.0.0.1:4317
-//!   protocol: grpc             # or http/protobuf; default grpc
+//! otlp:                        # optional; tracing is on when an endpoint is set here or in
+//!   endpoint: http://127.0.0.1:4317  #   OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (this file wins)
+//!   protocol: grpc             # or http/protobuf; default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc
+//!   timeout: 10s               # per export request; default OTEL_EXPORTER_OTLP_TIMEOUT, else 10s
+//!   sample_ratio: 1.0          # fraction of answered probes traced, 0..=1; failures always are
+//!   service_name: tracepkt     # default OTEL_SERVICE_NAME, else tracepkt
 //! attach: in-flight            # optional: in-flight (default) or always
 //! rtt_buckets: [0.001, 0.01]   # optional RTT histogram buckets (seconds); default none
 //! mechanisms: [tracepoint]     # optional: attach only by these (tp_btf, tracepoint, kprobe)
@@ -153,12 +156,17 @@ pub struct Target {
 
 pub use crate::prober::IpVersion;
 
-/// Where to send OpenTelemetry data.
+/// Where to send OpenTelemetry traces, as the file says; unset values fall back to the
+/// standard `OTEL_*` variables (`export::otlp::Settings`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Otlp {
-    /// Starts with `http://` or `https://`.
-    pub endpoint: String,
-    pub protocol: OtlpProtocol,
+    /// Starts with `http://`.
+    pub endpoint: Option<String>,
+    pub protocol: Option<OtlpProtocol>,
+    pub timeout: Option<Duration>,
+    pub service_name: Option<String>,
+    /// Fraction of answered probes whose journey is sent as a trace, 0..=1.
+    pub sample_ratio: f64,
 }
 
 /// OTLP transport.
@@ -326,12 +334,21 @@ struct RawTarget {
 }
 
 #[derive(Deserialize)]
-#[serde(expecting = "a mapping with an endpoint and a protocol", deny_unknown_fields)]
+#[serde(
+    expecting = "a mapping with endpoint, protocol, timeout, sample_ratio or service_name",
+    deny_unknown_fields
+)]
 struct RawOtlp {
-    #[serde(deserialize_with = "otlp_endpoint")]
-    endpoint: String,
+    #[serde(default, deserialize_with = "otlp_endpoint")]
+    endpoint: Option<String>,
     #[serde(default)]
-    protocol: OtlpProtocol,
+    protocol: Option<OtlpProtocol>,
+    #[serde(default, deserialize_with = "timeout")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "sample_ratio")]
+    sample_ratio: Option<f64>,
+    #[serde(default)]
+    service_name: Option<String>,
 }
 
 // Field deserializers. Each check runs inside a visitor, never after `deserialize_*` returns: an
@@ -578,25 +595,59 @@ fn labels<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D
     d.deserialize_map(LabelsVisitor)
 }
 
-fn otlp_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    parse_str(d, "an http:// or https:// URL", |s| {
-        let lower = s.to_ascii_lowercase();
-        let Some(rest) = ["http://", "https://"]
-            .iter()
-            .find_map(|scheme| lower.strip_prefix(scheme))
-        else {
-            return Err(format!(
-                "invalid OTLP endpoint {s:?}: it must start with http:// or https://"
-            ));
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("invalid OTLP endpoint {s:?}: no host after the scheme"));
+fn sample_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct RatioVisitor;
+
+    impl<'de> Visitor<'de> for RatioVisitor {
+        type Value = Option<f64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a fraction between 0 and 1")
         }
-        if s.chars().any(char::is_whitespace) {
-            return Err(format!("invalid OTLP endpoint {s:?}: it contains white space"));
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(E::custom(format!(
+                    "sample_ratio {v} is not between 0 and 1 (the fraction of answered probes traced)"
+                )));
+            }
+            Ok(Some(v))
         }
-        Ok(s.to_owned())
-    })
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.visit_f64(v as f64)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.visit_f64(v as f64)
+        }
+    }
+
+    d.deserialize_f64(RatioVisitor)
+}
+
+fn otlp_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    parse_str(d, "an http:// URL", |s| check_otlp_endpoint(s).map(Some))
+}
+
+/// An OTLP collector URL tracepkt can send to: plain `http://` with a host.
+pub fn check_otlp_endpoint(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(format!(
+            "OTLP endpoint {s:?}: tracepkt sends plain-text OTLP only; point it at a collector on http://"
+        ));
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(format!("invalid OTLP endpoint {s:?}: it must start with http://"));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("invalid OTLP endpoint {s:?}: no host after the scheme"));
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!("invalid OTLP endpoint {s:?}: it contains white space"));
+    }
+    Ok(s.to_owned())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,6 +871,9 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
         otlp: raw.otlp.map(|o| Otlp {
             endpoint: o.endpoint,
             protocol: o.protocol,
+            timeout: o.timeout,
+            service_name: o.service_name,
+            sample_ratio: o.sample_ratio.unwrap_or(1.0),
         }),
         attach: raw.attach,
         rtt_buckets: raw.rtt_buckets.unwrap_or_default(),
@@ -1015,8 +1069,11 @@ mod tests {
             "    ip_version: any",
             "    interval: 5s",
             "otlp:",
-            "  endpoint: https://collector.example.net:4318",
+            "  endpoint: http://collector.example.net:4318",
             "  protocol: http/protobuf",
+            "  timeout: 3s",
+            "  sample_ratio: 0.25",
+            "  service_name: probes",
         ]);
         let expected = Config {
             listen: "[::1]:9000".parse().unwrap(),
@@ -1055,8 +1112,11 @@ mod tests {
                 },
             ],
             otlp: Some(Otlp {
-                endpoint: "https://collector.example.net:4318".into(),
-                protocol: OtlpProtocol::HttpProtobuf,
+                endpoint: Some("http://collector.example.net:4318".into()),
+                protocol: Some(OtlpProtocol::HttpProtobuf),
+                timeout: Some(secs(3)),
+                service_name: Some("probes".into()),
+                sample_ratio: 0.25,
             }),
             attach: AttachMode::InFlight,
             rtt_buckets: vec![],
@@ -1163,7 +1223,9 @@ mod tests {
             "targets: [{address: 127.0.0.1}]",
             "otlp: {endpoint: 'http://[::1]:4317'}",
         ]);
-        assert_eq!(config.otlp.unwrap().protocol, OtlpProtocol::Grpc);
+        let otlp = config.otlp.unwrap();
+        assert_eq!(otlp.protocol, None);
+        assert_eq!(otlp.sample_ratio, 1.0);
     }
 
     #[test]
@@ -1198,7 +1260,10 @@ mod tests {
             "  headers: {}",
         ];
         let message = error(&lines, 4, 3, "otlp");
-        assert_contains(&message, "unknown field `headers`, expected `endpoint` or `protocol`");
+        assert_contains(
+            &message,
+            "unknown field `headers`, expected one of `endpoint`, `protocol`, `timeout`, `sample_ratio`, `service_name`",
+        );
     }
 
     #[test]
@@ -1538,14 +1603,17 @@ mod tests {
         let message = error(&lines, 3, 13, "otlp.endpoint");
         assert_contains(
             &message,
-            "invalid OTLP endpoint \"localhost:4317\": it must start with http:// or https://",
+            "invalid OTLP endpoint \"localhost:4317\": it must start with http://",
         );
         let lines = ["targets: [{address: 127.0.0.1}]", "otlp:", "  endpoint: http://"];
         let message = error(&lines, 3, 13, "otlp.endpoint");
         assert_contains(&message, "no host after the scheme");
-        let lines = ["targets: [{address: 127.0.0.1}]", "otlp:", "  protocol: grpc"];
-        let message = error(&lines, 3, 3, "otlp");
-        assert_contains(&message, "missing field `endpoint`");
+        let lines = ["targets: [{address: 127.0.0.1}]", "otlp:", "  endpoint: https://c:4317"];
+        let message = error(&lines, 3, 13, "otlp.endpoint");
+        assert_contains(&message, "plain-text OTLP only");
+        let lines = ["targets: [{address: 127.0.0.1}]", "otlp:", "  sample_ratio: 1.5"];
+        let message = error(&lines, 3, 17, "otlp.sample_ratio");
+        assert_contains(&message, "sample_ratio 1.5 is not between 0 and 1");
     }
 
     #[test]

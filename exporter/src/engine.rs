@@ -14,10 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use probe_common::payload::{self, TraceContext};
 use probe_common::{DropKey, HopKey, VerdictKey, map};
 use tokio::task::AbortHandle;
 use tracing::{error, warn};
 
+use crate::clock;
 use crate::config::AttachMode;
 use crate::journey::Journey;
 use crate::kernel::events::KernelEvent;
@@ -102,17 +105,24 @@ impl Gate {
     }
 }
 
+/// A journey being gathered: the trace its probe carries, and its events so far.
+struct Open {
+    trace_id: [u8; 16],
+    events: Vec<KernelEvent>,
+}
+
 /// What changes while probes are in flight. One lock, taken briefly.
 struct State {
     registry: ProbeRegistry,
     gate: Gate,
-    /// Events gathered per (echo id, seq) while the probe is out.
-    open: HashMap<(u16, u16), Vec<KernelEvent>>,
+    /// Journeys being gathered, per (echo id, seq) while the probe is out.
+    open: HashMap<(u16, u16), Open>,
     ids: IdPool,
 }
 
 struct Shared {
     prober: Prober,
+    ids: RandomIdGenerator,
     state: Mutex<State>,
     names: Arc<Mutex<Names>>,
     counts: Arc<EngineCounts>,
@@ -126,6 +136,9 @@ pub struct EngineCounts {
     pub unmatched: AtomicU64,
     /// Ring-buffer records that could not be decoded.
     pub undecodable: Arc<AtomicU64>,
+    /// Events with the echo id and sequence of a probe in flight but another trace in their
+    /// payload: another tracepkt's probe, or a forged one.
+    pub foreign_trace: AtomicU64,
 }
 
 /// What the engine hands to the metrics: the attach report and handles on the kernel's
@@ -187,7 +200,7 @@ struct Flight<'a> {
 }
 
 impl<'a> Flight<'a> {
-    fn begin(shared: &'a Shared, lease: &Lease, seq: u16) -> anyhow::Result<Self> {
+    fn begin(shared: &'a Shared, lease: &Lease, seq: u16, trace: &TraceContext) -> anyhow::Result<Self> {
         let key = (lease.id, seq);
         let mut st = shared.state.lock().unwrap();
         st.registry
@@ -197,14 +210,20 @@ impl<'a> Flight<'a> {
             st.registry.unregister(lease.id);
             return Err(e);
         }
-        st.open.insert(key, Vec::new());
+        st.open.insert(
+            key,
+            Open {
+                trace_id: trace.trace_id,
+                events: Vec::new(),
+            },
+        );
         Ok(Flight { shared, key })
     }
 
     /// Closes the journey and hands back its events.
     fn finish(self) -> Vec<KernelEvent> {
         let mut st = self.shared.state.lock().unwrap();
-        st.open.remove(&self.key).unwrap_or_default()
+        st.open.remove(&self.key).map(|o| o.events).unwrap_or_default()
     }
 }
 
@@ -228,6 +247,7 @@ impl Engine {
         let counts = Arc::new(EngineCounts {
             unmatched: AtomicU64::new(0),
             undecodable: reader.undecodable(),
+            foreign_trace: AtomicU64::new(0),
         });
         let clock = Arc::new(AttachClock::default());
         let names = Arc::new(Mutex::new(Names::new(kernel.drop_reasons.clone())));
@@ -245,6 +265,7 @@ impl Engine {
         };
         let shared = Arc::new(Shared {
             prober: Prober::new()?,
+            ids: RandomIdGenerator::default(),
             state: Mutex::new(State {
                 registry,
                 gate: Gate::new(kernel, opts.attach, clock)?,
@@ -271,23 +292,36 @@ impl Engine {
     }
 
     /// Sends probe `seq` of `lease` to `addr` and follows it until its reply or `timeout`.
+    /// The probe carries a new trace context (a random trace id, and the id its root span
+    /// will have), which the journey hands back.
     pub async fn probe(&self, lease: &Lease, seq: u16, addr: IpAddr, timeout: Duration) -> Journey {
         let shared = &*self.shared;
-        let flight = match Flight::begin(shared, lease, seq) {
-            Ok(f) => f,
-            Err(e) => {
-                return Journey {
-                    probe: lease.id,
-                    hops: Vec::new(),
-                    outcome: Outcome::SendError(format!("{e:#}")),
-                };
-            }
+        let trace = TraceContext {
+            trace_id: shared.ids.new_trace_id().to_bytes(),
+            parent_span_id: shared.ids.new_span_id().to_bytes(),
+            flags: payload::FLAG_SAMPLED,
         };
-        let outcome = shared.prober.probe(addr, lease.id, seq, timeout).await;
-        tokio::time::sleep(GRACE).await;
-        let events = flight.finish();
-        let mut names = shared.names.lock().unwrap();
-        Journey::assemble(lease.id, seq, events, outcome, &mut names)
+        let (outcome, events, sent_ns, ended_ns) = match Flight::begin(shared, lease, seq, &trace) {
+            Ok(flight) => {
+                let sent_ns = clock::monotonic_ns();
+                let outcome = shared
+                    .prober
+                    .probe(addr, lease.id, seq, &trace.encode(), timeout)
+                    .await;
+                let ended_ns = clock::monotonic_ns();
+                tokio::time::sleep(GRACE).await;
+                (outcome, flight.finish(), sent_ns, ended_ns)
+            }
+            Err(e) => (Outcome::SendError(format!("{e:#}")), Vec::new(), 0, 0),
+        };
+        let mut journey = {
+            let mut names = shared.names.lock().unwrap();
+            Journey::assemble(lease.id, seq, events, outcome, &mut names)
+        };
+        journey.trace = trace;
+        journey.sent_ns = sent_ns;
+        journey.ended_ns = ended_ns;
+        journey
     }
 
     /// Stops reading events and detaches every program.
@@ -314,16 +348,18 @@ async fn pump(shared: std::sync::Weak<Shared>, mut reader: EventReader) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let mut unmatched = 0;
+        let (mut unmatched, mut foreign) = (0, 0);
         {
             let mut st = shared.state.lock().unwrap();
             for ev in batch.drain(..) {
                 match st.open.get_mut(&(ev.id, ev.seq)) {
-                    Some(v) => v.push(ev),
+                    Some(open) if open.trace_id == ev.trace_id => open.events.push(ev),
+                    Some(_) => foreign += 1,
                     None => unmatched += 1,
                 }
             }
         }
         shared.counts.unmatched.fetch_add(unmatched, Ordering::Relaxed);
+        shared.counts.foreign_trace.fetch_add(foreign, Ordering::Relaxed);
     }
 }

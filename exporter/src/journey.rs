@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use probe_common::payload::TraceContext;
 use probe_common::{Direction, Hook, Kind};
 use serde::Serialize;
 
@@ -149,8 +150,15 @@ impl Stage {
 #[derive(Debug, Clone)]
 pub struct Journey {
     pub probe: u16,
+    pub seq: u16,
     pub hops: Vec<Hop>,
     pub outcome: Outcome,
+    /// The trace context the probe carried in its payload.
+    pub trace: TraceContext,
+    /// CLOCK_MONOTONIC nanoseconds (the kernel events' clock) just before the probe was
+    /// handed to its socket, and when its outcome was known; 0 when it was never sent.
+    pub sent_ns: u64,
+    pub ended_ns: u64,
 }
 
 /// Whether a drop event ends the packet or only frees a copy of it.
@@ -239,7 +247,15 @@ impl Journey {
                 detail,
             });
         }
-        Journey { probe, hops, outcome }
+        Journey {
+            probe,
+            seq,
+            hops,
+            outcome,
+            trace: TraceContext::default(),
+            sent_ns: 0,
+            ended_ns: 0,
+        }
     }
 
     pub fn replied(&self) -> bool {
@@ -303,6 +319,7 @@ mod tests {
             netns,
             ifindex,
             ifname: ifname.into(),
+            trace_id: [0; 16],
             detail,
         }
     }

@@ -4,7 +4,8 @@
 //! The binary's front-ends are public; everything under them is the crate's own.
 
 pub mod cli;
-mod config;
+mod clock;
+pub(crate) mod config;
 mod engine;
 mod export;
 mod journey;

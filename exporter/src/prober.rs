@@ -9,12 +9,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use probe_common::PROBE_PAYLOAD_LEN;
+use probe_common::payload;
 use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
-
-/// What a probe carries after the ICMP header: recognisable in a capture. Its length is part
-/// of the contract with the kernel programs, which filter on the probe's IP length.
-const PAYLOAD: &[u8; PROBE_PAYLOAD_LEN] = b"tracepkt probe\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 /// Which address family a target is probed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
@@ -88,8 +84,17 @@ impl Prober {
         Ok(Prober { v4, v6 })
     }
 
-    /// Sends one echo request and waits for its reply.
-    pub async fn probe(&self, addr: IpAddr, id: u16, seq: u16, timeout: Duration) -> Outcome {
+    /// Sends one echo request carrying `payload` ([`probe_common::payload`]: its length is
+    /// part of the contract with the kernel programs, which filter on the probe's IP length)
+    /// and waits for its reply.
+    pub async fn probe(
+        &self,
+        addr: IpAddr,
+        id: u16,
+        seq: u16,
+        payload: &[u8; payload::LEN],
+        timeout: Duration,
+    ) -> Outcome {
         let client = match addr {
             IpAddr::V4(_) => &self.v4,
             IpAddr::V6(_) => match &self.v6 {
@@ -102,7 +107,7 @@ impl Prober {
         // Timed here: on loopback the reply can land before the library takes its own
         // send timestamp, which then reads as a few nanoseconds.
         let start = std::time::Instant::now();
-        match pinger.ping(PingSequence(seq), PAYLOAD).await {
+        match pinger.ping(PingSequence(seq), payload).await {
             // The library also hands over ICMP errors quoting our request (host unreachable
             // after a failed ARP, time exceeded): those are answers, not replies.
             Ok((packet, _)) => match icmp_error(&packet) {

@@ -19,6 +19,7 @@ use crate::config::{AttachMode, Config, Target};
 use crate::engine::{self, Engine, Lease};
 use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
+use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
 use crate::kernel::loader::{Mechanisms, Sizing};
 use crate::prober::{self, Outcome};
 
@@ -40,6 +41,7 @@ fn labels_of(t: &Target) -> TargetLabels {
 struct Probing {
     engine: Engine,
     metrics: Arc<Metrics>,
+    tracer: Option<Arc<Tracer>>,
     target: Target,
     tag: u32,
     lease: Lease,
@@ -49,11 +51,18 @@ async fn probe_loop(p: Probing, start_after: Duration) {
     let Probing {
         engine,
         metrics,
+        tracer,
         target: t,
         tag,
         lease,
     } = p;
     let labels = labels_of(&t);
+    let extra: Vec<(String, String)> = t.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let info = TargetInfo {
+        name: &t.name,
+        address: &t.address,
+        labels: &extra,
+    };
     tokio::time::sleep(start_after).await;
     let mut ticker = tokio::time::interval(t.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,7 +91,8 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                 }
                 Outcome::Reply { .. } | Outcome::Timeout => {}
             }
-            metrics.record(tag, &labels, &journey);
+            let trace = tracer.as_ref().and_then(|tr| tr.record(&info, Some(addr), &journey));
+            metrics.record(tag, &labels, &journey, trace);
             seq = seq.wrapping_add(1);
         }
     }
@@ -92,6 +102,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
 struct Fleet {
     engine: Engine,
     metrics: Arc<Metrics>,
+    tracer: Option<Arc<Tracer>>,
     running: HashMap<String, Running>,
     next_tag: u32,
 }
@@ -103,6 +114,7 @@ impl Fleet {
         let probing = Probing {
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            tracer: self.tracer.clone(),
             target: t.clone(),
             tag,
             lease,
@@ -175,7 +187,15 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     for line in telemetry.blind_spots() {
         warn!("not visible on this kernel: {line}");
     }
-    let metrics = Arc::new(Metrics::new(telemetry, &config.rtt_buckets));
+    let otlp = otlp::Settings::resolve(config.otlp.as_ref(), |k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let span_counts = SpanCounts::default();
+    let tracer = otlp::start(otlp, &span_counts).await?;
+    let metrics = Arc::new(Metrics::new(
+        telemetry,
+        &config.rtt_buckets,
+        tracer.as_ref().map(|_| &span_counts),
+    ));
     info!(attach = %config.attach, "programs attach {}", match config.attach {
         AttachMode::InFlight => "only while a probe is in flight",
         AttachMode::Always => "for the whole run",
@@ -189,6 +209,7 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     let mut fleet = Fleet {
         engine: engine.clone(),
         metrics: metrics.clone(),
+        tracer: tracer.clone(),
         running: HashMap::new(),
         next_tag: 0,
     };
@@ -216,8 +237,11 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                         if new.listen != listen {
                             warn!(old = %listen, new = %new.listen, "a new listen address takes effect at restart");
                         }
-                        if new.rtt_buckets != config.rtt_buckets || new.mechanisms != config.mechanisms {
-                            warn!("new RTT buckets or attach mechanisms take effect at restart");
+                        if new.rtt_buckets != config.rtt_buckets
+                            || new.mechanisms != config.mechanisms
+                            || new.otlp != config.otlp
+                        {
+                            warn!("new RTT buckets, attach mechanisms or OTLP settings take effect at restart");
                         }
                         match fleet.apply(&new.targets) {
                             Ok(()) => {
@@ -243,6 +267,9 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     info!("shutting down");
     fleet.stop_all();
     engine.shutdown();
+    if let Some(t) = &tracer {
+        t.shutdown().await;
+    }
     let _ = stop_tx.send(());
     let _ = server.await;
     Ok(())

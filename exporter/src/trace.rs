@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use probe_common::{Kind, Mechanism};
 
 use crate::cli::TraceArgs;
-use crate::config::AttachMode;
+use crate::config::{AttachMode, Otlp, OtlpProtocol};
+use crate::export::otlp::{self, SpanCounts, TargetInfo};
 use crate::engine::{self, Engine};
 use crate::journey::{Hop, HopDetail, Journey};
 use crate::kernel::loader::{Mechanisms, Sizing};
@@ -38,6 +39,31 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         );
     }
     let lease = engine.lease(0).context("no echo id available")?;
+    let span_counts = SpanCounts::default();
+    let tracer = match &args.otlp {
+        None => None,
+        Some(endpoint) => {
+            let file = Otlp {
+                endpoint: Some(endpoint.clone()),
+                protocol: Some(if args.otlp_protocol == "http/protobuf" {
+                    OtlpProtocol::HttpProtobuf
+                } else {
+                    OtlpProtocol::Grpc
+                }),
+                timeout: None,
+                service_name: None,
+                sample_ratio: 1.0,
+            };
+            let settings = otlp::Settings::resolve(Some(&file), |k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            otlp::start(settings, &span_counts).await?
+        }
+    };
+    let info = TargetInfo {
+        name: &args.target,
+        address: &args.target,
+        labels: &[],
+    };
 
     let mut out = std::io::stdout().lock();
     if !args.json {
@@ -58,7 +84,10 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                 writeln!(out, "{}", row(hop))?;
             }
         }
-        let summary = summary(&journey, seq, args.count, target);
+        let mut summary = summary(&journey, seq, args.count, target);
+        if let Some(id) = tracer.as_ref().and_then(|t| t.record(&info, Some(target), &journey)) {
+            summary.push_str(&format!("; trace {id}"));
+        }
         if args.json {
             eprintln!("{summary}");
         } else {
@@ -69,6 +98,16 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     }
     drop(lease);
     engine.shutdown();
+    if let Some(t) = &tracer {
+        t.shutdown().await;
+        let (sent, dropped) = span_counts.totals();
+        if dropped > 0 {
+            eprintln!(
+                "tracepkt: {dropped} spans could not be sent to {} ({sent} were)",
+                t.endpoint()
+            );
+        }
+    }
     let lost = telemetry.stats.events_lost().unwrap_or(0);
     let undecodable = telemetry.counts.undecodable.load(Ordering::Relaxed);
     if lost > 0 || undecodable > 0 {

@@ -9,6 +9,7 @@
 
 mod hooks;
 mod offsets;
+pub mod payload;
 
 pub use hooks::{HOOKS, HookSpec, Point, Via};
 pub use offsets::{Off, Offsets, Source};
@@ -19,7 +20,7 @@ pub const IFNAMSIZ: usize = 16;
 pub const NAME_LEN: usize = 32;
 
 /// Bytes of payload after the ICMP echo header in every probe (and so in every reply).
-pub const PROBE_PAYLOAD_LEN: usize = 32;
+pub const PROBE_PAYLOAD_LEN: usize = payload::LEN;
 /// Total IP length of a probe packet: the kernel programs reject every packet of another
 /// length from the skb's own fields, before reading a byte of the packet.
 pub const PROBE_L3_LEN_V4: usize = 20 + 8 + PROBE_PAYLOAD_LEN;
@@ -226,9 +227,21 @@ pub struct Event {
     pub verdict: u32,
     pub table: [u8; NAME_LEN],
     pub chain: [u8; NAME_LEN],
+    /// Bytes 8..32 of the probe's payload ([`payload`]: the W3C trace id and parent span id)
+    /// as the program copied them, in memory order. Words, not bytes, so the programs copy
+    /// them with three loads and stores.
+    pub trace: [u64; 3],
 }
 
 impl Event {
+    /// The trace id and parent span id of [`Event::trace`], as bytes.
+    pub fn trace_ids(&self) -> ([u8; 16], [u8; 8]) {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.trace[0].to_ne_bytes());
+        id[8..].copy_from_slice(&self.trace[1].to_ne_bytes());
+        (id, self.trace[2].to_ne_bytes())
+    }
+
     pub const fn zeroed() -> Self {
         Event {
             ts_ns: 0,
@@ -251,6 +264,7 @@ impl Event {
             verdict: 0,
             table: [0; NAME_LEN],
             chain: [0; NAME_LEN],
+            trace: [0; 3],
         }
     }
 }
@@ -344,7 +358,7 @@ mod tests {
     fn no_implicit_padding() {
         assert_eq!(
             size_of::<Event>(),
-            8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2
+            8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2 + 8 * 3
         );
         assert_eq!(size_of::<Event>() % 8, 0);
         assert_eq!(size_of::<HopKey>(), 16);

@@ -3,12 +3,12 @@
 //! Foreign traffic must cost as little as possible, so checks run cheapest first, and most
 //! packets are turned away from the skb's own fields alone: first their IP length, which must
 //! be a probe's (`PROBE_L3_LEN_*`; on receive hooks that is one field), then the ethertype.
-//! Only then are packet bytes read: the IP protocol, the ICMP type, and last the `PROBES`
-//! map. In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
+//! Only then are packet bytes read: the IP protocol, the ICMP type, the `PROBES` map, and
+//! last the payload's magic and version. In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
 //! not helper calls: a foreign packet costs a load or two and a compare.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use probe_common::{Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo};
+use probe_common::{Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, payload};
 
 use crate::PROBES;
 
@@ -62,6 +62,8 @@ pub struct Probe {
     pub seq: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// Payload bytes 8..32: trace id and parent span id.
+    pub trace: [u64; 3],
 }
 
 #[inline(always)]
@@ -137,6 +139,7 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         seq: 0,
         saddr: [0; 16],
         daddr: [0; 16],
+        trace: [0; 3],
     };
     let icmp = if proto == ETH_P_IP_BE {
         let hdr: [u8; 20] = unsafe { read(ip, 0)? };
@@ -164,6 +167,13 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     };
     p.id = u16::from_be_bytes([echo[4], echo[5]]);
     p.info = unsafe { *PROBES.get(p.id)? };
+    // The payload's magic and version, so that a foreign echo reusing a registered id is not
+    // taken for ours: one fixed-size read, for packets that passed every cheaper test.
+    let pl: [u64; payload::LEN / 8] = unsafe { read(icmp + 8, 0)? };
+    if !payload::is_head(u64::from_le(pl[0])) {
+        return None;
+    }
+    p.trace = [pl[1], pl[2], pl[3]];
     p.seq = u16::from_be_bytes([echo[6], echo[7]]);
     if p.ip_version == 6 {
         // Only for our own packets: the addresses are the bulk of an IPv6 header.
@@ -245,4 +255,5 @@ pub fn fill(ev: &mut Event, p: &Probe, skb: usize, kind: Kind, hook: Hook) {
     ev.seq = p.seq;
     ev.saddr = p.saddr;
     ev.daddr = p.daddr;
+    ev.trace = p.trace;
 }

@@ -17,11 +17,13 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::collectors::{self, Labelling};
+use super::otlp::SpanCounts;
+use opentelemetry::trace::TraceId;
 use crate::engine::Telemetry;
 use crate::journey::{Journey, Stage};
 use crate::prober::Outcome;
@@ -55,6 +57,12 @@ struct LastHopLabels {
     netns: String,
     interface: String,
     kind: &'static str,
+}
+
+/// The exemplar of an RTT observation: the trace of its journey, when it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -102,7 +110,7 @@ pub struct Metrics {
     pub registry: Registry,
     probes_sent: Family<TargetLabels, Counter>,
     success: Family<TargetLabels, Gauge>,
-    rtt: Family<TargetLabels, Histogram, RttHistogram>,
+    rtt: Family<TargetLabels, HistogramWithExemplars<TraceExemplar>, RttHistogram>,
     stages: Family<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     path_changes: Family<TargetLabels, Counter>,
     path_hops: Family<TargetLabels, Gauge>,
@@ -119,15 +127,19 @@ pub struct Metrics {
 #[derive(Clone)]
 struct RttHistogram(Arc<[f64]>);
 
-impl MetricConstructor<Histogram> for RttHistogram {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(self.0.iter().copied())
+impl MetricConstructor<HistogramWithExemplars<TraceExemplar>> for RttHistogram {
+    fn new_metric(&self) -> HistogramWithExemplars<TraceExemplar> {
+        HistogramWithExemplars::new(self.0.iter().copied())
     }
 }
 
 impl Metrics {
-    pub fn new(telemetry: Telemetry, rtt_buckets: &[f64]) -> Self {
+    /// `spans`: what became of the spans, when journeys are sent as traces.
+    pub fn new(telemetry: Telemetry, rtt_buckets: &[f64], spans: Option<&SpanCounts>) -> Self {
         let mut registry = Registry::default();
+        if let Some(spans) = spans {
+            spans.register(&mut registry);
+        }
         let probes_sent = Family::<TargetLabels, Counter>::default();
         let success = Family::<TargetLabels, Gauge>::default();
         let rtt = Family::new_with_constructor(RttHistogram(rtt_buckets.into()));
@@ -149,7 +161,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "tracepkt_probe_rtt",
-            "Round-trip time of answered probes (its count is the number of replies)",
+            "Round-trip time of answered probes (its count is the number of replies); exemplars carry the journey's trace id",
             Unit::Seconds,
             rtt.clone(),
         );
@@ -304,18 +316,23 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
-    /// Records a finished journey.
-    pub fn record(&self, tag: u32, t: &TargetLabels, j: &Journey) {
-        self.if_current(tag, t, || self.record_current(t, j));
+    /// Records a finished journey; `trace` is its trace id when the journey was sent as a
+    /// trace, and becomes the RTT observation's exemplar.
+    pub fn record(&self, tag: u32, t: &TargetLabels, j: &Journey, trace: Option<TraceId>) {
+        self.if_current(tag, t, || self.record_current(t, j, trace));
     }
 
-    fn record_current(&self, t: &TargetLabels, j: &Journey) {
+    fn record_current(&self, t: &TargetLabels, j: &Journey, trace: Option<TraceId>) {
         self.labelling.learn_interfaces(j);
         let replied = j.replied();
         self.success.get_or_create(t).set(i64::from(replied));
         self.path_hops.get_or_create(t).set(j.hops.len() as i64);
         if let Outcome::Reply { rtt } = j.outcome {
-            self.rtt.get_or_create(t).observe(rtt.as_secs_f64());
+            let exemplar = trace.map(|id| TraceExemplar {
+                trace_id: id.to_string(),
+            });
+            let when = exemplar.as_ref().map(|_| std::time::SystemTime::now());
+            self.rtt.get_or_create(t).observe(rtt.as_secs_f64(), exemplar, when);
         }
         let seen = j.stages();
         for stage in Stage::ALL {

@@ -36,6 +36,8 @@ pub struct KernelEvent {
     pub netns: u32,
     pub ifindex: u32,
     pub ifname: String,
+    /// The trace id the probe's payload carries.
+    pub trace_id: [u8; 16],
     pub detail: Detail,
 }
 
@@ -98,6 +100,7 @@ impl KernelEvent {
             netns: e.netns,
             ifindex: e.ifindex,
             ifname: cstr(&e.ifname),
+            trace_id: e.trace_ids().0,
             detail,
         })
     }

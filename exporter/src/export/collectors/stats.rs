@@ -70,7 +70,10 @@ impl Collect for Stats {
             "Things that went wrong between the kernel programs and tracepkt, by kind (see the README)",
             anomalies
                 .into_iter()
-                .chain([("undecodable_event", self.counts.undecodable.load(Ordering::Relaxed))])
+                .chain([
+                    ("undecodable_event", self.counts.undecodable.load(Ordering::Relaxed)),
+                    ("foreign_trace_event", self.counts.foreign_trace.load(Ordering::Relaxed)),
+                ])
                 .map(|(kind, v)| (AnomalyLabels { kind }, v)),
         )?;
         counter(
