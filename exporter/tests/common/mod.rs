@@ -2,6 +2,9 @@
 //! clean up after themselves, and running the real `tracepkt` binary.
 #![allow(dead_code)]
 
+pub mod otlp;
+pub mod prom;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
