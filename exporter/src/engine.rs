@@ -304,10 +304,7 @@ impl Engine {
         let (outcome, events, sent_ns, ended_ns) = match Flight::begin(shared, lease, seq, &trace) {
             Ok(flight) => {
                 let sent_ns = clock::monotonic_ns();
-                let outcome = shared
-                    .prober
-                    .probe(addr, lease.id, seq, &trace.encode(), timeout)
-                    .await;
+                let outcome = shared.prober.probe(addr, lease.id, seq, &trace.encode(), timeout).await;
                 let ended_ns = clock::monotonic_ns();
                 tokio::time::sleep(GRACE).await;
                 (outcome, flight.finish(), sent_ns, ended_ns)

@@ -187,8 +187,8 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     for line in telemetry.blind_spots() {
         warn!("not visible on this kernel: {line}");
     }
-    let otlp = otlp::Settings::resolve(config.otlp.as_ref(), |k| std::env::var(k).ok())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let otlp =
+        otlp::Settings::resolve(config.otlp.as_ref(), |k| std::env::var(k).ok()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let span_counts = SpanCounts::default();
     let tracer = otlp::start(otlp, &span_counts).await?;
     let metrics = Arc::new(Metrics::new(

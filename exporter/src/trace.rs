@@ -9,8 +9,8 @@ use probe_common::{Kind, Mechanism};
 
 use crate::cli::TraceArgs;
 use crate::config::{AttachMode, Otlp, OtlpProtocol};
-use crate::export::otlp::{self, SpanCounts, TargetInfo};
 use crate::engine::{self, Engine};
+use crate::export::otlp::{self, SpanCounts, TargetInfo};
 use crate::journey::{Hop, HopDetail, Journey};
 use crate::kernel::loader::{Mechanisms, Sizing};
 use crate::prober::{self, IpVersion, Outcome};
@@ -54,8 +54,8 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                 service_name: None,
                 sample_ratio: 1.0,
             };
-            let settings = otlp::Settings::resolve(Some(&file), |k| std::env::var(k).ok())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let settings =
+                otlp::Settings::resolve(Some(&file), |k| std::env::var(k).ok()).map_err(|e| anyhow::anyhow!("{e}"))?;
             otlp::start(settings, &span_counts).await?
         }
     };

@@ -34,7 +34,9 @@ fn bridge_with_one_container(c: &mut Cleanup, br: &str, ns: &str, hostif: &str, 
     ));
     let ns = c.netns(ns);
     sh(&format!("ip link add {hostif} type veth peer name eth0 netns {ns}"));
-    sh(&format!("ip link set dev {hostif} master {br} && ip link set dev {hostif} up"));
+    sh(&format!(
+        "ip link set dev {hostif} master {br} && ip link set dev {hostif} up"
+    ));
     addr_up(&ns, "eth0", &format!("{net}.11/24"));
     sh(&format!("ip -n {ns} route add default via {net}.1"));
     ns
@@ -63,7 +65,10 @@ fn one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
 
 /// The hop spans in hop order.
 fn hop_spans(spans: &[Span]) -> Vec<&Span> {
-    let mut hops: Vec<&Span> = spans.iter().filter(|s| s.attr_int("tracepkt.hop.index").is_some()).collect();
+    let mut hops: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.attr_int("tracepkt.hop.index").is_some())
+        .collect();
     hops.sort_by_key(|s| s.attr_int("tracepkt.hop.index"));
     hops
 }
@@ -91,21 +96,37 @@ fn check_tree(spans: &[Span], rows: &[serde_json::Value], root_name: &str) -> (S
             &reply.expect("a reply span for reply hops").span_id
         };
         assert_eq!(&span.parent_span_id, parent, "{what}");
-        assert_eq!(span.attr_str("tracepkt.direction").as_deref(), Some(direction), "{what}");
-        assert_eq!(span.attr_str("tracepkt.hop.kind").as_deref(), row["kind"].as_str(), "{what}");
+        assert_eq!(
+            span.attr_str("tracepkt.direction").as_deref(),
+            Some(direction),
+            "{what}"
+        );
+        assert_eq!(
+            span.attr_str("tracepkt.hop.kind").as_deref(),
+            row["kind"].as_str(),
+            "{what}"
+        );
         assert_eq!(
             span.attr_str("network.interface.name").as_deref(),
             row["ifname"].as_str(),
             "{what}"
         );
+        assert_eq!(span.attr_int("tracepkt.netns.inode"), row["netns"].as_i64(), "{what}");
         assert_eq!(
-            span.attr_int("tracepkt.netns.inode"),
-            row["netns"].as_i64(),
+            span.attr_str("tracepkt.netns.name").as_deref(),
+            row["netns_name"].as_str(),
             "{what}"
         );
-        assert_eq!(span.attr_str("tracepkt.netns.name").as_deref(), row["netns_name"].as_str(), "{what}");
-        assert_eq!(span.attr_str("source.address").as_deref(), row["saddr"].as_str(), "{what}");
-        assert_eq!(span.attr_str("destination.address").as_deref(), row["daddr"].as_str(), "{what}");
+        assert_eq!(
+            span.attr_str("source.address").as_deref(),
+            row["saddr"].as_str(),
+            "{what}"
+        );
+        assert_eq!(
+            span.attr_str("destination.address").as_deref(),
+            row["daddr"].as_str(),
+            "{what}"
+        );
         if row["kind"] == "interface" {
             assert_eq!(span.attr_str("tracepkt.io").as_deref(), row["io"].as_str(), "{what}");
         }
@@ -119,7 +140,11 @@ fn check_tree(spans: &[Span], rows: &[serde_json::Value], root_name: &str) -> (S
         assert!(span.end_unix_nano >= span.start_unix_nano, "{what}");
         if i > 0 {
             assert!(span.start_unix_nano >= hops[i - 1].start_unix_nano, "{what}");
-            assert_eq!(hops[i - 1].end_unix_nano, span.start_unix_nano, "a hop lasts until the next");
+            assert_eq!(
+                hops[i - 1].end_unix_nano,
+                span.start_unix_nano,
+                "a hop lasts until the next"
+            );
         }
     }
     (root, request)
@@ -127,7 +152,10 @@ fn check_tree(spans: &[Span], rows: &[serde_json::Value], root_name: &str) -> (S
 
 fn check_resource(span: &Span) {
     assert_eq!(span.resource_str("service.name").as_deref(), Some("tracepkt"));
-    assert_eq!(span.resource_str("service.version").as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        span.resource_str("service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(span.resource_str("host.name").as_deref(), Some(host.trim()));
     assert_eq!(span.resource_str("os.version"), Some(common::kernel()));
@@ -144,7 +172,8 @@ fn trace_through_a_bridge(test: &str, rx: Receiver, protocol: &str, br: &str, ne
     let after = SystemTime::now();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let trace_id = printed_trace_id(&stderr).unwrap_or_else(|| panic!("{test}: no trace id printed\n{}", describe(&out)));
+    let trace_id =
+        printed_trace_id(&stderr).unwrap_or_else(|| panic!("{test}: no trace id printed\n{}", describe(&out)));
     assert_eq!(rows.len(), 6, "bridge, veth, container and back: {}", describe(&out));
     let spans = spans_of(&rx, &trace_id, rows.len() + 3);
     let (root, _) = check_tree(&spans, &rows, &format!("probe {target}"));
@@ -170,7 +199,10 @@ fn trace_through_a_bridge(test: &str, rx: Receiver, protocol: &str, br: &str, ne
         after
     );
     let lasted = (root.end_unix_nano - root.start_unix_nano) as f64 / 1e9;
-    assert!((lasted - rtt).abs() < 0.005, "root lasted {lasted} s for an RTT of {rtt} s");
+    assert!(
+        (lasted - rtt).abs() < 0.005,
+        "root lasted {lasted} s for an RTT of {rtt} s"
+    );
     check_resource(&root);
 
     // The namespace of the container's hops is named on its spans.
@@ -181,16 +213,46 @@ fn trace_through_a_bridge(test: &str, rx: Receiver, protocol: &str, br: &str, ne
             .filter(|s| s.attr_int("tracepkt.netns.inode") == Some(inner))
             .all(|s| s.attr_str("tracepkt.netns.name").as_deref() == Some(ns.as_str()))
     );
-    eprintln!(
-        "{test}: trace {trace_id}: {}",
-        spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-    );
+    eprintln!("{test}: trace {trace_id}\n{}", tree(&spans));
+}
+
+/// The span tree as text, children under their parent with their attributes: what the test
+/// log shows of a decoded trace.
+fn tree(spans: &[Span]) -> String {
+    fn walk(spans: &[Span], parent: &str, depth: usize, out: &mut String) {
+        let mut children: Vec<&Span> = spans.iter().filter(|s| s.parent_span_id == parent).collect();
+        children.sort_by_key(|s| (s.start_unix_nano, s.attr_int("tracepkt.hop.index")));
+        for s in children {
+            let attrs: Vec<String> = s.attributes.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            let status = match s.status_code {
+                2 => format!(" ERROR({})", s.status_message),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "{}{} [{} ns]{status} {}\n",
+                "  ".repeat(depth),
+                s.name,
+                s.end_unix_nano - s.start_unix_nano,
+                attrs.join(" ")
+            ));
+            walk(spans, &s.span_id, depth + 1, out);
+        }
+    }
+    let mut out = String::new();
+    walk(spans, "", 0, &mut out);
+    out
 }
 
 #[test]
 fn trace_sends_its_journey_over_grpc() {
     require_privileges!("trace_sends_its_journey_over_grpc");
-    trace_through_a_bridge("trace_sends_its_journey_over_grpc", Receiver::grpc(), "grpc", "tpkob1", "198.18.72");
+    trace_through_a_bridge(
+        "trace_sends_its_journey_over_grpc",
+        Receiver::grpc(),
+        "grpc",
+        "tpkob1",
+        "198.18.72",
+    );
 }
 
 #[test]
@@ -225,7 +287,10 @@ fn a_dropped_probe_is_an_error_span_naming_the_drop() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let trace_id = printed_trace_id(&stderr).unwrap_or_else(|| panic!("no trace id printed\n{}", describe(&out)));
     let Some(drop_row) = rows.iter().find(|r| r["kind"] == "drop") else {
-        common::skip(test, &format!("the kernel reported no drop row for the probe: {}", describe(&out)));
+        common::skip(
+            test,
+            &format!("the kernel reported no drop row for the probe: {}", describe(&out)),
+        );
         return;
     };
     let spans = spans_of(&rx, &trace_id, rows.len() + 2);
@@ -244,8 +309,12 @@ fn a_dropped_probe_is_an_error_span_naming_the_drop() {
     assert_eq!(drop.status_code, 2, "{drop:#?}");
     assert_eq!(drop.attr_str("tracepkt.drop.reason").as_deref(), Some(reason));
     assert!(drop.status_message.contains(reason), "{drop:#?}");
-    assert_eq!(drop.attr_str("tracepkt.drop.location"), drop_row["location"].as_str().map(str::to_string));
+    assert_eq!(
+        drop.attr_str("tracepkt.drop.location"),
+        drop_row["location"].as_str().map(str::to_string)
+    );
     assert_eq!(drop.name, format!("drop {reason}"));
+    eprintln!("{test}: trace {trace_id}\n{}", tree(&spans));
 }
 
 /// Sniffs the first tracepkt probe arriving on `eth0`, then sends 20 echo requests with its
@@ -317,7 +386,10 @@ fn foreign_echoes_with_our_id_are_not_followed() {
     let forged: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(forged.first(), Some(&"forged"), "forger: {line:?}\n{}", describe(&out));
     assert_eq!(
-        rows.first().and_then(|r| r["probe"].as_u64()).map(|p| p.to_string()).as_deref(),
+        rows.first()
+            .and_then(|r| r["probe"].as_u64())
+            .map(|p| p.to_string())
+            .as_deref(),
         forged.get(1).copied(),
         "the forged echoes carry the probe's id: {}",
         describe(&out)
@@ -328,7 +400,12 @@ fn foreign_echoes_with_our_id_are_not_followed() {
         assert_eq!(r["saddr"], "198.18.70.1", "no forged request is followed: {r}");
     }
     let interface_rows = rows.iter().filter(|r| r["kind"] == "interface").count();
-    assert_eq!(interface_rows, 2, "out of the host, into the namespace: {}", describe(&out));
+    assert_eq!(
+        interface_rows,
+        2,
+        "out of the host, into the namespace: {}",
+        describe(&out)
+    );
 }
 
 fn serve_config(dir: &TempDir, port: u16, target: &str, otlp: &str) -> std::path::PathBuf {
@@ -401,7 +478,10 @@ fn prometheus_stores_the_rtt_exemplar_of_the_trace_sent() {
     };
     assert_eq!(exemplar.series.get("target").map(String::as_str), Some("198.18.75.2"));
     let rtt = root.attributes["tracepkt.rtt_seconds"].as_f64().unwrap();
-    assert!((exemplar.value - rtt).abs() < 1e-9, "exemplar {exemplar:?} vs root RTT {rtt}");
+    assert!(
+        (exemplar.value - rtt).abs() < 1e-9,
+        "exemplar {exemplar:?} vs root RTT {rtt}"
+    );
     eprintln!(
         "{test}: exemplar {:?} value {} on {:?}; root span {} {:?}",
         exemplar.labels, exemplar.value, exemplar.series, root.name, root.attributes
@@ -434,7 +514,11 @@ fn a_hung_collector_stops_neither_probing_nor_scrapes() {
     for _ in 0..10 {
         let t = Instant::now();
         let body = scrape(port);
-        assert!(!body.is_empty(), "scrape failed\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            !body.is_empty(),
+            "scrape failed\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         assert!(t.elapsed() < Duration::from_secs(2), "scrape took {:?}", t.elapsed());
         std::thread::sleep(Duration::from_millis(400));
     }

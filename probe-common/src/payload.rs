@@ -92,7 +92,10 @@ mod tests {
         other[4] = 2;
         assert_eq!(TraceContext::decode(&other), None);
         assert!(!is_head(u64::from_le_bytes(other[..8].try_into().unwrap())));
-        assert_eq!(TraceContext::decode(b"tracepkt probe\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"), None);
+        assert_eq!(
+            TraceContext::decode(b"tracepkt probe\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            None
+        );
         assert_eq!(TraceContext::decode(&b[..31]), None);
     }
 }

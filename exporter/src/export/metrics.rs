@@ -15,18 +15,18 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::collectors::{self, Labelling};
 use super::otlp::SpanCounts;
-use opentelemetry::trace::TraceId;
 use crate::engine::Telemetry;
 use crate::journey::{Journey, Stage};
 use crate::prober::Outcome;
+use opentelemetry::trace::TraceId;
 
 /// What the metrics know of a target: its name and the extra labels of its config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -160,9 +160,17 @@ impl Default for SpanCounts {
         let dropped = Family::<ReasonLabels, Counter>::default();
         let traces = Family::<DecisionLabels, Counter>::default();
         let queue_full = dropped.get_or_create(&ReasonLabels { reason: "queue_full" }).clone();
-        let export_failed = dropped.get_or_create(&ReasonLabels { reason: "export_failed" }).clone();
+        let export_failed = dropped
+            .get_or_create(&ReasonLabels {
+                reason: "export_failed",
+            })
+            .clone();
         let kept = traces.get_or_create(&DecisionLabels { decision: "kept" }).clone();
-        let sampled_out = traces.get_or_create(&DecisionLabels { decision: "sampled_out" }).clone();
+        let sampled_out = traces
+            .get_or_create(&DecisionLabels {
+                decision: "sampled_out",
+            })
+            .clone();
         SpanCounts {
             exported: Counter::default(),
             dropped,
@@ -395,8 +403,7 @@ impl Tracer {
 
     fn span(
         &self,
-        ctx: SpanContext,
-        parent: SpanId,
+        (ctx, parent): (SpanContext, SpanId),
         kind: SpanKind,
         name: String,
         (start, end): (SystemTime, SystemTime),
@@ -466,8 +473,7 @@ impl Tracer {
         };
         let mut out = Vec::with_capacity(j.hops.len() + 3);
         out.push(self.span(
-            self.context(j, root_id),
-            SpanId::INVALID,
+            (self.context(j, root_id), SpanId::INVALID),
             SpanKind::Client,
             format!("probe {}", target.name),
             (start, end),
@@ -481,15 +487,12 @@ impl Tracer {
         let request_id = self.ids.new_span_id();
         let request_end = first_reply.unwrap_or(end_ns);
         let fatal = |h: &Hop| is_fatal(h);
-        let leg_status = |d: Direction| {
-            match j.hops.iter().find(|h| h.direction == d && fatal(h)) {
-                Some(h) => Status::error(h.verdict_text()),
-                None => Status::Unset,
-            }
+        let leg_status = |d: Direction| match j.hops.iter().find(|h| h.direction == d && fatal(h)) {
+            Some(h) => Status::error(h.verdict_text()),
+            None => Status::Unset,
         };
         out.push(self.span(
-            self.context(j, request_id),
-            root_id,
+            (self.context(j, request_id), root_id),
             SpanKind::Internal,
             "request".to_string(),
             (start, wall(request_end)),
@@ -500,8 +503,7 @@ impl Tracer {
         if first_reply.is_some() || j.replied() {
             let reply_start = first_reply.unwrap_or(end_ns);
             out.push(self.span(
-                self.context(j, reply_id),
-                root_id,
+                (self.context(j, reply_id), root_id),
                 SpanKind::Internal,
                 "reply".to_string(),
                 (wall(reply_start), end),
@@ -521,8 +523,7 @@ impl Tracer {
                 Status::Unset
             };
             out.push(self.span(
-                self.context(j, self.ids.new_span_id()),
-                parent,
+                (self.context(j, self.ids.new_span_id()), parent),
                 SpanKind::Internal,
                 hop_name(hop),
                 (wall(hop.ts_ns), wall(next.max(hop.ts_ns))),
@@ -721,7 +722,10 @@ mod tests {
         assert_eq!(s.service_name, "tracepkt");
         let err = Settings::resolve(
             None,
-            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ]),
         )
         .unwrap_err();
         assert!(err.contains("http/json"), "{err}");
@@ -733,7 +737,10 @@ mod tests {
     fn http_urls_get_the_traces_path_once() {
         assert_eq!(http_traces_url("http://c:4318"), "http://c:4318/v1/traces");
         assert_eq!(http_traces_url("http://c:4318/"), "http://c:4318/v1/traces");
-        assert_eq!(http_traces_url("http://c:4318/custom/v1/traces"), "http://c:4318/custom/v1/traces");
+        assert_eq!(
+            http_traces_url("http://c:4318/custom/v1/traces"),
+            "http://c:4318/custom/v1/traces"
+        );
     }
 
     fn journey(replied: bool, trace_low: u64) -> Journey {

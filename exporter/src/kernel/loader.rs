@@ -393,7 +393,7 @@ fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
     // last line, where the verifier says what it refused.
     let mut lines = s.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or_default().to_string();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if last.trim() != first.trim() => format!("{first} ... {}", last.trim()),
         _ => first,
     }
