@@ -74,7 +74,8 @@ case "$what" in
         ;;
     test)
         "$0" build
-        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates bc util-linux
+        # prometheus: the exemplar test; chromium: the built-in page test (headless); python3: forged echoes.
+        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates bc util-linux chromium fonts-dejavu-core python3
         ;;
     bench)
         "$0" build

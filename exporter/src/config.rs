@@ -18,6 +18,7 @@
 //!   timeout: 10s               # per export request; default OTEL_EXPORTER_OTLP_TIMEOUT, else 10s
 //!   sample_ratio: 1.0          # fraction of answered probes traced, 0..=1; failures always are
 //!   service_name: tracepkt     # default OTEL_SERVICE_NAME, else tracepkt
+//!   trace_url: http://tempo.example/trace/{trace_id}  # optional: where the page links traces
 //! attach: in-flight            # optional: in-flight (default) or always
 //! rtt_buckets: [0.001, 0.01]   # optional RTT histogram buckets (seconds); default none
 //! mechanisms: [tracepoint]     # optional: attach only by these (tp_btf, tracepoint, kprobe)
@@ -167,6 +168,8 @@ pub struct Otlp {
     pub service_name: Option<String>,
     /// Fraction of answered probes whose journey is sent as a trace, 0..=1.
     pub sample_ratio: f64,
+    /// Where the built-in page links a trace: `{trace_id}` is replaced by its id.
+    pub trace_url: Option<String>,
 }
 
 /// OTLP transport.
@@ -335,7 +338,7 @@ struct RawTarget {
 
 #[derive(Deserialize)]
 #[serde(
-    expecting = "a mapping with endpoint, protocol, timeout, sample_ratio or service_name",
+    expecting = "a mapping with endpoint, protocol, timeout, sample_ratio, service_name or trace_url",
     deny_unknown_fields
 )]
 struct RawOtlp {
@@ -349,6 +352,8 @@ struct RawOtlp {
     sample_ratio: Option<f64>,
     #[serde(default)]
     service_name: Option<String>,
+    #[serde(default, deserialize_with = "trace_url")]
+    trace_url: Option<String>,
 }
 
 // Field deserializers. Each check runs inside a visitor, never after `deserialize_*` returns: an
@@ -626,6 +631,19 @@ fn sample_ratio<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error
     d.deserialize_f64(RatioVisitor)
 }
 
+fn trace_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    parse_str(d, "a URL containing {trace_id}", |s| {
+        let lower = s.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return Err(format!("trace_url {s:?} must start with http:// or https://"));
+        }
+        if !s.contains("{trace_id}") {
+            return Err(format!("trace_url {s:?} has no {{trace_id}} to replace"));
+        }
+        Ok(Some(s.to_owned()))
+    })
+}
+
 fn otlp_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     parse_str(d, "an http:// URL", |s| check_otlp_endpoint(s).map(Some))
 }
@@ -874,6 +892,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             timeout: o.timeout,
             service_name: o.service_name,
             sample_ratio: o.sample_ratio.unwrap_or(1.0),
+            trace_url: o.trace_url,
         }),
         attach: raw.attach,
         rtt_buckets: raw.rtt_buckets.unwrap_or_default(),
@@ -1117,6 +1136,7 @@ mod tests {
                 timeout: Some(secs(3)),
                 service_name: Some("probes".into()),
                 sample_ratio: 0.25,
+                trace_url: None,
             }),
             attach: AttachMode::InFlight,
             rtt_buckets: vec![],
@@ -1262,7 +1282,7 @@ mod tests {
         let message = error(&lines, 4, 3, "otlp");
         assert_contains(
             &message,
-            "unknown field `headers`, expected one of `endpoint`, `protocol`, `timeout`, `sample_ratio`, `service_name`",
+            "unknown field `headers`, expected one of `endpoint`, `protocol`, `timeout`, `sample_ratio`, `service_name`, `trace_url`",
         );
     }
 

@@ -114,6 +114,16 @@ impl Hop {
         }
     }
 
+    /// Whether this hop is where the packet ended without reaching its destination: a drop,
+    /// or a chain's DROP verdict.
+    pub fn is_fatal(&self) -> bool {
+        match &self.detail {
+            HopDetail::Drop { .. } => true,
+            HopDetail::Netfilter { verdict, .. } => *verdict == "DROP",
+            HopDetail::Interface { .. } => false,
+        }
+    }
+
     /// A short, bounded name for the place of this hop, for path signatures.
     fn place(&self) -> String {
         match &self.detail {
@@ -260,6 +270,40 @@ impl Journey {
 
     pub fn replied(&self) -> bool {
         matches!(self.outcome, Outcome::Reply { .. })
+    }
+
+    /// The outcome in one word (`replied`, `timeout`, `icmp_error`, `send_error`, `dropped`),
+    /// and what explains a failure.
+    pub fn outcome_text(&self) -> (&'static str, Option<String>) {
+        match &self.outcome {
+            Outcome::Reply { .. } => ("replied", None),
+            Outcome::SendError(e) => ("send_error", Some(e.clone())),
+            Outcome::IcmpError(e) => ("icmp_error", Some(e.clone())),
+            // The kernel's drop row names the reason; a chain's DROP verdict, which comes
+            // first, only names the chain.
+            Outcome::Timeout => match self
+                .hops
+                .iter()
+                .find(|h| matches!(h.detail, HopDetail::Drop { .. }))
+                .or_else(|| self.hops.iter().find(|h| h.is_fatal()))
+            {
+                Some(h) => {
+                    let mut place = format!("{} in netns {}", h.verdict_text(), h.netns_label());
+                    if !h.ifname.is_empty() {
+                        place.push_str(&format!(" on {}", h.ifname));
+                    }
+                    if let HopDetail::Drop { location, .. } = &h.detail {
+                        place.push_str(&format!(" at {location}"));
+                    }
+                    ("dropped", Some(place))
+                }
+                None => (
+                    "timeout",
+                    self.last_hop()
+                        .map(|h| format!("last seen in netns {} on {}", h.netns_label(), h.ifname)),
+                ),
+            },
+        }
     }
 
     /// Where the packet was last seen: the last hop of the journey.

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::cli::ServeArgs;
 use crate::config::{AttachMode, Config, Target};
 use crate::engine::{self, Engine, Lease};
+use crate::export::board::{Board, JourneyView, TargetView};
 use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
 use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
@@ -41,6 +42,7 @@ fn labels_of(t: &Target) -> TargetLabels {
 struct Probing {
     engine: Engine,
     metrics: Arc<Metrics>,
+    board: Arc<Board>,
     tracer: Option<Arc<Tracer>>,
     target: Target,
     tag: u32,
@@ -51,6 +53,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
     let Probing {
         engine,
         metrics,
+        board,
         tracer,
         target: t,
         tag,
@@ -75,6 +78,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                 Err(e) => {
                     warn!(target = %t.name, "{e}");
                     metrics.probe_error(tag, &labels, ProbeError::Resolve);
+                    board.record(&t.name, JourneyView::unresolved(e.to_string()));
                     continue;
                 }
             };
@@ -93,6 +97,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
             }
             let trace = tracer.as_ref().and_then(|tr| tr.record(&info, Some(addr), &journey));
             metrics.record(tag, &labels, &journey, trace);
+            board.record(&t.name, JourneyView::of(&journey, trace));
             seq = seq.wrapping_add(1);
         }
     }
@@ -102,6 +107,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
 struct Fleet {
     engine: Engine,
     metrics: Arc<Metrics>,
+    board: Arc<Board>,
     tracer: Option<Arc<Tracer>>,
     running: HashMap<String, Running>,
     next_tag: u32,
@@ -111,9 +117,11 @@ impl Fleet {
     fn start(&mut self, t: Target, tag: u32, start_after: Duration) -> anyhow::Result<()> {
         let lease = self.engine.lease(tag).context("no free ICMP echo id")?;
         self.metrics.add_target(tag, labels_of(&t));
+        self.board.set_target(TargetView::of(&t));
         let probing = Probing {
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            board: self.board.clone(),
             tracer: self.tracer.clone(),
             target: t.clone(),
             tag,
@@ -139,6 +147,7 @@ impl Fleet {
             // Aborting drops the task's lease and any probe in flight with it.
             r.task.abort();
             self.metrics.remove_target(r.tag, true);
+            self.board.remove_target(&name);
             info!(target = %name, "target removed");
         }
         let n = targets.len().max(1) as u32;
@@ -206,9 +215,11 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         .with_context(|| format!("cannot listen on {} (set `listen:` in the config)", config.listen))?;
     info!(listen = %config.listen, targets = config.targets.len(), "serving /metrics");
 
+    let board = Arc::new(Board::new(config.otlp.as_ref().and_then(|o| o.trace_url.clone())));
     let mut fleet = Fleet {
         engine: engine.clone(),
         metrics: metrics.clone(),
+        board: board.clone(),
         tracer: tracer.clone(),
         running: HashMap::new(),
         next_tag: 0,
@@ -216,7 +227,7 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     fleet.apply(&config.targets)?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let router = http::router(metrics.clone());
+    let router = http::router(metrics.clone(), board.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async {

@@ -53,6 +53,7 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                 timeout: None,
                 service_name: None,
                 sample_ratio: 1.0,
+                trace_url: None,
             };
             let settings =
                 otlp::Settings::resolve(Some(&file), |k| std::env::var(k).ok()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,6 +1,7 @@
-//! What tracepkt hands to the outside world: Prometheus metrics over HTTP, and one
-//! OpenTelemetry trace per journey over OTLP.
+//! What tracepkt hands to the outside world: Prometheus metrics and a page of each target's
+//! last journeys over HTTP, and one OpenTelemetry trace per journey over OTLP.
 
+pub mod board;
 mod collectors;
 pub mod http;
 pub mod metrics;

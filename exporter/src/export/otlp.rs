@@ -440,7 +440,7 @@ impl Tracer {
         } else {
             (wall(j.sent_ns), wall(end_ns))
         };
-        let (outcome, why) = describe(j);
+        let (outcome, why) = j.outcome_text();
         let mut attrs = vec![
             KeyValue::new("tracepkt.target", target.name.to_string()),
             KeyValue::new("server.address", target.address.to_string()),
@@ -486,7 +486,7 @@ impl Tracer {
         let first_reply = j.hops.iter().find(|h| h.direction == Direction::Reply).map(|h| h.ts_ns);
         let request_id = self.ids.new_span_id();
         let request_end = first_reply.unwrap_or(end_ns);
-        let fatal = |h: &Hop| is_fatal(h);
+        let fatal = |h: &Hop| h.is_fatal();
         let leg_status = |d: Direction| match j.hops.iter().find(|h| h.direction == d && fatal(h)) {
             Some(h) => Status::error(h.verdict_text()),
             None => Status::Unset,
@@ -517,7 +517,7 @@ impl Tracer {
                 Direction::Request => request_id,
                 Direction::Reply => reply_id,
             };
-            let status = if fatal(hop) {
+            let status = if hop.is_fatal() {
                 Status::error(hop.verdict_text())
             } else {
                 Status::Unset
@@ -532,15 +532,6 @@ impl Tracer {
             ));
         }
         out
-    }
-}
-
-/// Whether a hop is where the packet ended without reaching its destination.
-fn is_fatal(h: &Hop) -> bool {
-    match &h.detail {
-        HopDetail::Drop { .. } => true,
-        HopDetail::Netfilter { verdict, .. } => *verdict == "DROP",
-        HopDetail::Interface { .. } => false,
     }
 }
 
@@ -559,45 +550,6 @@ fn keep(j: &Journey, ratio: f64) -> bool {
     }
     let x = u64::from_be_bytes(j.trace.trace_id[8..16].try_into().expect("8 bytes"));
     (x >> 1) < (ratio * (1u64 << 63) as f64) as u64
-}
-
-/// The outcome as `tracepkt.outcome` names it, and what explains a failure.
-fn describe(j: &Journey) -> (&'static str, Option<String>) {
-    match &j.outcome {
-        Outcome::Reply { .. } => ("replied", None),
-        Outcome::SendError(e) => ("send_error", Some(e.clone())),
-        Outcome::IcmpError(e) => ("icmp_error", Some(e.clone())),
-        // The kernel's drop row names the reason; a chain's DROP verdict, which comes first,
-        // only names the chain.
-        Outcome::Timeout => match j
-            .hops
-            .iter()
-            .find(|h| matches!(h.detail, HopDetail::Drop { .. }))
-            .or_else(|| j.hops.iter().find(|h| is_fatal(h)))
-        {
-            Some(h) => {
-                let place = format!(
-                    "{} in netns {}{}",
-                    h.verdict_text(),
-                    h.netns_label(),
-                    if h.ifname.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" on {}", h.ifname)
-                    }
-                );
-                match &h.detail {
-                    HopDetail::Drop { location, .. } => ("dropped", Some(format!("{place} at {location}"))),
-                    _ => ("dropped", Some(place)),
-                }
-            }
-            None => (
-                "timeout",
-                j.last_hop()
-                    .map(|h| format!("last seen in netns {} on {}", h.netns_label(), h.ifname)),
-            ),
-        },
-    }
 }
 
 fn hop_name(h: &Hop) -> String {
@@ -678,6 +630,7 @@ mod tests {
             timeout: None,
             service_name: None,
             sample_ratio: 1.0,
+            trace_url: None,
         }
     }
 

@@ -101,9 +101,10 @@ impl Cleanup {
     /// A network namespace that is deleted at the end of the test (with every interface in it).
     pub fn netns(&mut self, name: &str) -> String {
         let _ = Command::new("ip").args(["netns", "del", name]).output();
-        sh(&format!("ip netns add {name}"));
-        sh(&format!("ip -n {name} link set dev lo up"));
-        self.cmds.push(format!("ip netns del {name}"));
+        // Quoted: names may carry shell metacharacters (the markup-escaping tests use some).
+        sh(&format!("ip netns add '{name}'"));
+        sh(&format!("ip -n '{name}' link set dev lo up"));
+        self.cmds.push(format!("ip netns del '{name}'"));
         name.to_string()
     }
 
