@@ -53,6 +53,16 @@ pub struct TraceArgs {
     /// One JSON object per hop per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Probe with a TCP connection to this port instead of ICMP echo.
+    #[arg(long, value_name = "PORT", conflicts_with = "udp", value_parser = clap::value_parser!(u16).range(1..))]
+    pub tcp: Option<u16>,
+    /// Probe with a UDP datagram to this port instead of ICMP echo.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub udp: Option<u16>,
+    /// Start the probes in this network namespace: a name under /run/netns or an absolute
+    /// path (/proc/PID/ns/net).
+    #[arg(long, value_name = "NETNS")]
+    pub from: Option<String>,
     /// Also send each journey as an OpenTelemetry trace to this OTLP collector
     /// (http://HOST:PORT) and print its trace id.
     #[arg(long, value_name = "ENDPOINT", value_parser = crate::config::check_otlp_endpoint)]

@@ -12,6 +12,14 @@
 //!     timeout: 5s
 //!     count: 3                 # optional, probes per round, 1..=100, default 1
 //!     labels: {site: paris}    # optional extra Prometheus labels
+//!     protocol: tcp            # optional: icmp (default), tcp or udp
+//!     port: 443                # tcp and udp: the destination port (required)
+//!     payload: "hello"         # udp only: what to send (default: tracepkt's 32-byte payload)
+//!     from: {netns: client}    # optional: start the probe in this network namespace
+//!     expect:                  # optional: what every journey's path must look like
+//!       through: [backend]     #   namespaces or interfaces it must cross
+//!       not_through: [eth9]    #   ones it must not
+//!       no_drop: true          #   no drop and no netfilter DROP
 //! otlp:                        # optional; tracing is on when an endpoint is set here or in
 //!   endpoint: http://127.0.0.1:4317  #   OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (this file wins)
 //!   protocol: grpc             # or http/protobuf; default: OTEL_EXPORTER_OTLP_PROTOCOL, else grpc
@@ -153,6 +161,44 @@ pub struct Target {
     pub count: u32,
     /// Extra Prometheus labels; names valid and not reserved.
     pub labels: BTreeMap<String, String>,
+    pub probe: Probe,
+    /// The network namespace the probe starts in: a file such as `/run/netns/NAME`.
+    pub from: Option<PathBuf>,
+    pub expect: Option<Expect>,
+}
+
+/// What a target's probe is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Icmp,
+    Tcp { port: u16 },
+    Udp { port: u16, payload: Option<Vec<u8>> },
+}
+
+impl Probe {
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Probe::Icmp => "icmp",
+            Probe::Tcp { .. } => "tcp",
+            Probe::Udp { .. } => "udp",
+        }
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Probe::Icmp => None,
+            Probe::Tcp { port } | Probe::Udp { port, .. } => Some(*port),
+        }
+    }
+}
+
+/// What every journey of a target must look like. A name is a namespace (its name under
+/// `/run/netns`, its pod label, or its inode) or an interface name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Expect {
+    pub through: Vec<String>,
+    pub not_through: Vec<String>,
+    pub no_drop: bool,
 }
 
 pub use crate::prober::IpVersion;
@@ -334,6 +380,60 @@ struct RawTarget {
     count: Option<u32>,
     #[serde(default, deserialize_with = "labels")]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    protocol: Option<RawProtocol>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    from: Option<RawFrom>,
+    #[serde(default)]
+    expect: Option<RawExpect>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawProtocol {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping with netns: a namespace name or path", deny_unknown_fields)]
+struct RawFrom {
+    #[serde(deserialize_with = "netns_ref")]
+    netns: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a mapping with through, not_through or no_drop", deny_unknown_fields)]
+struct RawExpect {
+    #[serde(default)]
+    through: Vec<String>,
+    #[serde(default)]
+    not_through: Vec<String>,
+    #[serde(default)]
+    no_drop: bool,
+}
+
+/// A network namespace: a name under `/run/netns`, or an absolute path (`/proc/PID/ns/net`).
+fn netns_ref<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    parse_str(d, "a namespace name or an absolute path", |s| {
+        if s.is_empty() {
+            return Err("the namespace must not be empty".to_owned());
+        }
+        if s.starts_with('/') {
+            return Ok(PathBuf::from(s));
+        }
+        if s.contains('/') || s == "." || s == ".." {
+            return Err(format!(
+                "{s:?} is neither a namespace name (no '/') nor an absolute path"
+            ));
+        }
+        Ok(Path::new("/run/netns").join(s))
+    })
 }
 
 #[derive(Deserialize)]
@@ -788,7 +888,38 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
     let mut index_of: HashMap<String, usize> = HashMap::new();
     for (i, t) in raw.targets.into_iter().enumerate() {
         let at = |key| vec![Seg::Key("targets"), Seg::Index(i), Seg::Key(key)];
-        let name = t.name.clone().unwrap_or_else(|| t.address.clone());
+        let probe = match (t.protocol.unwrap_or(RawProtocol::Icmp), t.port, &t.payload) {
+            (RawProtocol::Icmp, Some(_), _) => {
+                return Err(Problem {
+                    path: at("port"),
+                    message: "an ICMP target has no port: set protocol: tcp or udp".into(),
+                });
+            }
+            (RawProtocol::Icmp | RawProtocol::Tcp, _, Some(_)) => {
+                return Err(Problem {
+                    path: at("payload"),
+                    message: "only UDP targets send a payload".into(),
+                });
+            }
+            (RawProtocol::Tcp | RawProtocol::Udp, None | Some(0), _) => {
+                return Err(Problem {
+                    path: if t.port.is_some() { at("port") } else { at("protocol") },
+                    message: "a TCP or UDP target needs a port (1-65535)".into(),
+                });
+            }
+            (RawProtocol::Icmp, None, None) => Probe::Icmp,
+            (RawProtocol::Tcp, Some(port), None) => Probe::Tcp { port },
+            (RawProtocol::Udp, Some(port), payload) => Probe::Udp {
+                port,
+                payload: payload.as_ref().map(|p| p.as_bytes().to_vec()),
+            },
+        };
+        // Unnamed TCP and UDP targets are named after their address, port and protocol, so
+        // that two ports of one host are two targets.
+        let name = t.name.clone().unwrap_or_else(|| match probe.port() {
+            Some(port) => format!("{}:{port}/{}", t.address, probe.protocol()),
+            None => t.address.clone(),
+        });
         let ip_version = t.ip_version.unwrap_or_default();
 
         if let Ok(ip) = t.address.parse::<IpAddr>()
@@ -879,6 +1010,13 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             timeout: target_timeout,
             count: t.count.unwrap_or(DEFAULT_COUNT),
             labels: t.labels,
+            probe,
+            from: t.from.map(|f| f.netns),
+            expect: t.expect.map(|e| Expect {
+                through: e.through,
+                not_through: e.not_through,
+                no_drop: e.no_drop,
+            }),
         });
     }
     Ok(Config {
@@ -1107,6 +1245,9 @@ mod tests {
                     timeout: secs(3),
                     count: 1,
                     labels: BTreeMap::new(),
+                    probe: Probe::Icmp,
+                    from: None,
+                    expect: None,
                 },
                 Target {
                     name: "gateway".into(),
@@ -1119,6 +1260,9 @@ mod tests {
                         .into_iter()
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
                         .collect(),
+                    probe: Probe::Icmp,
+                    from: None,
+                    expect: None,
                 },
                 Target {
                     name: "2001:db8::1".into(),
@@ -1128,6 +1272,9 @@ mod tests {
                     timeout: secs(3),
                     count: 1,
                     labels: BTreeMap::new(),
+                    probe: Probe::Icmp,
+                    from: None,
+                    expect: None,
                 },
             ],
             otlp: Some(Otlp {
@@ -1143,6 +1290,54 @@ mod tests {
             mechanisms: vec![],
         };
         assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn tcp_and_udp_targets() {
+        let config = parse(&[
+            "targets:",
+            "  - {address: 198.18.0.1, protocol: tcp, port: 443, from: {netns: client}}",
+            "  - {address: 198.18.0.1, protocol: udp, port: 53, payload: hi, from: {netns: /proc/1/ns/net}}",
+            "  - address: 198.18.0.1",
+            "    protocol: tcp",
+            "    port: 80",
+            "    expect: {through: [backend, eth0], not_through: [other], no_drop: true}",
+        ]);
+        let t = &config.targets;
+        assert_eq!(t[0].name, "198.18.0.1:443/tcp");
+        assert_eq!(t[0].probe, Probe::Tcp { port: 443 });
+        assert_eq!(t[0].from.as_deref(), Some(Path::new("/run/netns/client")));
+        assert_eq!(t[1].name, "198.18.0.1:53/udp");
+        assert_eq!(
+            t[1].probe,
+            Probe::Udp {
+                port: 53,
+                payload: Some(b"hi".to_vec())
+            }
+        );
+        assert_eq!(t[1].from.as_deref(), Some(Path::new("/proc/1/ns/net")));
+        assert_eq!(
+            t[2].expect,
+            Some(Expect {
+                through: vec!["backend".into(), "eth0".into()],
+                not_through: vec!["other".into()],
+                no_drop: true
+            })
+        );
+        let lines = ["targets:", "  - {address: 198.18.0.1, protocol: tcp}"];
+        assert_contains(&error(&lines, 2, 37, "targets[0].protocol"), "needs a port");
+        let lines = ["targets:", "  - {address: 198.18.0.1, port: 80}"];
+        assert_contains(&error(&lines, 2, 33, "targets[0].port"), "an ICMP target has no port");
+        let lines = [
+            "targets:",
+            "  - {address: 198.18.0.1, protocol: tcp, port: 1, payload: x}",
+        ];
+        assert_contains(&error(&lines, 2, 60, "targets[0].payload"), "only UDP targets");
+        let lines = ["targets:", "  - {address: 198.18.0.1, from: {netns: a/b}}"];
+        assert_contains(
+            &error(&lines, 2, 41, "targets[0].from.netns"),
+            "neither a namespace name",
+        );
     }
 
     #[test]
@@ -1162,6 +1357,9 @@ mod tests {
                     timeout: secs(2),
                     count: 1,
                     labels: BTreeMap::new(),
+                    probe: Probe::Icmp,
+                    from: None,
+                    expect: None,
                 }],
                 otlp: None,
                 attach: AttachMode::InFlight,

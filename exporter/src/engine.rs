@@ -8,7 +8,8 @@
 //! Shared state sits behind short-lived locks, never held across an await.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use probe_common::payload::{self, TraceContext};
-use probe_common::{DropKey, HopKey, VerdictKey, map};
+use probe_common::{DropKey, HopKey, Proto, VerdictKey, map, probe_key};
 use tokio::task::AbortHandle;
 use tracing::{error, warn};
 
@@ -27,7 +28,8 @@ use crate::kernel::events::KernelEvent;
 use crate::kernel::loader::{self, Attach, DropReasons, Kernel, Mechanisms, Sizing};
 use crate::kernel::maps::{Counters, EventReader, KernelStats, ProbeRegistry};
 use crate::names::Names;
-use crate::prober::{IdPool, Outcome, Prober};
+use crate::prober::{self, IdPool, Outcome, Prober};
+use crate::sockets;
 
 /// How long a journey stays open after its probe ended, for events still in the ring buffer.
 const GRACE: Duration = Duration::from_millis(25);
@@ -64,7 +66,7 @@ impl AttachClock {
 struct Gate {
     kernel: Kernel,
     mode: AttachMode,
-    in_flight: HashSet<(u16, u16)>,
+    in_flight: HashSet<JourneyKey>,
     clock: Arc<AttachClock>,
 }
 
@@ -84,7 +86,7 @@ impl Gate {
         })
     }
 
-    fn arm(&mut self, probe: (u16, u16)) -> anyhow::Result<()> {
+    fn arm(&mut self, probe: JourneyKey) -> anyhow::Result<()> {
         if self.mode == AttachMode::InFlight && self.in_flight.is_empty() {
             self.kernel
                 .attach_gated()
@@ -95,7 +97,7 @@ impl Gate {
         Ok(())
     }
 
-    fn disarm(&mut self, probe: (u16, u16)) {
+    fn disarm(&mut self, probe: JourneyKey) {
         if self.in_flight.remove(&probe) && self.in_flight.is_empty() && self.mode == AttachMode::InFlight {
             if let Err(e) = self.kernel.detach_gated() {
                 warn!("detaching the programs between probes failed: {e}");
@@ -105,9 +107,14 @@ impl Gate {
     }
 }
 
-/// A journey being gathered: the trace its probe carries, and its events so far.
+/// What a journey's events are filed under: the protocol, what names the probe within it (the
+/// echo id, or the bound port), and the echo sequence (0 for TCP and UDP).
+type JourneyKey = (Proto, u16, u16);
+
+/// A journey being gathered: the trace its probe carries, if its packets carry one (TCP
+/// segments carry no payload), and its events so far.
 struct Open {
-    trace_id: [u8; 16],
+    trace_id: Option<[u8; 16]>,
     events: Vec<KernelEvent>,
 }
 
@@ -116,7 +123,7 @@ struct State {
     registry: ProbeRegistry,
     gate: Gate,
     /// Journeys being gathered, per (echo id, seq) while the probe is out.
-    open: HashMap<(u16, u16), Open>,
+    open: HashMap<JourneyKey, Open>,
     ids: IdPool,
 }
 
@@ -163,6 +170,46 @@ impl Telemetry {
     }
 }
 
+/// What to send, where from and to, and how long to wait for its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub addr: IpAddr,
+    pub kind: ProbeKind,
+    /// The network namespace the probe starts in (a file such as `/run/netns/NAME`); `None`:
+    /// tracepkt's own.
+    pub from: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// What a probe is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// An ICMP echo (ICMPv6 for an IPv6 address).
+    Icmp,
+    /// A TCP connection: answered by SYN-ACK, refused by RST.
+    Tcp { port: u16 },
+    /// A UDP datagram: answered by any datagram back, refused by ICMP port unreachable. The
+    /// payload is the probe's own (32 bytes with its trace context) unless one is given.
+    Udp { port: u16, payload: Option<Vec<u8>> },
+}
+
+impl Spec {
+    pub fn proto(&self) -> Proto {
+        match self.kind {
+            ProbeKind::Icmp => Proto::Icmp,
+            ProbeKind::Tcp { .. } => Proto::Tcp,
+            ProbeKind::Udp { .. } => Proto::Udp,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self.kind {
+            ProbeKind::Icmp => 0,
+            ProbeKind::Tcp { port } | ProbeKind::Udp { port, .. } => port,
+        }
+    }
+}
+
 /// How the engine runs.
 pub struct Options {
     pub attach: AttachMode,
@@ -177,7 +224,7 @@ pub struct Engine {
 }
 
 /// An echo id the engine owns for one user (a target, a trace) until dropped. `tag` names the
-/// user in the kernel's counters.
+/// user in the kernel's counters, for every protocol it probes with.
 pub struct Lease {
     id: u16,
     tag: u32,
@@ -187,7 +234,7 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut st = self.shared.state.lock().unwrap();
-        st.registry.unregister(self.id);
+        st.registry.unregister(probe_key(Proto::Icmp, self.id));
         st.ids.give_back(self.id);
     }
 }
@@ -196,24 +243,24 @@ impl Drop for Lease {
 /// normally or because its task was cancelled, undoes all three.
 struct Flight<'a> {
     shared: &'a Shared,
-    key: (u16, u16),
+    key: JourneyKey,
 }
 
 impl<'a> Flight<'a> {
-    fn begin(shared: &'a Shared, lease: &Lease, seq: u16, trace: &TraceContext) -> anyhow::Result<Self> {
-        let key = (lease.id, seq);
+    fn begin(shared: &'a Shared, key: JourneyKey, tag: u32, trace_id: Option<[u8; 16]>) -> anyhow::Result<Self> {
+        let (proto, id, _) = key;
         let mut st = shared.state.lock().unwrap();
         st.registry
-            .register(lease.id, lease.tag)
-            .context("registering the probe id in the kernel")?;
+            .register(probe_key(proto, id), tag)
+            .context("registering the probe in the kernel")?;
         if let Err(e) = st.gate.arm(key) {
-            st.registry.unregister(lease.id);
+            st.registry.unregister(probe_key(proto, id));
             return Err(e);
         }
         st.open.insert(
             key,
             Open {
-                trace_id: trace.trace_id,
+                trace_id,
                 events: Vec::new(),
             },
         );
@@ -229,10 +276,11 @@ impl<'a> Flight<'a> {
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
+        let (proto, id, _) = self.key;
         let mut st = self.shared.state.lock().unwrap();
         st.open.remove(&self.key);
-        // The id stays leased; the kernel stops following it until its next probe.
-        st.registry.unregister(self.key.0);
+        // An echo id stays leased; the kernel stops following it until its next probe.
+        st.registry.unregister(probe_key(proto, id));
         st.gate.disarm(self.key);
     }
 }
@@ -291,34 +339,102 @@ impl Engine {
         })
     }
 
-    /// Sends probe `seq` of `lease` to `addr` and follows it until its reply or `timeout`.
-    /// The probe carries a new trace context (a random trace id, and the id its root span
-    /// will have), which the journey hands back.
-    pub async fn probe(&self, lease: &Lease, seq: u16, addr: IpAddr, timeout: Duration) -> Journey {
+    /// Sends probe `seq` of `lease` as `spec` says and follows it until its answer or its
+    /// timeout. An ICMP probe carries the lease's echo id; a TCP or UDP probe, the port its
+    /// socket was bound to. Every probe gets a new trace context (a random trace id, and the id
+    /// its root span will have), carried in its payload where it has one, and handed back in
+    /// the journey.
+    pub async fn probe(&self, lease: &Lease, seq: u16, spec: &Spec) -> Journey {
         let shared = &*self.shared;
         let trace = TraceContext {
             trace_id: shared.ids.new_trace_id().to_bytes(),
             parent_span_id: shared.ids.new_span_id().to_bytes(),
             flags: payload::FLAG_SAMPLED,
         };
-        let (outcome, events, sent_ns, ended_ns) = match Flight::begin(shared, lease, seq, &trace) {
-            Ok(flight) => {
-                let sent_ns = clock::monotonic_ns();
-                let outcome = shared.prober.probe(addr, lease.id, seq, &trace.encode(), timeout).await;
-                let ended_ns = clock::monotonic_ns();
-                tokio::time::sleep(GRACE).await;
-                (outcome, flight.finish(), sent_ns, ended_ns)
-            }
-            Err(e) => (Outcome::SendError(format!("{e:#}")), Vec::new(), 0, 0),
+        let (key, outcome, events, sent_ns, ended_ns) = match self.send(lease, seq, spec, &trace).await {
+            Ok(done) => done,
+            Err(e) => (
+                (spec.proto(), lease.id, seq),
+                Outcome::SendError(format!("{e:#}")),
+                Vec::new(),
+                0,
+                0,
+            ),
         };
         let mut journey = {
             let mut names = shared.names.lock().unwrap();
-            Journey::assemble(lease.id, seq, events, outcome, &mut names)
+            Journey::assemble(key, events, outcome, &mut names)
         };
         journey.trace = trace;
         journey.sent_ns = sent_ns;
         journey.ended_ns = ended_ns;
         journey
+    }
+
+    async fn send(
+        &self,
+        lease: &Lease,
+        seq: u16,
+        spec: &Spec,
+        trace: &TraceContext,
+    ) -> anyhow::Result<(JourneyKey, Outcome, Vec<KernelEvent>, u64, u64)> {
+        let shared = &*self.shared;
+        let payload = trace.encode();
+        let target = SocketAddr::new(spec.addr, spec.port());
+        match &spec.kind {
+            ProbeKind::Icmp => {
+                let key = (Proto::Icmp, lease.id, seq);
+                // The socket first: a namespace that is gone fails here, before anything is
+                // registered.
+                let client = match &spec.from {
+                    None => None,
+                    Some(ns) => Some(sockets::icmp_client(ns, spec.addr).await?),
+                };
+                let flight = Flight::begin(shared, key, lease.tag, Some(trace.trace_id))?;
+                let sent_ns = clock::monotonic_ns();
+                let outcome = match &client {
+                    None => {
+                        shared
+                            .prober
+                            .probe(spec.addr, lease.id, seq, &payload, spec.timeout)
+                            .await
+                    }
+                    Some(c) => prober::ping(c, spec.addr, lease.id, seq, &payload, spec.timeout).await,
+                };
+                Ok(self.finish(flight, key, outcome, sent_ns).await)
+            }
+            ProbeKind::Tcp { .. } => {
+                let socket = sockets::tcp_socket(spec.from.as_ref(), spec.addr).await?;
+                let key = (Proto::Tcp, socket.port, 0);
+                let flight = Flight::begin(shared, key, lease.tag, None)?;
+                let sent_ns = clock::monotonic_ns();
+                let outcome = socket.connect(target, spec.timeout).await;
+                Ok(self.finish(flight, key, outcome, sent_ns).await)
+            }
+            ProbeKind::Udp { payload: own, .. } => {
+                let socket = sockets::udp_socket(spec.from.as_ref(), spec.addr).await?;
+                let key = (Proto::Udp, socket.port, 0);
+                let carried = own.is_none().then_some(trace.trace_id);
+                let flight = Flight::begin(shared, key, lease.tag, carried)?;
+                let sent_ns = clock::monotonic_ns();
+                let data: &[u8] = own.as_deref().unwrap_or(&payload);
+                let outcome = socket.exchange(target, data, spec.timeout).await;
+                Ok(self.finish(flight, key, outcome, sent_ns).await)
+            }
+        }
+    }
+
+    /// Waits a moment for the last events, then closes the journey.
+    async fn finish(
+        &self,
+        flight: Flight<'_>,
+        key: JourneyKey,
+        outcome: Outcome,
+        sent_ns: u64,
+    ) -> (JourneyKey, Outcome, Vec<KernelEvent>, u64, u64) {
+        let ended_ns = clock::monotonic_ns();
+        tokio::time::sleep(GRACE).await;
+        (key, outcome, flight.finish(), sent_ns, ended_ns)
     }
 
     /// Stops reading events and detaches every program.
@@ -349,8 +465,8 @@ async fn pump(shared: std::sync::Weak<Shared>, mut reader: EventReader) {
         {
             let mut st = shared.state.lock().unwrap();
             for ev in batch.drain(..) {
-                match st.open.get_mut(&(ev.id, ev.seq)) {
-                    Some(open) if open.trace_id == ev.trace_id => open.events.push(ev),
+                match st.open.get_mut(&(ev.proto, ev.id, ev.seq)) {
+                    Some(open) if open.trace_id.is_none_or(|t| t == ev.trace_id) => open.events.push(ev),
                     Some(_) => foreign += 1,
                     None => unmatched += 1,
                 }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use probe_common::payload::TraceContext;
-use probe_common::{Direction, Hook, Kind};
+use probe_common::{Direction, Hook, Kind, Proto};
 use serde::Serialize;
 
 use crate::kernel::events::{Detail, KernelEvent};
@@ -60,9 +60,15 @@ pub enum HopDetail {
 /// One row of a journey: an interface crossing, a netfilter verdict, or a drop.
 #[derive(Debug, Clone, Serialize)]
 pub struct Hop {
-    /// Echo id.
+    pub proto: Proto,
+    /// The echo id, or for TCP and UDP the port tracepkt's socket is bound to.
     pub probe: u16,
     pub seq: u16,
+    /// TCP and UDP: the ports as they are at this hop (NAT may rewrite them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
     pub direction: Direction,
     pub netns: u32,
     pub netns_name: Option<String>,
@@ -114,6 +120,18 @@ impl Hop {
         }
     }
 
+    /// The addresses as they are at this hop, with the ports for TCP and UDP.
+    pub fn addresses(&self) -> String {
+        match (self.sport, self.dport) {
+            (Some(sp), Some(dp)) => format!(
+                "{} -> {}",
+                std::net::SocketAddr::new(self.saddr, sp),
+                std::net::SocketAddr::new(self.daddr, dp)
+            ),
+            _ => format!("{} -> {}", self.saddr, self.daddr),
+        }
+    }
+
     /// Whether this hop is where the packet ended without reaching its destination: a drop,
     /// or a chain's DROP verdict.
     pub fn is_fatal(&self) -> bool {
@@ -159,6 +177,7 @@ impl Stage {
 
 #[derive(Debug, Clone)]
 pub struct Journey {
+    pub proto: Proto,
     pub probe: u16,
     pub seq: u16,
     pub hops: Vec<Hop>,
@@ -169,6 +188,8 @@ pub struct Journey {
     /// handed to its socket, and when its outcome was known; 0 when it was never sent.
     pub sent_ns: u64,
     pub ended_ns: u64,
+    /// The first expectation of the target's path (`expect:`) this journey broke.
+    pub violation: Option<String>,
 }
 
 /// Whether a drop event ends the packet or only frees a copy of it.
@@ -212,16 +233,15 @@ fn detail_of(ev: &KernelEvent, names: &Names) -> HopDetail {
 }
 
 impl Journey {
-    /// Builds the journey of probe `(probe, seq)` from its events (any order).
+    /// Builds the journey of probe `(protocol, id, seq)` from its events (any order).
     pub fn assemble(
-        probe: u16,
-        seq: u16,
+        (proto, probe, seq): (Proto, u16, u16),
         mut events: Vec<KernelEvent>,
         outcome: Outcome,
         names: &mut Names,
     ) -> Journey {
         let not_specified = names.drop_reasons.not_specified();
-        events.retain(|e| e.id == probe && e.seq == seq);
+        events.retain(|e| e.proto == proto && e.id == probe && e.seq == seq);
         events.sort_by_key(|e| e.ts_ns);
         let mut hops: Vec<Hop> = Vec::with_capacity(events.len());
         for (i, ev) in events.iter().enumerate() {
@@ -242,9 +262,13 @@ impl Journey {
                 last.sources.push(ev.hook.name());
                 continue;
             }
+            let ports = proto != Proto::Icmp;
             hops.push(Hop {
+                proto,
                 probe,
                 seq,
+                sport: ports.then_some(ev.sport),
+                dport: ports.then_some(ev.dport),
                 direction: ev.direction,
                 netns: ev.netns,
                 netns_name: names.netns.name(ev.netns),
@@ -258,6 +282,7 @@ impl Journey {
             });
         }
         Journey {
+            proto,
             probe,
             seq,
             hops,
@@ -265,6 +290,7 @@ impl Journey {
             trace: TraceContext::default(),
             sent_ns: 0,
             ended_ns: 0,
+            violation: None,
         }
     }
 
@@ -272,13 +298,15 @@ impl Journey {
         matches!(self.outcome, Outcome::Reply { .. })
     }
 
-    /// The outcome in one word (`replied`, `timeout`, `icmp_error`, `send_error`, `dropped`),
-    /// and what explains a failure.
+    /// The outcome in one word (`replied`, `timeout`, `refused`, `unreachable`, `icmp_error`,
+    /// `send_error`, `dropped`), and what explains a failure.
     pub fn outcome_text(&self) -> (&'static str, Option<String>) {
         match &self.outcome {
             Outcome::Reply { .. } => ("replied", None),
             Outcome::SendError(e) => ("send_error", Some(e.clone())),
             Outcome::IcmpError(e) => ("icmp_error", Some(e.clone())),
+            Outcome::Refused => ("refused", None),
+            Outcome::Unreachable(e) => ("unreachable", Some(e.clone())),
             // The kernel's drop row names the reason; a chain's DROP verdict, which comes
             // first, only names the chain.
             Outcome::Timeout => match self
@@ -356,8 +384,11 @@ mod tests {
             skb: 1,
             hook,
             direction: dir,
+            proto: Proto::Icmp,
             id: 42,
             seq: 1,
+            sport: 0,
+            dport: 0,
             saddr: "10.0.0.1".parse().unwrap(),
             daddr: "10.0.0.2".parse().unwrap(),
             netns,
@@ -402,8 +433,7 @@ mod tests {
             ev(60, NetifReceiveSkb, Reply, 1, 5, "veth0", Detail::Interface),
         ];
         let j = Journey::assemble(
-            42,
-            1,
+            (Proto::Icmp, 42, 1),
             events,
             Outcome::Reply {
                 rtt: Duration::from_micros(50),
@@ -443,7 +473,7 @@ mod tests {
     fn other_probes_events_are_ignored() {
         let mut other = ev(5, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface);
         other.seq = 2;
-        let j = Journey::assemble(42, 1, vec![other], Outcome::Timeout, &mut names());
+        let j = Journey::assemble((Proto::Icmp, 42, 1), vec![other], Outcome::Timeout, &mut names());
         assert!(j.hops.is_empty());
     }
 
@@ -464,7 +494,7 @@ mod tests {
             ev(30, IptDoTable, Request, 2, 9, "eth0", nf),
             freed(40, 2, 9, "eth0", 12),
         ];
-        let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names());
+        let j = Journey::assemble((Proto::Icmp, 42, 1), events, Outcome::Timeout, &mut names());
         let kinds: Vec<Kind> = j.hops.iter().map(|h| h.kind()).collect();
         assert_eq!(
             kinds,
@@ -481,7 +511,7 @@ mod tests {
             ev(10, NetDevQueue, Request, 1, 5, "veth0", Detail::Interface),
             freed(15, 1, 5, "veth0", 2),
         ];
-        let j = Journey::assemble(42, 1, events, Outcome::Timeout, &mut names());
+        let j = Journey::assemble((Proto::Icmp, 42, 1), events, Outcome::Timeout, &mut names());
         assert_eq!(j.hops.last().unwrap().verdict_text(), "DROP NOT_SPECIFIED");
     }
 
@@ -495,8 +525,7 @@ mod tests {
             verdict: 1,
         };
         let j = Journey::assemble(
-            42,
-            1,
+            (Proto::Icmp, 42, 1),
             vec![ev(1, NftDoChain, Request, 1, 0, "", nf)],
             Outcome::Timeout,
             &mut names(),
@@ -524,7 +553,9 @@ mod tests {
         c[1].ifname = "eth1".into();
         c[1].ifindex = 10;
         let mut n = names();
-        let sig = |e: Vec<KernelEvent>, n: &mut Names| Journey::assemble(42, 1, e, Outcome::Timeout, n).signature();
+        let sig = |e: Vec<KernelEvent>, n: &mut Names| {
+            Journey::assemble((Proto::Icmp, 42, 1), e, Outcome::Timeout, n).signature()
+        };
         assert_eq!(sig(a.clone(), &mut n), sig(b, &mut n));
         assert_ne!(sig(a, &mut n), sig(c, &mut n));
     }

@@ -55,6 +55,10 @@ pub enum Outcome {
     Timeout,
     /// Answered by an ICMP error instead of a reply (host unreachable, time exceeded...).
     IcmpError(String),
+    /// TCP: answered by RST; UDP: by ICMP port unreachable.
+    Refused,
+    /// TCP or UDP: the kernel reported the destination unreachable.
+    Unreachable(String),
     /// The probe could not be sent (no route, permission...).
     SendError(String),
 }
@@ -72,7 +76,8 @@ pub struct Prober {
     v6: Option<Client>,
 }
 
-fn client(kind: ICMP) -> std::io::Result<Client> {
+/// A client with a raw ICMP socket in the calling thread's network namespace.
+pub fn client(kind: ICMP) -> std::io::Result<Client> {
     Client::new(&Config::builder().kind(kind).sock_type_hint(socket2::Type::RAW).build())
 }
 
@@ -102,21 +107,33 @@ impl Prober {
                 None => return Outcome::SendError("IPv6 is not available on this host".into()),
             },
         };
-        let mut pinger = client.pinger(addr, PingIdentifier(id)).await;
-        pinger.timeout(timeout);
-        // Timed here: on loopback the reply can land before the library takes its own
-        // send timestamp, which then reads as a few nanoseconds.
-        let start = std::time::Instant::now();
-        match pinger.ping(PingSequence(seq), payload).await {
-            // The library also hands over ICMP errors quoting our request (host unreachable
-            // after a failed ARP, time exceeded): those are answers, not replies.
-            Ok((packet, _)) => match icmp_error(&packet) {
-                None => Outcome::Reply { rtt: start.elapsed() },
-                Some(e) => Outcome::IcmpError(e),
-            },
-            Err(SurgeError::Timeout { .. }) => Outcome::Timeout,
-            Err(e) => Outcome::SendError(e.to_string()),
-        }
+        ping(client, addr, id, seq, payload, timeout).await
+    }
+}
+
+/// Sends one echo request carrying `payload` through `client` and waits for its reply.
+pub async fn ping(
+    client: &Client,
+    addr: IpAddr,
+    id: u16,
+    seq: u16,
+    payload: &[u8; payload::LEN],
+    timeout: Duration,
+) -> Outcome {
+    let mut pinger = client.pinger(addr, PingIdentifier(id)).await;
+    pinger.timeout(timeout);
+    // Timed here: on loopback the reply can land before the library takes its own send
+    // timestamp, which then reads as a few nanoseconds.
+    let start = std::time::Instant::now();
+    match pinger.ping(PingSequence(seq), payload).await {
+        // The library also hands over ICMP errors quoting our request (host unreachable after
+        // a failed ARP, time exceeded): those are answers, not replies.
+        Ok((packet, _)) => match icmp_error(&packet) {
+            None => Outcome::Reply { rtt: start.elapsed() },
+            Some(e) => Outcome::IcmpError(e),
+        },
+        Err(SurgeError::Timeout { .. }) => Outcome::Timeout,
+        Err(e) => Outcome::SendError(e.to_string()),
     }
 }
 

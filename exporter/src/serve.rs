@@ -15,8 +15,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::config::{AttachMode, Config, Target};
-use crate::engine::{self, Engine, Lease};
+use crate::config::{AttachMode, Config, Probe, Target};
+use crate::engine::{self, Engine, Lease, ProbeKind, Spec};
+use crate::expect;
 use crate::export::board::{Board, JourneyView, TargetView};
 use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
@@ -64,36 +65,84 @@ async fn probe_loop(p: Probing, start_after: Duration) {
     let info = TargetInfo {
         name: &t.name,
         address: &t.address,
+        port: t.probe.port(),
         labels: &extra,
+    };
+    let kind = match &t.probe {
+        Probe::Icmp => ProbeKind::Icmp,
+        Probe::Tcp { port } => ProbeKind::Tcp { port: *port },
+        Probe::Udp { port, payload } => ProbeKind::Udp {
+            port: *port,
+            payload: payload.clone(),
+        },
     };
     tokio::time::sleep(start_after).await;
     let mut ticker = tokio::time::interval(t.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq: u16 = 0;
+    // Logged when they change, not once per probe.
+    let mut last_problem: Option<String> = None;
+    let mut last_violation: Option<String> = None;
+    let mut report = |problem: Option<String>| {
+        if problem != last_problem {
+            match &problem {
+                Some(p) => warn!(target = %t.name, "{p}"),
+                None if last_problem.is_some() => info!(target = %t.name, "probing works again"),
+                None => {}
+            }
+            last_problem = problem;
+        }
+    };
     loop {
         ticker.tick().await;
         for _ in 0..t.count {
             let addr = match prober::resolve(&t.address, t.ip_version).await {
                 Ok(a) => a,
                 Err(e) => {
-                    warn!(target = %t.name, "{e}");
+                    report(Some(e.to_string()));
                     metrics.probe_error(tag, &labels, ProbeError::Resolve);
                     board.record(&t.name, JourneyView::unresolved(e.to_string()));
                     continue;
                 }
             };
             metrics.probe_sent(tag, &labels);
-            let journey = engine.probe(&lease, seq, addr, t.timeout).await;
-            match &journey.outcome {
+            let spec = Spec {
+                addr,
+                kind: kind.clone(),
+                from: t.from.clone(),
+                timeout: t.timeout,
+            };
+            let mut journey = engine.probe(&lease, seq, &spec).await;
+            let error = match &journey.outcome {
                 Outcome::SendError(e) => {
-                    warn!(target = %t.name, %addr, "probe not sent: {e}");
-                    metrics.probe_error(tag, &labels, ProbeError::Send);
+                    report(Some(format!("probe to {addr} not sent: {e}")));
+                    Some(ProbeError::Send)
                 }
                 Outcome::IcmpError(e) => {
                     tracing::debug!(target = %t.name, %addr, "{e}");
-                    metrics.probe_error(tag, &labels, ProbeError::IcmpError);
+                    Some(ProbeError::IcmpError)
                 }
-                Outcome::Reply { .. } | Outcome::Timeout => {}
+                Outcome::Refused => Some(ProbeError::Refused),
+                Outcome::Unreachable(_) => Some(ProbeError::Unreachable),
+                Outcome::Timeout => Some(ProbeError::Timeout),
+                Outcome::Reply { .. } => None,
+            };
+            if !matches!(journey.outcome, Outcome::SendError(_)) {
+                report(None);
+            }
+            if let Some(e) = error {
+                metrics.probe_error(tag, &labels, e);
+            }
+            if let Some(expect) = &t.expect {
+                journey.violation = expect::violation(expect, &journey);
+                metrics.path_expected(tag, &labels, journey.violation.is_none());
+                if journey.violation != last_violation {
+                    match &journey.violation {
+                        Some(v) => warn!(target = %t.name, "path not as expected: {v}"),
+                        None => info!(target = %t.name, "path as expected again"),
+                    }
+                    last_violation = journey.violation.clone();
+                }
             }
             let trace = tracer.as_ref().and_then(|tr| tr.record(&info, Some(addr), &journey));
             metrics.record(tag, &labels, &journey, trace);

@@ -1,6 +1,7 @@
 //! `tracepkt trace`: a few probes to one target, every hop printed, as the original tool did.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use probe_common::{Kind, Mechanism};
 
 use crate::cli::TraceArgs;
 use crate::config::{AttachMode, Otlp, OtlpProtocol};
-use crate::engine::{self, Engine};
+use crate::engine::{self, Engine, ProbeKind, Spec};
 use crate::export::otlp::{self, SpanCounts, TargetInfo};
 use crate::journey::{Hop, HopDetail, Journey};
 use crate::kernel::loader::{Mechanisms, Sizing};
@@ -23,6 +24,33 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         _ => IpVersion::Any,
     };
     let target = prober::resolve(&args.target, family).await?;
+    let kind = match (args.tcp, args.udp) {
+        (Some(port), _) => ProbeKind::Tcp { port },
+        (_, Some(port)) => ProbeKind::Udp { port, payload: None },
+        _ => ProbeKind::Icmp,
+    };
+    let from = match &args.from {
+        None => None,
+        Some(ns) => {
+            let path = if ns.starts_with('/') {
+                PathBuf::from(ns)
+            } else {
+                Path::new("/run/netns").join(ns)
+            };
+            anyhow::ensure!(
+                path.exists(),
+                "network namespace {ns:?} not found ({} does not exist)",
+                path.display()
+            );
+            Some(path)
+        }
+    };
+    let spec = Spec {
+        addr: target,
+        kind,
+        from,
+        timeout: Duration::from_secs_f64(args.timeout),
+    };
     // A trace lives for a few probes: gating the programs per probe would save nothing, and
     // would patch kernel text (tracepoint static keys) for every probe.
     let (engine, telemetry) = Engine::start(engine::Options {
@@ -63,6 +91,7 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     let info = TargetInfo {
         name: &args.target,
         address: &args.target,
+        port: args.tcp.or(args.udp),
         labels: &[],
     };
 
@@ -75,9 +104,7 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         if seq > 0 && args.interval > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
         }
-        let journey = engine
-            .probe(&lease, seq, target, Duration::from_secs_f64(args.timeout))
-            .await;
+        let journey = engine.probe(&lease, seq, &spec).await;
         for hop in &journey.hops {
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(hop)?)?;
@@ -85,7 +112,7 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                 writeln!(out, "{}", row(hop))?;
             }
         }
-        let mut summary = summary(&journey, seq, args.count, target);
+        let mut summary = summary(&journey, seq, args.count, &spec);
         if let Some(id) = tracer.as_ref().and_then(|t| t.record(&info, Some(target), &journey)) {
             summary.push_str(&format!("; trace {id}"));
         }
@@ -150,18 +177,39 @@ fn row(hop: &Hop) -> String {
         ifname,
         io,
         hop.direction.as_str(),
-        format!("{} -> {}", hop.saddr, hop.daddr),
+        hop.addresses(),
         hop.verdict_text()
     )
     .trim_end()
     .to_string()
 }
 
-fn summary(j: &Journey, seq: u16, count: u16, target: std::net::IpAddr) -> String {
-    let head = format!("probe {}/{} to {target} (id {} seq {seq}):", seq + 1, count, j.probe);
+fn summary(j: &Journey, seq: u16, count: u16, spec: &Spec) -> String {
+    let head = match spec.kind {
+        ProbeKind::Icmp => format!(
+            "probe {}/{} to {} (id {} seq {seq}):",
+            seq + 1,
+            count,
+            spec.addr,
+            j.probe
+        ),
+        ProbeKind::Tcp { port } | ProbeKind::Udp { port, .. } => format!(
+            "probe {}/{} to {} over {} (from port {}):",
+            seq + 1,
+            count,
+            std::net::SocketAddr::new(spec.addr, port),
+            j.proto.as_str(),
+            j.probe
+        ),
+    };
+    let answer = match spec.kind {
+        ProbeKind::Icmp => "reply",
+        ProbeKind::Tcp { .. } => "connected",
+        ProbeKind::Udp { .. } => "answered",
+    };
     match &j.outcome {
         Outcome::Reply { rtt } => format!(
-            "{head} reply in {:.3} ms, {} hops",
+            "{head} {answer} in {:.3} ms, {} hops",
             rtt.as_secs_f64() * 1e3,
             j.hops.len()
         ),
@@ -169,6 +217,8 @@ fn summary(j: &Journey, seq: u16, count: u16, target: std::net::IpAddr) -> Strin
             let why = match other {
                 Outcome::SendError(e) => format!("not sent: {e}"),
                 Outcome::IcmpError(e) => format!("no reply: {e}"),
+                Outcome::Refused => "refused".to_string(),
+                Outcome::Unreachable(e) => format!("unreachable: {e}"),
                 _ => "no reply".to_string(),
             };
             match j.last_hop() {

@@ -9,21 +9,7 @@ mod common;
 use common::{Cleanup, addr_up, describe, hop, host_netns_inode, netns_inode, path, sh, trace_json};
 use serde_json::Value;
 
-/// Whether tracepkt saw this netfilter function on this kernel; if not, records the skip of
-/// the netfilter part of `test` with tracepkt's own explanation.
-fn netfilter_visible(out: &std::process::Output, func: &str, test: &str) -> bool {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match stderr
-        .lines()
-        .find(|l| l.contains("not visible on this kernel") && l.contains(func))
-    {
-        Some(line) => {
-            common::skip(&format!("{test} (netfilter rows)"), line.trim());
-            false
-        }
-        None => true,
-    }
-}
+use common::netfilter_visible;
 
 fn rows<'a>(hops: &'a [Value], kind: &str) -> Vec<&'a Value> {
     hops.iter().filter(|h| h["kind"] == kind).collect()

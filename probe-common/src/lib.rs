@@ -19,12 +19,53 @@ pub const IFNAMSIZ: usize = 16;
 /// names, which are cut, never overflowed).
 pub const NAME_LEN: usize = 32;
 
-/// Bytes of payload after the ICMP echo header in every probe (and so in every reply).
+/// Bytes of payload after the ICMP echo or UDP header in every probe (and so in every reply).
 pub const PROBE_PAYLOAD_LEN: usize = payload::LEN;
-/// Total IP length of a probe packet: the kernel programs reject every packet of another
-/// length from the skb's own fields, before reading a byte of the packet.
+/// Total IP length of an ICMP or UDP probe packet, and of a TCP SYN or SYN-ACK with Linux's
+/// options (MSS, SACK, timestamps, window scale: a 40-byte TCP header). The kernel programs
+/// reject every packet of another length from the skb's own fields, before reading a byte of
+/// the packet.
 pub const PROBE_L3_LEN_V4: usize = 20 + 8 + PROBE_PAYLOAD_LEN;
 pub const PROBE_L3_LEN_V6: usize = 40 + 8 + PROBE_PAYLOAD_LEN;
+/// IP length of a TCP segment without options: the RST that refuses a probe, or ends it.
+pub const TCP_BARE_L3_LEN_V4: usize = 20 + 20;
+pub const TCP_BARE_L3_LEN_V6: usize = 40 + 20;
+
+/// What a probe is sent over. The value is the IP protocol number (ICMPv6 probes are
+/// `Icmp` too).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+pub enum Proto {
+    Icmp = 1,
+    Tcp = 6,
+    Udp = 17,
+}
+
+impl Proto {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Proto::Icmp),
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Proto::Icmp => "icmp",
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// Key of the `PROBES` map: the protocol and what identifies a probe within it, the ICMP echo
+/// id or the TCP/UDP port tracepkt bound its socket to.
+pub const fn probe_key(proto: Proto, id: u16) -> u32 {
+    ((proto as u32) << 16) | id as u32
+}
 
 /// Ring buffer size in bytes (power of two, multiple of the page size). One buffer for all
 /// CPUs, so its memory does not grow with the CPU count.
@@ -214,6 +255,8 @@ pub struct Event {
     pub hook: u8,
     /// 4 or 6.
     pub ip_version: u8,
+    /// What names the probe within its protocol: the ICMP echo id, or the port tracepkt's
+    /// socket is bound to; with `seq` (0 for TCP and UDP) the key of its journey.
     pub id: u16,
     pub seq: u16,
     pub saddr: [u8; 16],
@@ -229,8 +272,14 @@ pub struct Event {
     pub chain: [u8; NAME_LEN],
     /// Bytes 8..32 of the probe's payload ([`payload`]: the W3C trace id and parent span id)
     /// as the program copied them, in memory order. Words, not bytes, so the programs copy
-    /// them with three loads and stores.
+    /// them with three loads and stores. Zero for TCP probes, which carry no payload.
     pub trace: [u64; 3],
+    /// TCP and UDP probes: the ports as they are at this hop (NAT may rewrite them).
+    pub sport: u16,
+    pub dport: u16,
+    /// [`Proto`] value.
+    pub proto: u8,
+    pub _pad1: [u8; 3],
 }
 
 impl Event {
@@ -265,6 +314,10 @@ impl Event {
             table: [0; NAME_LEN],
             chain: [0; NAME_LEN],
             trace: [0; 3],
+            sport: 0,
+            dport: 0,
+            proto: 0,
+            _pad1: [0; 3],
         }
     }
 }
@@ -358,7 +411,7 @@ mod tests {
     fn no_implicit_padding() {
         assert_eq!(
             size_of::<Event>(),
-            8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2 + 8 * 3
+            8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2 + 8 * 3 + 2 * 2 + 1 + 3
         );
         assert_eq!(size_of::<Event>() % 8, 0);
         assert_eq!(size_of::<HopKey>(), 16);

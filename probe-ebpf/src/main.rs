@@ -55,9 +55,10 @@ static REASON_NETFILTER_DROP: u32 = u32::MAX;
 // configuration. None is preallocated: memory follows the keys in use, beyond a bucket array
 // of 16 bytes per allowed key.
 
-/// Echo ids of the probes in flight. Written by user space before each probe is sent.
+/// The probes in flight, by `probe_key` (protocol, and echo id or bound port). Written by user
+/// space before each probe is sent.
 #[map]
-static PROBES: HashMap<u16, ProbeInfo> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+static PROBES: HashMap<u32, ProbeInfo> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
 /// How many ids `PROBES` holds, kept by user space through the `.bss` map (this is its only
 /// variable). While it is zero there is nothing to look for, and every program returns after
@@ -94,6 +95,10 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 /// dropped packet itself and returns `NF_STOLEN`; this tells that apart from a real steal.
 #[map]
 static NF_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// One event's room per CPU, for the netfilter return path (see `netfilter::record`).
+#[map]
+static SCRATCH: PerCpuArray<probe_common::Event> = PerCpuArray::with_max_entries(1, 0);
 
 /// Netfilter entry arguments stashed for the return probe, keyed by the invocation's stack
 /// frame. Holds only our packets' chain walks in progress: a few per CPU at most.

@@ -22,7 +22,7 @@ use aya_ebpf::{
 use probe_common::{Event, Hook, Kind, VerdictKey, stat};
 
 use crate::packet::{self, Access, Dev, L3, Probe};
-use crate::{EVENTS, NF_ARGS, NF_DROPPED, VERDICTS, bump, stat_inc};
+use crate::{EVENTS, NF_ARGS, NF_DROPPED, SCRATCH, VERDICTS, bump, stat_inc};
 
 /// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
 const VERDICT_MASK: u32 = 0xff;
@@ -71,10 +71,17 @@ fn observe(skb: usize) -> Option<Seen> {
 /// Emits the verdict row. Reads only the hook state and the table/chain, never the skb.
 #[inline(always)]
 fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook: Hook) {
-    let mut ev = Event::zeroed();
-    packet::fill(&mut ev, &seen.probe, seen.skb, Kind::Netfilter, hook);
+    // Built in per-CPU map memory: on the stack, the event, the stash and the counter key
+    // would pass the 512 bytes the verifier allows a whole call chain.
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot, used only here, from start to output, with no sleep between.
+    let ev = unsafe { &mut *ev };
+    *ev = Event::zeroed();
+    packet::fill(ev, &seen.probe, seen.skb, Kind::Netfilter, hook);
     ev.ts_ns = seen.ts_ns;
-    packet::set_dev(&mut ev, &seen.dev);
+    packet::set_dev(ev, &seen.dev);
     unsafe {
         ev.nf_hook = bpf_probe_read_kernel((state + off!(NfStateHook)) as *const u8).unwrap_or(0xff);
         ev.nf_pf = bpf_probe_read_kernel((state + off!(NfStatePf)) as *const u8).unwrap_or(0);
@@ -114,7 +121,7 @@ fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook: Hook) {
         chain: ev.chain,
     };
     bump(&VERDICTS, &key);
-    if EVENTS.output::<Event>(&ev, 0).is_err() {
+    if EVENTS.output::<Event>(ev, 0).is_err() {
         stat_inc(stat::EVENTS_LOST);
     }
 }

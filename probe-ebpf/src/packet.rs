@@ -3,18 +3,23 @@
 //! Foreign traffic must cost as little as possible, so checks run cheapest first, and most
 //! packets are turned away from the skb's own fields alone: first their IP length, which must
 //! be a probe's (`PROBE_L3_LEN_*`; on receive hooks that is one field), then the ethertype.
-//! Only then are packet bytes read: the IP protocol, the ICMP type, the `PROBES` map, and
-//! last the payload's magic and version. In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
+//! Only then are packet bytes read: the IP protocol; for ICMP the echo type, the `PROBES` map
+//! and last the payload's magic and version; for TCP and UDP the ports, in the `PROBES` map. In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
 //! not helper calls: a foreign packet costs a load or two and a compare.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use probe_common::{Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, payload};
+use probe_common::{
+    Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto, TCP_BARE_L3_LEN_V4, payload,
+    probe_key,
+};
 
 use crate::PROBES;
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86DDu16.to_be();
 const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 /// `(typeof(skb->network_header))~0U`: header offset not set.
 const HEADER_UNSET: u16 = 0xffff;
@@ -57,9 +62,12 @@ fn field<T: Copy>(skb: usize, off: usize, access: Access) -> Option<T> {
 pub struct Probe {
     pub info: ProbeInfo,
     pub ip_version: u8,
+    pub proto: Proto,
     pub direction: Direction,
     pub id: u16,
     pub seq: u16,
+    pub sport: u16,
+    pub dport: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     /// Payload bytes 8..32: trace id and parent span id.
@@ -71,10 +79,11 @@ unsafe fn read<T>(base: usize, off: usize) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off) as *const T).ok() }
 }
 
-/// Whether an IP length is a probe's: the first test every packet meets.
+/// Whether an IP length is a probe's: the first test every packet meets. 40 and 60 are also
+/// a bare TCP segment's, which refuses or ends a TCP probe.
 #[inline(always)]
 fn probe_sized(l3_len: usize) -> bool {
-    l3_len == PROBE_L3_LEN_V4 || l3_len == PROBE_L3_LEN_V6
+    l3_len == PROBE_L3_LEN_V4 || l3_len == PROBE_L3_LEN_V6 || l3_len == TCP_BARE_L3_LEN_V4
 }
 
 /// Returns the probe this skb carries, or `None` for every packet that is not one of ours.
@@ -120,61 +129,96 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
             (ip, l3_len)
         }
     };
-    let proto: u16 = field(skb, off!(SkbProtocol), access)?;
-    let want = if proto == ETH_P_IP_BE {
-        PROBE_L3_LEN_V4
-    } else if proto == ETH_P_IPV6_BE {
-        PROBE_L3_LEN_V6
-    } else {
-        return None;
-    };
-    if l3_len != want || ip == 0 {
+    if ip == 0 {
         return None;
     }
+    let ethertype: u16 = field(skb, off!(SkbProtocol), access)?;
     let mut p = Probe {
         info: ProbeInfo { tag: 0 },
         ip_version: 0,
+        proto: Proto::Icmp,
         direction: Direction::Request,
         id: 0,
         seq: 0,
+        sport: 0,
+        dport: 0,
         saddr: [0; 16],
         daddr: [0; 16],
         trace: [0; 3],
     };
-    let icmp = if proto == ETH_P_IP_BE {
+    // The transport protocol and where its header starts. Extension headers are not
+    // followed: tracepkt's own probes carry none.
+    let (ipproto, l4) = if ethertype == ETH_P_IP_BE {
         let hdr: [u8; 20] = unsafe { read(ip, 0)? };
-        if hdr[9] != IPPROTO_ICMP || hdr[0] >> 4 != 4 {
+        if hdr[0] >> 4 != 4 {
             return None;
         }
         p.ip_version = 4;
         p.saddr[..4].copy_from_slice(&hdr[12..16]);
         p.daddr[..4].copy_from_slice(&hdr[16..20]);
-        ip + ((hdr[0] & 0x0f) as usize) * 4
-    } else {
-        // Extension headers are not followed: tracepkt's own probes carry none.
+        (hdr[9], ip + ((hdr[0] & 0x0f) as usize) * 4)
+    } else if ethertype == ETH_P_IPV6_BE {
         let hdr: [u8; 8] = unsafe { read(ip, 0)? };
-        if hdr[6] != IPPROTO_ICMPV6 || hdr[0] >> 4 != 6 {
+        if hdr[0] >> 4 != 6 {
             return None;
         }
         p.ip_version = 6;
-        ip + 40
-    };
-    let echo: [u8; 8] = unsafe { read(icmp, 0)? };
-    p.direction = match (p.ip_version, echo[0]) {
-        (4, 8) | (6, 128) => Direction::Request,
-        (4, 0) | (6, 129) => Direction::Reply,
-        _ => return None,
-    };
-    p.id = u16::from_be_bytes([echo[4], echo[5]]);
-    p.info = unsafe { *PROBES.get(p.id)? };
-    // The payload's magic and version, so that a foreign echo reusing a registered id is not
-    // taken for ours: one fixed-size read, for packets that passed every cheaper test.
-    let pl: [u64; payload::LEN / 8] = unsafe { read(icmp + 8, 0)? };
-    if !payload::is_head(u64::from_le(pl[0])) {
+        (hdr[6], ip + 40)
+    } else {
         return None;
+    };
+    let icmp_len = if p.ip_version == 4 {
+        PROBE_L3_LEN_V4
+    } else {
+        PROBE_L3_LEN_V6
+    };
+    match ipproto {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            if l3_len != icmp_len || (ipproto == IPPROTO_ICMP) != (p.ip_version == 4) {
+                return None;
+            }
+            let echo: [u8; 8] = unsafe { read(l4, 0)? };
+            p.direction = match (p.ip_version, echo[0]) {
+                (4, 8) | (6, 128) => Direction::Request,
+                (4, 0) | (6, 129) => Direction::Reply,
+                _ => return None,
+            };
+            p.id = u16::from_be_bytes([echo[4], echo[5]]);
+            p.info = unsafe { *PROBES.get(probe_key(Proto::Icmp, p.id))? };
+            p.seq = u16::from_be_bytes([echo[6], echo[7]]);
+            // The payload's magic and version, so that a foreign echo reusing a registered id
+            // is not taken for ours: one fixed-size read, for packets that passed every
+            // cheaper test.
+            p.trace = payload_trace(l4 + 8)?;
+        }
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let proto = if ipproto == IPPROTO_TCP { Proto::Tcp } else { Proto::Udp };
+            // UDP probes carry the payload, so they are ICMP-sized; TCP segments are a SYN
+            // (or SYN-ACK) or a bare segment.
+            if proto == Proto::Udp && l3_len != icmp_len {
+                return None;
+            }
+            let ports: [u8; 4] = unsafe { read(l4, 0)? };
+            p.proto = proto;
+            p.sport = u16::from_be_bytes([ports[0], ports[1]]);
+            p.dport = u16::from_be_bytes([ports[2], ports[3]]);
+            // The port tracepkt bound is the source on the way out and the destination on the
+            // way back; NAT rewrites the other side's.
+            if let Some(info) = unsafe { PROBES.get(probe_key(proto, p.sport)) } {
+                p.info = *info;
+                p.id = p.sport;
+            } else {
+                p.info = unsafe { *PROBES.get(probe_key(proto, p.dport))? };
+                p.id = p.dport;
+                p.direction = Direction::Reply;
+            }
+            if proto == Proto::Udp {
+                // A payload of the user's own carries no trace context.
+                p.trace = payload_trace(l4 + 8).unwrap_or([0; 3]);
+            }
+        }
+        _ => return None,
     }
-    p.trace = [pl[1], pl[2], pl[3]];
-    p.seq = u16::from_be_bytes([echo[6], echo[7]]);
     if p.ip_version == 6 {
         // Only for our own packets: the addresses are the bulk of an IPv6 header.
         unsafe {
@@ -183,6 +227,16 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         }
     }
     Some(p)
+}
+
+/// The trace context of a tracepkt payload at `at`, or `None` for any other payload.
+#[inline(always)]
+fn payload_trace(at: usize) -> Option<[u64; 3]> {
+    let pl: [u64; payload::LEN / 8] = unsafe { read(at, 0)? };
+    if !payload::is_head(u64::from_le(pl[0])) {
+        return None;
+    }
+    Some([pl[1], pl[2], pl[3]])
 }
 
 /// The device an skb is on.
@@ -256,4 +310,7 @@ pub fn fill(ev: &mut Event, p: &Probe, skb: usize, kind: Kind, hook: Hook) {
     ev.saddr = p.saddr;
     ev.daddr = p.daddr;
     ev.trace = p.trace;
+    ev.sport = p.sport;
+    ev.dport = p.dport;
+    ev.proto = p.proto as u8;
 }

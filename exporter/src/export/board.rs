@@ -32,7 +32,7 @@ impl TargetView {
         TargetView {
             name: t.name.clone(),
             address: t.address.clone(),
-            protocol: "icmp",
+            protocol: t.probe.protocol(),
             labels: t.labels.clone(),
             interval_seconds: t.interval.as_secs_f64(),
         }
@@ -48,6 +48,9 @@ pub struct HopView {
     pub netns: u32,
     pub netns_name: Option<String>,
     pub interface: String,
+    /// TCP and UDP: the ports as they are at this hop.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
     /// `tx`, `rx`, `nf` (a netfilter chain) or `-` (a drop).
     pub io: &'static str,
     pub saddr: String,
@@ -81,12 +84,15 @@ pub struct JourneyView {
     pub seq: u16,
     /// When it ended, Unix seconds.
     pub at_unix: f64,
-    /// `replied`, `timeout`, `dropped`, `icmp_error`, `send_error` or `resolve_error`.
+    /// `replied`, `timeout`, `refused`, `unreachable`, `dropped`, `icmp_error`, `send_error` or
+    /// `resolve_error`.
     pub outcome: &'static str,
     pub detail: Option<String>,
     pub rtt_seconds: Option<f64>,
     /// Set when the journey was sent as a trace.
     pub trace_id: Option<String>,
+    /// The first expectation of the target's path this journey broke.
+    pub expect_violation: Option<String>,
     /// Its path differs from the previous journey's.
     pub path_changed: bool,
     pub last_seen: Option<LastSeen>,
@@ -132,6 +138,8 @@ fn hop_view(i: usize, h: &Hop, first_ts: u64, next_ts: Option<u64>) -> HopView {
         netns: h.netns,
         netns_name: h.netns_name.clone(),
         interface: h.ifname.clone(),
+        sport: h.sport,
+        dport: h.dport,
         io,
         saddr: h.saddr.to_string(),
         daddr: h.daddr.to_string(),
@@ -172,6 +180,7 @@ impl JourneyView {
                 _ => None,
             },
             trace_id: trace.map(|t| t.to_string()),
+            expect_violation: j.violation.clone(),
             path_changed: false,
             last_seen,
             hops,
@@ -188,6 +197,7 @@ impl JourneyView {
             detail: Some(reason),
             rtt_seconds: None,
             trace_id: None,
+            expect_violation: None,
             path_changed: false,
             last_seen: None,
             hops: Vec::new(),

@@ -214,7 +214,10 @@ fn hop_row(j: &JourneyView, h: &HopView) -> HopRow {
         },
         io: h.io,
         direction: h.direction,
-        addresses: format!("{} → {}", h.saddr, h.daddr),
+        addresses: match (h.sport, h.dport) {
+            (Some(sp), Some(dp)) => format!("{}:{sp} → {}:{dp}", h.saddr, h.daddr),
+            _ => format!("{} → {}", h.saddr, h.daddr),
+        },
         verdict: h.verdict.clone(),
         latency: if h.latency_seconds > 0.0 {
             seconds(h.latency_seconds)
@@ -235,6 +238,10 @@ fn journey_row(board: &Board, j: &JourneyView) -> JourneyRow {
         status: if j.replied() { "up" } else { "down" },
         outcome: j.outcome,
         detail: match (&j.detail, j.rtt_seconds) {
+            _ if j.expect_violation.is_some() => format!(
+                "path not as expected: {}",
+                j.expect_violation.as_deref().unwrap_or_default()
+            ),
             (Some(d), _) => d.clone(),
             (None, Some(rtt)) => format!("reply in {}, {} hops", seconds(rtt), j.hops.len()),
             (None, None) => String::new(),

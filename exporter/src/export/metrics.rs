@@ -85,16 +85,32 @@ pub enum ProbeError {
     Send,
     /// Answered by an ICMP error (host unreachable, time exceeded).
     IcmpError,
+    /// TCP: answered by RST; UDP: by ICMP port unreachable.
+    Refused,
+    /// TCP or UDP: the kernel said the destination is unreachable.
+    Unreachable,
+    /// No answer within the timeout.
+    Timeout,
 }
 
 impl ProbeError {
-    const ALL: [ProbeError; 3] = [ProbeError::Resolve, ProbeError::Send, ProbeError::IcmpError];
+    const ALL: [ProbeError; 6] = [
+        ProbeError::Resolve,
+        ProbeError::Send,
+        ProbeError::IcmpError,
+        ProbeError::Refused,
+        ProbeError::Unreachable,
+        ProbeError::Timeout,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             ProbeError::Resolve => "resolve",
             ProbeError::Send => "send",
             ProbeError::IcmpError => "icmp_error",
+            ProbeError::Refused => "refused",
+            ProbeError::Unreachable => "unreachable",
+            ProbeError::Timeout => "timeout",
         }
     }
 }
@@ -115,6 +131,7 @@ pub struct Metrics {
     path_changes: Family<TargetLabels, Counter>,
     path_hops: Family<TargetLabels, Gauge>,
     last_hop: Family<LastHopLabels, Gauge>,
+    path_expected: Family<TargetLabels, Gauge>,
     probe_errors: Family<ErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     labelling: Arc<Labelling>,
@@ -147,13 +164,18 @@ impl Metrics {
         let path_changes = Family::<TargetLabels, Counter>::default();
         let path_hops = Family::<TargetLabels, Gauge>::default();
         let last_hop = Family::<LastHopLabels, Gauge>::default();
+        let path_expected = Family::<TargetLabels, Gauge>::default();
         let probe_errors = Family::<ErrorLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let attached = Family::<AttachedLabels, Gauge>::default();
 
         // Names are spelled in full (no registry prefix) so they read the same here and in
         // the collectors, which write their own.
-        registry.register("tracepkt_probes_sent", "ICMP echo probes sent", probes_sent.clone());
+        registry.register(
+            "tracepkt_probes_sent",
+            "Probes sent (ICMP echo, TCP connection, UDP datagram)",
+            probes_sent.clone(),
+        );
         registry.register(
             "tracepkt_probe_success",
             "Whether the last probe got its reply (1) or not (0)",
@@ -188,8 +210,13 @@ impl Metrics {
         );
         registry.register(
             "tracepkt_probe_errors",
-            "Probes not sent (resolve, send) or answered by an ICMP error (icmp_error)",
+            "Probes that failed, by reason: not sent (resolve, send), answered by an ICMP error (icmp_error), refused, unreachable, or timeout",
             probe_errors.clone(),
+        );
+        registry.register(
+            "tracepkt_path_expected",
+            "Whether the last journey's path was as the target's expect: says (1) or not (0); only for targets with expect:",
+            path_expected.clone(),
         );
         registry.register(
             "tracepkt_config_reloads",
@@ -231,6 +258,7 @@ impl Metrics {
             path_changes,
             path_hops,
             last_hop,
+            path_expected,
             probe_errors,
             reloads,
             labelling,
@@ -270,6 +298,7 @@ impl Metrics {
         }
         self.success.remove(&t);
         self.rtt.remove(&t);
+        self.path_expected.remove(&t);
         self.path_hops.remove(&t);
         for reason in ProbeError::ALL {
             self.probe_errors.remove(&ErrorLabels {
@@ -308,6 +337,13 @@ impl Metrics {
                 })
                 .inc();
             self.success.get_or_create(t).set(0);
+        });
+    }
+
+    /// Records whether the last journey's path was as expected.
+    pub fn path_expected(&self, tag: u32, t: &TargetLabels, ok: bool) {
+        self.if_current(tag, t, || {
+            self.path_expected.get_or_create(t).set(i64::from(ok));
         });
     }
 

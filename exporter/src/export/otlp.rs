@@ -255,6 +255,8 @@ pub struct TargetInfo<'a> {
     pub name: &'a str,
     /// As configured: an address or a host name.
     pub address: &'a str,
+    /// TCP and UDP targets.
+    pub port: Option<u16>,
     pub labels: &'a [(String, String)],
 }
 
@@ -448,7 +450,17 @@ impl Tracer {
             KeyValue::new("tracepkt.probe.seq", i64::from(j.seq)),
             KeyValue::new("tracepkt.outcome", outcome),
             KeyValue::new("tracepkt.hops", j.hops.len() as i64),
+            KeyValue::new("tracepkt.protocol", j.proto.as_str()),
         ];
+        if j.proto != probe_common::Proto::Icmp {
+            attrs.push(KeyValue::new("network.transport", j.proto.as_str()));
+            if let Some(p) = target.port {
+                attrs.push(KeyValue::new("server.port", i64::from(p)));
+            }
+        }
+        if let Some(v) = &j.violation {
+            attrs.push(KeyValue::new("tracepkt.expect.violation", v.clone()));
+        }
         if let Some(a) = addr {
             attrs.push(KeyValue::new("network.peer.address", a.to_string()));
             attrs.push(KeyValue::new("network.type", if a.is_ipv4() { "ipv4" } else { "ipv6" }));
@@ -572,6 +584,10 @@ fn hop_attributes(h: &Hop, index: usize) -> Vec<KeyValue> {
         KeyValue::new("destination.address", h.daddr.to_string()),
         KeyValue::new("tracepkt.hooks", h.sources.join(",")),
     ];
+    if let (Some(sp), Some(dp)) = (h.sport, h.dport) {
+        kv.push(KeyValue::new("source.port", i64::from(sp)));
+        kv.push(KeyValue::new("destination.port", i64::from(dp)));
+    }
     if let Some(n) = &h.netns_name {
         kv.push(KeyValue::new("tracepkt.netns.name", n.clone()));
     }
@@ -700,6 +716,7 @@ mod tests {
         let mut trace_id = [0u8; 16];
         trace_id[8..].copy_from_slice(&trace_low.to_be_bytes());
         Journey {
+            proto: probe_common::Proto::Icmp,
             probe: 1,
             seq: 0,
             hops: Vec::new(),
@@ -716,6 +733,7 @@ mod tests {
             },
             sent_ns: 1,
             ended_ns: 2,
+            violation: None,
         }
     }
 

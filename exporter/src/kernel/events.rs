@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use probe_common::{Direction, Event, Hook, Kind};
+use probe_common::{Direction, Event, Hook, Kind, Proto};
 
 /// What an event says beyond where the packet was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +29,13 @@ pub struct KernelEvent {
     pub skb: u64,
     pub hook: Hook,
     pub direction: Direction,
+    pub proto: Proto,
+    /// The echo id, or the port tracepkt bound (TCP, UDP).
     pub id: u16,
     pub seq: u16,
+    /// TCP and UDP: the ports at this hop.
+    pub sport: u16,
+    pub dport: u16,
     pub saddr: IpAddr,
     pub daddr: IpAddr,
     pub netns: u32,
@@ -74,6 +79,7 @@ impl KernelEvent {
         let direction = Direction::from_u8(e.direction).ok_or(DecodeError::Unknown("direction", e.direction))?;
         let hook = Hook::from_u8(e.hook).ok_or(DecodeError::Unknown("hook", e.hook))?;
         let kind = Kind::from_u8(e.kind).ok_or(DecodeError::Unknown("kind", e.kind))?;
+        let proto = Proto::from_u8(e.proto).ok_or(DecodeError::Unknown("proto", e.proto))?;
         let detail = match kind {
             Kind::Interface => Detail::Interface,
             Kind::Netfilter => Detail::Netfilter {
@@ -93,8 +99,11 @@ impl KernelEvent {
             skb: e.skb,
             hook,
             direction,
+            proto,
             id: e.id,
             seq: e.seq,
+            sport: e.sport,
+            dport: e.dport,
             saddr: addr(e.ip_version, &e.saddr),
             daddr: addr(e.ip_version, &e.daddr),
             netns: e.netns,
@@ -118,6 +127,7 @@ pub(crate) mod tests {
         e.hook = hook as u8;
         e.direction = dir as u8;
         e.ip_version = 4;
+        e.proto = Proto::Icmp as u8;
         e.id = 0xbeef;
         e.seq = 7;
         e.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);

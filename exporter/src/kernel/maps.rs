@@ -34,11 +34,12 @@ where
     T::try_from(map).map_err(|e| MapError::Aya(name, e))
 }
 
-/// The echo ids the programs follow, and their number (the programs' `IN_FLIGHT` global, the
+/// The probes the programs follow, by `probe_key` (protocol, and echo id or bound port), and
+/// their number (the programs' `IN_FLIGHT` global, the
 /// one variable of `.bss`), which lets every program return at once while it is zero. Both
 /// are written before a probe is sent.
 pub struct ProbeRegistry {
-    map: HashMap<MapData, u16, ProbeInfo>,
+    map: HashMap<MapData, u32, ProbeInfo>,
     count: Array<MapData, u32>,
     registered: u32,
 }
@@ -58,7 +59,7 @@ impl ProbeRegistry {
         Ok(())
     }
 
-    pub fn register(&mut self, id: u16, tag: u32) -> Result<(), MapError> {
+    pub fn register(&mut self, id: u32, tag: u32) -> Result<(), MapError> {
         if self.map.get(&id, 0).is_ok() {
             // Already followed: only its tag may change.
             return self
@@ -80,7 +81,7 @@ impl ProbeRegistry {
         inserted
     }
 
-    pub fn unregister(&mut self, id: u16) {
+    pub fn unregister(&mut self, id: u32) {
         // Already gone is fine: removal is idempotent from the caller's view, and only a
         // removal changes the count.
         if self.map.remove(&id).is_ok()

@@ -308,3 +308,24 @@ pub fn write(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
+
+/// Whether tracepkt saw the netfilter function `func` on this kernel; if not, records the skip
+/// of the netfilter part of `test` with tracepkt's own explanation. A program the kernel
+/// refused to load is tracepkt's bug, not a missing kernel feature: that fails the test.
+pub fn netfilter_visible(out: &Output, func: &str, test: &str) -> bool {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match stderr
+        .lines()
+        .find(|l| l.contains("not visible on this kernel") && l.contains(func))
+    {
+        Some(line) => {
+            assert!(
+                !line.contains("BPF_PROG_LOAD"),
+                "{test}: the kernel refused tracepkt's netfilter program: {line}"
+            );
+            skip(&format!("{test} (netfilter rows)"), line.trim());
+            false
+        }
+        None => true,
+    }
+}

@@ -1,0 +1,170 @@
+//! TCP and UDP probes, and sockets made inside another network namespace.
+//!
+//! A probe that starts in another namespace gets its socket there: a short-lived thread
+//! enters the namespace, creates the socket, and ends. A socket keeps the namespace it was
+//! created in, so everything after (binding, connecting, sending) happens there, while no
+//! thread of tracepkt's own ever runs in a namespace other than tracepkt's.
+//!
+//! Each TCP or UDP probe binds its own socket to a port the kernel picks: that port names the
+//! probe in the kernel's `PROBES` map, as the echo id does for ICMP.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::prober::{self, Outcome};
+
+/// Runs `make` in the network namespace `ns` (a file such as `/run/netns/NAME`), or here.
+async fn in_netns<T: Send + 'static>(
+    ns: Option<&PathBuf>,
+    make: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let Some(ns) = ns else {
+        return Ok(make()?);
+    };
+    let path = ns.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tracepkt-netns".into())
+        .spawn(move || {
+            // This thread enters the namespace and ends there: it never comes back to run
+            // anything else of tracepkt's.
+            let r = enter(&path).and_then(|()| make());
+            let _ = tx.send(r);
+        })
+        .context("starting a thread to enter the namespace")?;
+    let made = rx.await.context("the namespace thread ended without an answer")?;
+    made.with_context(|| format!("in network namespace {}", ns.display()))
+}
+
+fn enter(ns: &Path) -> io::Result<()> {
+    let f = std::fs::File::open(ns)?;
+    // SAFETY: setns on a file descriptor this thread owns; CLONE_NEWNET only changes this
+    // thread's network namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn unspecified(addr: IpAddr) -> SocketAddr {
+    match addr {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+}
+
+fn bound(addr: IpAddr, ty: Type, proto: Protocol) -> io::Result<(Socket, u16)> {
+    let s = Socket::new(Domain::for_address(SocketAddr::new(addr, 0)), ty, Some(proto))?;
+    s.set_nonblocking(true)?;
+    s.bind(&unspecified(addr).into())?;
+    let port = s
+        .local_addr()?
+        .as_socket()
+        .map(|a| a.port())
+        .ok_or_else(|| io::Error::other("bound socket has no port"))?;
+    Ok((s, port))
+}
+
+/// An ICMP client whose raw socket lives in `ns`.
+pub async fn icmp_client(ns: &PathBuf, addr: IpAddr) -> anyhow::Result<surge_ping::Client> {
+    let handle = tokio::runtime::Handle::current();
+    in_netns(Some(ns), move || {
+        // The client registers its socket with the runtime's reactor.
+        let _rt = handle.enter();
+        prober::client(if addr.is_ipv4() {
+            surge_ping::ICMP::V4
+        } else {
+            surge_ping::ICMP::V6
+        })
+    })
+    .await
+}
+
+/// A TCP socket bound for one probe.
+pub struct TcpProbe {
+    pub port: u16,
+    socket: Socket,
+}
+
+pub async fn tcp_socket(ns: Option<&PathBuf>, addr: IpAddr) -> anyhow::Result<TcpProbe> {
+    let (socket, port) = in_netns(ns, move || {
+        let (s, port) = bound(addr, Type::STREAM, Protocol::TCP)?;
+        // Closing sends RST: no FIN exchange or TIME_WAIT left behind for each probe.
+        s.set_linger(Some(Duration::ZERO))?;
+        Ok((s, port))
+    })
+    .await?;
+    Ok(TcpProbe { port, socket })
+}
+
+/// What a failed connect or exchange says about the path.
+fn failure(e: &io::Error) -> Outcome {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Outcome::Refused,
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN) => {
+            Outcome::Unreachable(e.to_string())
+        }
+        _ => Outcome::SendError(e.to_string()),
+    }
+}
+
+impl TcpProbe {
+    /// Opens the connection: answered on SYN-ACK, refused on RST. Sends no data, and closes
+    /// with RST right away.
+    pub async fn connect(self, target: SocketAddr, timeout: Duration) -> Outcome {
+        let stream: std::net::TcpStream = self.socket.into();
+        let socket = tokio::net::TcpSocket::from_std_stream(stream);
+        let start = Instant::now();
+        match tokio::time::timeout(timeout, socket.connect(target)).await {
+            Ok(Ok(stream)) => {
+                let rtt = start.elapsed();
+                drop(stream);
+                Outcome::Reply { rtt }
+            }
+            Ok(Err(e)) => failure(&e),
+            Err(_) => Outcome::Timeout,
+        }
+    }
+}
+
+/// A UDP socket bound for one probe.
+pub struct UdpProbe {
+    pub port: u16,
+    socket: Socket,
+}
+
+pub async fn udp_socket(ns: Option<&PathBuf>, addr: IpAddr) -> anyhow::Result<UdpProbe> {
+    let (socket, port) = in_netns(ns, move || bound(addr, Type::DGRAM, Protocol::UDP)).await?;
+    Ok(UdpProbe { port, socket })
+}
+
+impl UdpProbe {
+    /// Sends `data` and waits for any datagram back. The socket is connected, so an ICMP port
+    /// unreachable comes back as a refusal.
+    pub async fn exchange(self, target: SocketAddr, data: &[u8], timeout: Duration) -> Outcome {
+        let std: std::net::UdpSocket = self.socket.into();
+        let socket = match tokio::net::UdpSocket::from_std(std) {
+            Ok(s) => s,
+            Err(e) => return Outcome::SendError(e.to_string()),
+        };
+        if let Err(e) = socket.connect(target).await {
+            return failure(&e);
+        }
+        let start = Instant::now();
+        if let Err(e) = socket.send(data).await {
+            return failure(&e);
+        }
+        let mut buf = [0u8; 2048];
+        match tokio::time::timeout(timeout, socket.recv(&mut buf)).await {
+            Ok(Ok(_)) => Outcome::Reply { rtt: start.elapsed() },
+            Ok(Err(e)) => failure(&e),
+            Err(_) => Outcome::Timeout,
+        }
+    }
+}
