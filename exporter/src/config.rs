@@ -14,7 +14,8 @@
 //!     labels: {site: paris}    # optional extra Prometheus labels
 //!     protocol: tcp            # optional: icmp (default), tcp or udp
 //!     port: 443                # tcp and udp: the destination port (required)
-//!     payload: "hello"         # udp only: what to send (default: tracepkt's 32-byte payload)
+//!     payload: "hello"         # udp only: what to send (default: tracepkt's 32-byte payload, or
+//!                              #   to port 53 a DNS query)
 //!     from: {netns: client}    # optional: start the probe in this network namespace
 //!     expect:                  # optional: what every journey's path must look like
 //!       through: [backend]     #   namespaces or interfaces it must cross

@@ -189,7 +189,8 @@ pub enum ProbeKind {
     /// A TCP connection: answered by SYN-ACK, refused by RST.
     Tcp { port: u16 },
     /// A UDP datagram: answered by any datagram back, refused by ICMP port unreachable. The
-    /// payload is the probe's own (32 bytes with its trace context) unless one is given.
+    /// payload is the probe's own (32 bytes with its trace context), or for port 53 a DNS
+    /// query, unless one is given.
     Udp { port: u16, payload: Option<Vec<u8>> },
 }
 
@@ -414,10 +415,18 @@ impl Engine {
             ProbeKind::Udp { payload: own, .. } => {
                 let socket = sockets::udp_socket(spec.from.as_ref(), spec.addr).await?;
                 let key = (Proto::Udp, socket.port, 0);
-                let carried = own.is_none().then_some(trace.trace_id);
+                let carried = (own.is_none() && spec.port() != 53).then_some(trace.trace_id);
                 let flight = Flight::begin(shared, key, lease.tag, carried)?;
                 let sent_ns = clock::monotonic_ns();
-                let data: &[u8] = own.as_deref().unwrap_or(&payload);
+                let dns;
+                let data: &[u8] = match own {
+                    Some(own) => own,
+                    None if spec.port() == 53 => {
+                        dns = sockets::dns_query();
+                        &dns
+                    }
+                    None => &payload,
+                };
                 let outcome = socket.exchange(target, data, spec.timeout).await;
                 Ok(self.finish(flight, key, outcome, sent_ns).await)
             }

@@ -168,3 +168,34 @@ impl UdpProbe {
         }
     }
 }
+
+/// What a UDP probe to port 53 sends unless told otherwise: a DNS query, so that a DNS server
+/// answers it. It asks for the A record of `tracepkt-probe.` without recursion, which any
+/// server answers at once (with an error, most often) without asking another; any answer
+/// counts. It is 32 bytes, as tracepkt's own payload, so the kernel programs see the query go
+/// out; it carries no trace context.
+pub fn dns_query() -> Vec<u8> {
+    let mut q = Vec::with_capacity(32);
+    // Header: id "tp", flags 0 (a standard query, no recursion), one question.
+    q.extend_from_slice(&[0x74, 0x70, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    q.push(14);
+    q.extend_from_slice(b"tracepkt-probe");
+    q.push(0);
+    // QTYPE A, QCLASS IN.
+    q.extend_from_slice(&[0x00, 0x01, 0x00, 0x01]);
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dns_query_is_probe_sized_and_well_formed() {
+        let q = dns_query();
+        assert_eq!(q.len(), probe_common::PROBE_PAYLOAD_LEN);
+        assert_eq!(u16::from_be_bytes([q[4], q[5]]), 1, "one question");
+        assert_eq!(&q[12..28], b"\x0etracepkt-probe\x00");
+        assert_eq!(&q[28..], &[0, 1, 0, 1]);
+    }
+}
