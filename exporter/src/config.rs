@@ -404,8 +404,10 @@ enum RawProtocol {
 #[derive(Deserialize)]
 #[serde(expecting = "a mapping with netns: a namespace name or path", deny_unknown_fields)]
 struct RawFrom {
-    #[serde(deserialize_with = "netns_ref")]
-    netns: PathBuf,
+    #[serde(default, deserialize_with = "netns_ref")]
+    netns: Option<PathBuf>,
+    #[serde(default)]
+    pod: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -420,20 +422,20 @@ struct RawExpect {
 }
 
 /// A network namespace: a name under `/run/netns`, or an absolute path (`/proc/PID/ns/net`).
-fn netns_ref<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+fn netns_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     parse_str(d, "a namespace name or an absolute path", |s| {
         if s.is_empty() {
             return Err("the namespace must not be empty".to_owned());
         }
         if s.starts_with('/') {
-            return Ok(PathBuf::from(s));
+            return Ok(Some(PathBuf::from(s)));
         }
         if s.contains('/') || s == "." || s == ".." {
             return Err(format!(
                 "{s:?} is neither a namespace name (no '/') nor an absolute path"
             ));
         }
-        Ok(Path::new("/run/netns").join(s))
+        Ok(Some(Path::new("/run/netns").join(s)))
     })
 }
 
@@ -915,6 +917,22 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
                 payload: payload.as_ref().map(|p| p.as_bytes().to_vec()),
             },
         };
+        let from = match t.from {
+            None => None,
+            Some(RawFrom { pod: Some(_), .. }) => {
+                return Err(Problem {
+                    path: vec![Seg::Key("targets"), Seg::Index(i), Seg::Key("from"), Seg::Key("pod")],
+                    message: "from: pod: is not available yet (tracepkt does not resolve pod names); give the pod's namespace as netns: /proc/PID/ns/net of a process in it".into(),
+                });
+            }
+            Some(RawFrom { netns: Some(ns), .. }) => Some(ns),
+            Some(RawFrom { netns: None, .. }) => {
+                return Err(Problem {
+                    path: at("from"),
+                    message: "from: needs netns: (a namespace name or path)".into(),
+                });
+            }
+        };
         // Unnamed TCP and UDP targets are named after their address, port and protocol, so
         // that two ports of one host are two targets.
         let name = t.name.clone().unwrap_or_else(|| match probe.port() {
@@ -1012,7 +1030,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             count: t.count.unwrap_or(DEFAULT_COUNT),
             labels: t.labels,
             probe,
-            from: t.from.map(|f| f.netns),
+            from,
             expect: t.expect.map(|e| Expect {
                 through: e.through,
                 not_through: e.not_through,
