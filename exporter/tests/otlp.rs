@@ -189,7 +189,7 @@ fn trace_through_a_bridge(test: &str, rx: Receiver, protocol: &str, br: &str, ne
     assert_eq!(root.attr_int("tracepkt.hops"), Some(rows.len() as i64));
     let rtt = root.attributes["tracepkt.rtt_seconds"].as_f64().expect("rtt");
     assert!(rtt > 0.0 && rtt < 1.0, "{rtt}");
-    // Wall-clock placement: the probe ran while `trace` did, and lasted its RTT.
+    // Wall-clock placement: the probe ran while `trace` did.
     assert!(
         unix_nanos(before) <= root.start_unix_nano && root.end_unix_nano <= unix_nanos(after),
         "root {} .. {} outside the run {:?} .. {:?}",
@@ -198,9 +198,11 @@ fn trace_through_a_bridge(test: &str, rx: Receiver, protocol: &str, br: &str, ne
         before,
         after
     );
+    // The root runs from just before the send to just after the answer: it holds the RTT,
+    // plus what the socket calls around it took (milliseconds under CPU emulation).
     let lasted = (root.end_unix_nano - root.start_unix_nano) as f64 / 1e9;
     assert!(
-        (lasted - rtt).abs() < 0.005,
+        lasted >= rtt && lasted < rtt + 0.5,
         "root lasted {lasted} s for an RTT of {rtt} s"
     );
     check_resource(&root);
