@@ -278,11 +278,7 @@ fn a_dropped_probe_is_an_error_span_naming_the_drop() {
     }
     let mut c = Cleanup::new();
     let ns = c.veth_ns("tpk-odrop", "tpkod0", "198.18.74");
-    sh(&format!(
-        "ip netns exec {ns} nft add table inet tpk && \
-         ip netns exec {ns} nft 'add chain inet tpk input {{ type filter hook input priority 0; }}' && \
-         ip netns exec {ns} nft add rule inet tpk input icmp type echo-request drop"
-    ));
+    common::nft_input_rule(&ns, "icmp type echo-request drop");
     let rx = Receiver::grpc();
     let (out, rows) = trace_json(None, &["198.18.74.2", "--timeout", "0.5", "--otlp", &rx.endpoint]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -364,11 +360,7 @@ fn foreign_echoes_with_our_id_are_not_followed() {
     // The probe itself is dropped in the namespace, so it stays in flight for the whole
     // timeout while the forged echoes, with its id and sequence, cross both interfaces and are
     // answered.
-    sh(&format!(
-        "ip netns exec {ns} nft add table inet tpk && \
-         ip netns exec {ns} nft 'add chain inet tpk input {{ type filter hook input priority 0; }}' && \
-         ip netns exec {ns} nft add rule inet tpk input icmp type echo-request @th,64,32 0x54504b54 drop"
-    ));
+    common::nft_input_rule(&ns, "icmp type echo-request @th,64,32 0x54504b54 drop");
     let mut forger = Proc(
         Command::new("ip")
             .args(["netns", "exec", &ns, "python3", "-c", FORGER, "198.18.70.1"])

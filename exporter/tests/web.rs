@@ -136,11 +136,7 @@ fn the_page_shows_each_target_and_where_failing_probes_stop() {
     let mut c = Cleanup::new();
     c.veth_ns("tpk-wok", "tpkw0", "198.18.77");
     let drop_ns = c.veth_ns("tpk-wdrop", "tpkw1", "198.18.78");
-    sh(&format!(
-        "ip netns exec {drop_ns} nft add table inet tpk && \
-         ip netns exec {drop_ns} nft 'add chain inet tpk input {{ type filter hook input priority 0; }}' && \
-         ip netns exec {drop_ns} nft add rule inet tpk input icmp type echo-request drop"
-    ));
+    common::nft_input_rule(&drop_ns, "icmp type echo-request drop");
     // Markup in the names the node hands over: a namespace and an interface.
     let odd_ns = c.netns("tpk<script>x");
     c.host_link("tpkw2");

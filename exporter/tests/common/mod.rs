@@ -68,6 +68,16 @@ pub fn have_tool(test: &str, tool: &str) -> bool {
     false
 }
 
+/// Adds `rule` (for example `icmp type echo-request drop`) to an input-hook chain of namespace
+/// `ns`, created for it (table `inet tpk`, chain `input`).
+pub fn nft_input_rule(ns: &str, rule: &str) {
+    sh(&format!(
+        "ip netns exec {ns} nft add table inet tpk && \
+         ip netns exec {ns} nft 'add chain inet tpk input {{ type filter hook input priority 0; }}' && \
+         ip netns exec {ns} nft add rule inet tpk input {rule}"
+    ));
+}
+
 /// Gives `dev` in namespace `ns` the address `cidr` and brings it up.
 pub fn addr_up(ns: &str, dev: &str, cidr: &str) {
     sh(&format!(
