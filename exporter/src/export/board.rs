@@ -65,6 +65,9 @@ pub struct HopView {
     pub offset_seconds: f64,
     /// Time from this hop to the next; 0 for the last.
     pub latency_seconds: f64,
+    /// Where the packet ended without reaching its destination (`Hop::is_fatal`).
+    #[serde(skip)]
+    pub fatal: bool,
 }
 
 /// Where a failed probe was last seen.
@@ -150,6 +153,7 @@ fn hop_view(i: usize, h: &Hop, first_ts: u64, next_ts: Option<u64>) -> HopView {
         },
         offset_seconds: h.ts_ns.saturating_sub(first_ts) as f64 / 1e9,
         latency_seconds: next_ts.map(|n| n.saturating_sub(h.ts_ns) as f64 / 1e9).unwrap_or(0.0),
+        fatal: h.is_fatal(),
     }
 }
 

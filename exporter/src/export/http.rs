@@ -225,7 +225,7 @@ fn hop_row(j: &JourneyView, h: &HopView) -> HopRow {
             String::new()
         },
         bar: j.bar(h),
-        fatal: h.kind == "drop" || h.verdict.ends_with(":DROP"),
+        fatal: h.fatal,
     }
 }
 
