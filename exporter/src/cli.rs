@@ -61,8 +61,12 @@ pub struct TraceArgs {
     pub udp: Option<u16>,
     /// Start the probes in this network namespace: a name under /run/netns or an absolute
     /// path (/proc/PID/ns/net).
-    #[arg(long, value_name = "NETNS")]
+    #[arg(long, value_name = "NETNS", conflicts_with = "from_pod")]
     pub from: Option<String>,
+    /// Start the probes in the network namespace of this pod on this node: NAMESPACE/NAME,
+    /// found through its processes' cgroups and the kubelet's /var/log/pods.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = pod_name)]
+    pub from_pod: Option<String>,
     /// Also send each journey as an OpenTelemetry trace to this OTLP collector
     /// (http://HOST:PORT) and print its trace id.
     #[arg(long, value_name = "ENDPOINT", value_parser = crate::config::check_otlp_endpoint)]
@@ -78,6 +82,10 @@ pub struct ServeArgs {
     /// Configuration file (YAML).
     #[arg(short, long, default_value = "/etc/tracepkt/config.yaml", env = "TRACEPKT_CONFIG")]
     pub config: PathBuf,
+}
+
+fn pod_name(s: &str) -> Result<String, String> {
+    s.parse::<crate::pods::PodName>().map(|_| s.to_owned())
 }
 
 fn mechanism(s: &str) -> Result<Mechanism, String> {

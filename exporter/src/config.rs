@@ -16,7 +16,8 @@
 //!     port: 443                # tcp and udp: the destination port (required)
 //!     payload: "hello"         # udp only: what to send (default: tracepkt's 32-byte payload, or
 //!                              #   to port 53 a DNS query)
-//!     from: {netns: client}    # optional: start the probe in this network namespace
+//!     from: {netns: client}    # optional: start the probe in this network namespace (a name
+//!                              #   under /run/netns or a path), or {pod: namespace/name}
 //!     expect:                  # optional: what every journey's path must look like
 //!       through: [backend]     #   namespaces or interfaces it must cross
 //!       not_through: [eth9]    #   ones it must not
@@ -58,6 +59,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use probe_common::Mechanism;
+
+use crate::pods::PodName;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -163,9 +166,18 @@ pub struct Target {
     /// Extra Prometheus labels; names valid and not reserved.
     pub labels: BTreeMap<String, String>,
     pub probe: Probe,
-    /// The network namespace the probe starts in: a file such as `/run/netns/NAME`.
-    pub from: Option<PathBuf>,
+    /// Where the probe starts; `None`: tracepkt's own network namespace.
+    pub from: Option<Origin>,
     pub expect: Option<Expect>,
+}
+
+/// The network namespace a probe starts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file such as `/run/netns/NAME` or `/proc/PID/ns/net`.
+    Netns(PathBuf),
+    /// A pod on this node, found again at each probe (pods are replaced under the same name).
+    Pod(PodName),
 }
 
 /// What a target's probe is.
@@ -402,12 +414,15 @@ enum RawProtocol {
 }
 
 #[derive(Deserialize)]
-#[serde(expecting = "a mapping with netns: a namespace name or path", deny_unknown_fields)]
+#[serde(
+    expecting = "a mapping with netns: (a namespace name or path) or pod: (namespace/name)",
+    deny_unknown_fields
+)]
 struct RawFrom {
     #[serde(default, deserialize_with = "netns_ref")]
     netns: Option<PathBuf>,
-    #[serde(default)]
-    pod: Option<String>,
+    #[serde(default, deserialize_with = "pod_ref")]
+    pod: Option<PodName>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +434,11 @@ struct RawExpect {
     not_through: Vec<String>,
     #[serde(default)]
     no_drop: bool,
+}
+
+/// A pod: `namespace/name`.
+fn pod_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PodName>, D::Error> {
+    parse_str(d, "a pod as namespace/name", |s| s.parse().map(Some))
 }
 
 /// A network namespace: a name under `/run/netns`, or an absolute path (`/proc/PID/ns/net`).
@@ -919,17 +939,27 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
         };
         let from = match t.from {
             None => None,
-            Some(RawFrom { pod: Some(_), .. }) => {
-                return Err(Problem {
-                    path: vec![Seg::Key("targets"), Seg::Index(i), Seg::Key("from"), Seg::Key("pod")],
-                    message: "from: pod: is not available yet (tracepkt does not resolve pod names); give the pod's namespace as netns: /proc/PID/ns/net of a process in it".into(),
-                });
-            }
-            Some(RawFrom { netns: Some(ns), .. }) => Some(ns),
-            Some(RawFrom { netns: None, .. }) => {
+            Some(RawFrom {
+                netns: Some(ns),
+                pod: None,
+            }) => Some(Origin::Netns(ns)),
+            Some(RawFrom {
+                netns: None,
+                pod: Some(pod),
+            }) => Some(Origin::Pod(pod)),
+            Some(RawFrom {
+                netns: Some(_),
+                pod: Some(_),
+            }) => {
                 return Err(Problem {
                     path: at("from"),
-                    message: "from: needs netns: (a namespace name or path)".into(),
+                    message: "from: takes netns: or pod:, not both".into(),
+                });
+            }
+            Some(RawFrom { netns: None, pod: None }) => {
+                return Err(Problem {
+                    path: at("from"),
+                    message: "from: needs netns: (a namespace name or path) or pod: (namespace/name)".into(),
                 });
             }
         };
@@ -1321,11 +1351,12 @@ mod tests {
             "    protocol: tcp",
             "    port: 80",
             "    expect: {through: [backend, eth0], not_through: [other], no_drop: true}",
+            "  - {address: 198.18.0.2, from: {pod: kube-system/coredns-5d78c9869d-abcde}}",
         ]);
         let t = &config.targets;
         assert_eq!(t[0].name, "198.18.0.1:443/tcp");
         assert_eq!(t[0].probe, Probe::Tcp { port: 443 });
-        assert_eq!(t[0].from.as_deref(), Some(Path::new("/run/netns/client")));
+        assert_eq!(t[0].from, Some(Origin::Netns("/run/netns/client".into())));
         assert_eq!(t[1].name, "198.18.0.1:53/udp");
         assert_eq!(
             t[1].probe,
@@ -1334,7 +1365,7 @@ mod tests {
                 payload: Some(b"hi".to_vec())
             }
         );
-        assert_eq!(t[1].from.as_deref(), Some(Path::new("/proc/1/ns/net")));
+        assert_eq!(t[1].from, Some(Origin::Netns("/proc/1/ns/net".into())));
         assert_eq!(
             t[2].expect,
             Some(Expect {
@@ -1352,11 +1383,22 @@ mod tests {
             "  - {address: 198.18.0.1, protocol: tcp, port: 1, payload: x}",
         ];
         assert_contains(&error(&lines, 2, 60, "targets[0].payload"), "only UDP targets");
+        assert_eq!(
+            t[3].from,
+            Some(Origin::Pod("kube-system/coredns-5d78c9869d-abcde".parse().unwrap()))
+        );
         let lines = ["targets:", "  - {address: 198.18.0.1, from: {netns: a/b}}"];
         assert_contains(
             &error(&lines, 2, 41, "targets[0].from.netns"),
             "neither a namespace name",
         );
+        let lines = ["targets:", "  - {address: 198.18.0.1, from: {pod: web}}"];
+        assert_contains(
+            &error(&lines, 2, 39, "targets[0].from.pod"),
+            "\"web\" is not namespace/name",
+        );
+        let lines = ["targets:", "  - {address: 198.18.0.1, from: {pod: a/b, netns: c}}"];
+        assert_contains(&error(&lines, 2, 32, "targets[0].from"), "netns: or pod:, not both");
     }
 
     #[test]

@@ -8,118 +8,169 @@ use std::time::{Duration, Instant};
 
 use crate::kernel::loader::DropReasons;
 use crate::kernel::symbols::Symbols;
+use crate::pods::{self, Roots};
 
 /// Network namespace inode → name: the bind mounts under `/run/netns` (what `ip netns add`
-/// creates) first; otherwise the container or Kubernetes pod of a process living in it, from
-/// its cgroup (`pod:<uid>`, `container:<id>`).
+/// creates) first; otherwise the pod (`namespace/name`, else `pod:<uid>`) or container
+/// (`container:<id>`) of a process living in it, from its cgroup and the kubelet's pod log
+/// directories.
+///
+/// Namespace inodes are reused once a namespace is gone, so a name found earlier is checked
+/// against its source again before it is shown once it is older than [`RECHECK`]: the bind
+/// mount or the process it came from must still be in that namespace. The maps hold only what
+/// the latest scan found.
 pub struct NetnsNames {
     dir: PathBuf,
-    proc_root: PathBuf,
-    by_inode: HashMap<u32, String>,
+    roots: Roots,
+    bound: HashMap<u32, Found>,
     /// Kept apart: `/run/netns` is rescanned more often and must not flush these.
-    containers: HashMap<u32, String>,
+    processes: HashMap<u32, Found>,
     scanned: Option<Instant>,
     procs_scanned: Option<Instant>,
+}
+
+struct Found {
+    name: String,
+    /// The bind mount, or `/proc/<pid>/ns/net` of the process, the name was found through.
+    source: PathBuf,
+    checked: Instant,
 }
 
 /// A miss rescans `/run/netns` at most this often: namespaces come and go, lookups are per hop.
 const RESCAN: Duration = Duration::from_millis(500);
 /// Walking `/proc` costs more: at most this often.
 const RESCAN_PROCS: Duration = Duration::from_secs(5);
+/// A name older than this is checked against its source before it is shown again.
+const RECHECK: Duration = Duration::from_secs(1);
+/// Pods come and go without a lookup missing (a `pod:<uid>` whose log directory appeared
+/// later): the process names are rebuilt at least this often while in use.
+const REFRESH_PROCS: Duration = Duration::from_secs(30);
 
 impl NetnsNames {
     pub fn new() -> Self {
-        Self::with_dirs(Path::new("/run/netns"), Path::new("/proc"))
+        Self::with_dirs(Path::new("/run/netns"), Roots::from_env())
     }
 
     #[cfg(test)]
     pub fn with_dir(dir: &Path) -> Self {
-        Self::with_dirs(dir, Path::new("/nonexistent"))
+        Self::with_dirs(
+            dir,
+            Roots {
+                proc: "/nonexistent".into(),
+                logs: "/nonexistent".into(),
+            },
+        )
     }
 
-    pub fn with_dirs(dir: &Path, proc_root: &Path) -> Self {
+    pub fn with_dirs(dir: &Path, roots: Roots) -> Self {
         NetnsNames {
             dir: dir.to_owned(),
-            proc_root: proc_root.to_owned(),
-            by_inode: HashMap::new(),
-            containers: HashMap::new(),
+            roots,
+            bound: HashMap::new(),
+            processes: HashMap::new(),
             scanned: None,
             procs_scanned: None,
         }
     }
 
     fn scan(&mut self) {
-        self.by_inode.clear();
+        self.bound.clear();
+        let now = Instant::now();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 if let Ok(meta) = std::fs::metadata(e.path()) {
-                    self.by_inode
-                        .insert(meta.ino() as u32, e.file_name().to_string_lossy().into_owned());
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    self.bound.insert(
+                        meta.ino() as u32,
+                        Found {
+                            name,
+                            source: e.path(),
+                            checked: now,
+                        },
+                    );
                 }
             }
         }
-        self.scanned = Some(Instant::now());
+        self.scanned = Some(now);
     }
 
-    /// Names namespaces after the container or pod of the first process found in each.
+    /// Names namespaces after the pod or container of the first process found in each.
     fn scan_procs(&mut self) {
-        self.procs_scanned = Some(Instant::now());
-        self.containers.clear();
-        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Ok(meta) = std::fs::metadata(e.path().join("ns/net")) else {
+        let now = Instant::now();
+        self.procs_scanned = Some(now);
+        self.processes.clear();
+        let pods = pods::pods_by_uid(&self.roots.logs);
+        for pid in pods::pids(&self.roots.proc) {
+            let Some(inode) = pods::netns_inode(&self.roots.proc, pid) else {
                 continue;
             };
-            let inode = meta.ino() as u32;
-            if self.containers.contains_key(&inode) {
+            if self.processes.contains_key(&inode) {
                 continue;
             }
-            let cgroup = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
-            if let Some(label) = container_of_cgroup(&cgroup) {
-                self.containers.insert(inode, label);
-            }
+            let dir = self.roots.proc.join(pid.to_string());
+            let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+            let name = match pods::pod_uid_of_cgroup(&cgroup) {
+                Some(uid) => match pods.get(&uid) {
+                    Some(pod) => pod.to_string(),
+                    None => format!("pod:{uid}"),
+                },
+                None => match container_of_cgroup(&cgroup) {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            self.processes.insert(
+                inode,
+                Found {
+                    name,
+                    source: dir.join("ns/net"),
+                    checked: now,
+                },
+            );
         }
+    }
+
+    /// The name, if known and still true: its source must still be in namespace `inode`.
+    fn known(&mut self, inode: u32) -> Option<String> {
+        for map in [&mut self.bound, &mut self.processes] {
+            let Some(f) = map.get_mut(&inode) else { continue };
+            if f.checked.elapsed() < RECHECK {
+                return Some(f.name.clone());
+            }
+            if std::fs::metadata(&f.source).is_ok_and(|m| m.ino() as u32 == inode) {
+                f.checked = Instant::now();
+                return Some(f.name.clone());
+            }
+            map.remove(&inode);
+        }
+        None
     }
 
     pub fn name(&mut self, inode: u32) -> Option<String> {
         if inode == 0 {
             return None;
         }
-        let known = |me: &Self| me.by_inode.get(&inode).or_else(|| me.containers.get(&inode)).cloned();
-        if let Some(n) = known(self) {
+        if !self.processes.is_empty() && self.procs_scanned.is_some_and(|t| t.elapsed() >= REFRESH_PROCS) {
+            self.scan_procs();
+        }
+        if let Some(n) = self.known(inode) {
             return Some(n);
         }
         if self.scanned.is_none_or(|t| t.elapsed() >= RESCAN) {
             self.scan();
         }
-        if !self.by_inode.contains_key(&inode) && self.procs_scanned.is_none_or(|t| t.elapsed() >= RESCAN_PROCS) {
+        if !self.bound.contains_key(&inode) && self.procs_scanned.is_none_or(|t| t.elapsed() >= RESCAN_PROCS) {
             self.scan_procs();
         }
-        known(self)
+        self.known(inode)
     }
 }
 
-/// `pod:<uid>` or `container:<12 hex>` from a `/proc/<pid>/cgroup` text, for the layouts of
-/// the kubelet (cgroupfs and systemd drivers), Docker, containerd and CRI-O.
+/// `container:<12 hex>` from a `/proc/<pid>/cgroup` text, for the layouts of Docker,
+/// containerd, CRI-O and podman.
 pub fn container_of_cgroup(text: &str) -> Option<String> {
     for line in text.lines() {
         let path = line.rsplit(':').next().unwrap_or_default();
-        for seg in path.split('/') {
-            // kubepods-besteffort-pod<uid>.slice, kubepods/burstable/pod<uid>
-            if let Some(i) = seg.rfind("pod")
-                && (seg.starts_with("kubepods") || path.contains("/kubepods"))
-            {
-                let uid: String = seg[i + 3..].trim_end_matches(".slice").replace('_', "-");
-                if uid.len() >= 32 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-                    return Some(format!("pod:{uid}"));
-                }
-            }
-        }
         for seg in path.split('/').rev() {
             let id = seg
                 .trim_end_matches(".scope")
@@ -221,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn containers_and_pods_from_cgroups() {
+    fn containers_from_cgroups() {
         let id = "4f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
         assert_eq!(
             container_of_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")),
@@ -231,17 +282,9 @@ mod tests {
             container_of_cgroup(&format!("12:pids:/docker/{id}\n")),
             Some("container:4f1e2d3c4b5a".into())
         );
-        let k8s = format!(
-            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-{id}.scope\n"
-        );
         assert_eq!(
-            container_of_cgroup(&k8s),
-            Some("pod:1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into())
-        );
-        let cgroupfs = format!("0::/kubepods/burstable/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/{id}\n");
-        assert_eq!(
-            container_of_cgroup(&cgroupfs),
-            Some("pod:1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d".into())
+            container_of_cgroup(&format!("0::/kubepods/burstable/pod{UID}/cri-containerd-{id}.scope\n")),
+            Some("container:4f1e2d3c4b5a".into())
         );
         assert_eq!(
             container_of_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
@@ -250,19 +293,62 @@ mod tests {
         assert_eq!(container_of_cgroup("0::/\n"), None);
     }
 
-    #[test]
-    fn names_netns_after_the_container_of_a_process_in_it() {
-        // A fake /proc: pid 42's netns is a file whose inode stands for the namespace.
-        let root = std::env::temp_dir().join(format!("tracepkt-proc-{}", std::process::id()));
+    const UID: &str = "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d";
+
+    /// A fake `/proc` and `/var/log/pods`: pid `pid`'s netns is a file whose inode stands for
+    /// the namespace.
+    fn fake_process(root: &Path, pid: u32, cgroup: &str) -> u32 {
+        std::fs::create_dir_all(root.join(format!("proc/{pid}/ns"))).unwrap();
+        std::fs::write(root.join(format!("proc/{pid}/ns/net")), b"").unwrap();
+        std::fs::write(root.join(format!("proc/{pid}/cgroup")), cgroup).unwrap();
+        std::fs::metadata(root.join(format!("proc/{pid}/ns/net")))
+            .unwrap()
+            .ino() as u32
+    }
+
+    fn fake_roots(tag: &str) -> (PathBuf, NetnsNames) {
+        let root = std::env::temp_dir().join(format!("tracepkt-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("42/ns")).unwrap();
-        std::fs::create_dir_all(root.join("self")).unwrap();
-        std::fs::write(root.join("42/ns/net"), b"").unwrap();
+        std::fs::create_dir_all(root.join("logs")).unwrap();
+        let names = NetnsNames::with_dirs(
+            &root.join("no-run-netns"),
+            Roots {
+                proc: root.join("proc"),
+                logs: root.join("logs"),
+            },
+        );
+        (root, names)
+    }
+
+    #[test]
+    fn names_netns_after_the_pod_or_container_of_a_process_in_it() {
+        let (root, mut n) = fake_roots("proc");
         let id = "4f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
-        std::fs::write(root.join("42/cgroup"), format!("0::/system.slice/docker-{id}.scope\n")).unwrap();
-        let ino = std::fs::metadata(root.join("42/ns/net")).unwrap().ino() as u32;
-        let mut n = NetnsNames::with_dirs(&root.join("no-run-netns"), &root);
-        assert_eq!(n.name(ino).as_deref(), Some("container:4f1e2d3c4b5a"));
+        let docker = fake_process(&root, 42, &format!("0::/system.slice/docker-{id}.scope\n"));
+        let systemd_pod = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope\n",
+            UID.replace('-', "_")
+        );
+        let named = fake_process(&root, 43, &systemd_pod);
+        std::fs::create_dir_all(root.join(format!("logs/shop_cart-7d9f_{UID}"))).unwrap();
+        let other = "00000000-1111-2222-3333-444444444444";
+        let unnamed = fake_process(&root, 44, &format!("1:pids:/kubepods/besteffort/pod{other}/{id}\n"));
+        assert_eq!(n.name(docker).as_deref(), Some("container:4f1e2d3c4b5a"));
+        assert_eq!(n.name(named).as_deref(), Some("shop/cart-7d9f"));
+        assert_eq!(n.name(unnamed), Some(format!("pod:{other}")));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_name_is_not_shown_once_its_process_has_left_the_namespace() {
+        let (root, mut n) = fake_roots("stale");
+        let ino = fake_process(&root, 42, &format!("0::/kubepods/besteffort/pod{UID}/x\n"));
+        std::fs::create_dir_all(root.join(format!("logs/default_web-0_{UID}"))).unwrap();
+        assert_eq!(n.name(ino).as_deref(), Some("default/web-0"));
+        // The pod is gone; the kernel may hand its namespace's inode to a new one.
+        std::fs::remove_dir_all(root.join("proc/42")).unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert_eq!(n.name(ino), None);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

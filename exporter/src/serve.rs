@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::cli::ServeArgs;
-use crate::config::{AttachMode, Config, Probe, Target};
+use crate::config::{AttachMode, Config, Origin, Probe, Target};
 use crate::engine::{self, Engine, Lease, ProbeKind, Spec};
 use crate::expect;
 use crate::export::board::{Board, JourneyView, TargetView};
@@ -23,6 +23,7 @@ use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
 use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
 use crate::kernel::loader::{Mechanisms, Sizing};
+use crate::pods::{self, Locator};
 use crate::prober::{self, Outcome};
 
 /// A running target.
@@ -76,6 +77,11 @@ async fn probe_loop(p: Probing, start_after: Duration) {
             payload: payload.clone(),
         },
     };
+    // A pod is looked up again at each probe: it may be replaced, or moved to another node.
+    let mut pod = match &t.from {
+        Some(Origin::Pod(name)) => Some(Locator::new(pods::Roots::from_env(), name.clone())),
+        _ => None,
+    };
     tokio::time::sleep(start_after).await;
     let mut ticker = tokio::time::interval(t.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -105,11 +111,24 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                     continue;
                 }
             };
+            let from = match (&t.from, &mut pod) {
+                (Some(Origin::Pod(_)), Some(locator)) => match locator.netns() {
+                    Ok(path) => Some(path),
+                    Err(e) => {
+                        report(Some(format!("probe to {addr} not sent: {e}")));
+                        metrics.probe_error(tag, &labels, ProbeError::Send);
+                        board.record(&t.name, JourneyView::not_sent("send_error", e));
+                        continue;
+                    }
+                },
+                (Some(Origin::Netns(path)), _) => Some(path.clone()),
+                _ => None,
+            };
             metrics.probe_sent(tag, &labels);
             let spec = Spec {
                 addr,
                 kind: kind.clone(),
-                from: t.from.clone(),
+                from,
                 timeout: t.timeout,
             };
             let mut journey = engine.probe(&lease, seq, &spec).await;

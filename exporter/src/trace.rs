@@ -14,6 +14,7 @@ use crate::engine::{self, Engine, ProbeKind, Spec};
 use crate::export::otlp::{self, SpanCounts, TargetInfo};
 use crate::journey::{Hop, HopDetail, Journey};
 use crate::kernel::loader::{Mechanisms, Sizing};
+use crate::pods::{self, Locator};
 use crate::prober::{self, IpVersion, Outcome};
 
 /// Runs the trace. `Ok(true)` when every probe got its reply.
@@ -29,9 +30,14 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         (_, Some(port)) => ProbeKind::Udp { port, payload: None },
         _ => ProbeKind::Icmp,
     };
-    let from = match &args.from {
-        None => None,
-        Some(ns) => {
+    let from = match (&args.from, &args.from_pod) {
+        (None, None) => None,
+        (_, Some(pod)) => Some(
+            Locator::new(pods::Roots::from_env(), pod.parse().map_err(anyhow::Error::msg)?)
+                .netns()
+                .map_err(anyhow::Error::msg)?,
+        ),
+        (Some(ns), None) => {
             let path = if ns.starts_with('/') {
                 PathBuf::from(ns)
             } else {
@@ -96,20 +102,26 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     };
 
     let mut out = std::io::stdout().lock();
-    if !args.json {
-        writeln!(out, "{}", header())?;
-    }
+    // The namespace column widens to the longest name of the first journey (pod names run
+    // long), and keeps that width after it so the rows stay under their header.
+    let mut netns_width = None;
     let mut all_replied = true;
     for seq in 0..args.count {
         if seq > 0 && args.interval > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
         }
         let journey = engine.probe(&lease, seq, &spec).await;
+        if !args.json && netns_width.is_none() {
+            let width = journey.hops.iter().map(|h| netns_cell(h).chars().count()).max();
+            let width = width.unwrap_or(0).max(NETNS_WIDTH);
+            writeln!(out, "{}", header(width))?;
+            netns_width = Some(width);
+        }
         for hop in &journey.hops {
             if args.json {
                 writeln!(out, "{}", serde_json::to_string(hop)?)?;
             } else {
-                writeln!(out, "{}", row(hop))?;
+                writeln!(out, "{}", row(hop, netns_width.unwrap_or(NETNS_WIDTH)))?;
             }
         }
         let mut summary = summary(&journey, seq, args.count, &spec);
@@ -146,9 +158,12 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     Ok(all_replied)
 }
 
-fn header() -> String {
+/// The namespace column's least width: an inode and a short name.
+const NETNS_WIDTH: usize = 28;
+
+fn header(netns_width: usize) -> String {
     format!(
-        "{:<28} {:<16} {:<3} {:<8} {:<34} {}",
+        "{:<netns_width$} {:<16} {:<3} {:<8} {:<34} {}",
         "NETWORK NS", "INTERFACE", "IO", "TYPE", "ADDRESSES", "NETFILTER / DROP"
     )
 }
@@ -160,7 +175,7 @@ fn netns_cell(hop: &Hop) -> String {
     }
 }
 
-fn row(hop: &Hop) -> String {
+fn row(hop: &Hop, netns_width: usize) -> String {
     let ifname = if hop.ifname.is_empty() {
         "-"
     } else {
@@ -172,7 +187,7 @@ fn row(hop: &Hop) -> String {
         HopDetail::Drop { .. } => "-",
     };
     format!(
-        "{:<28} {:<16} {:<3} {:<8} {:<34} {}",
+        "{:<netns_width$} {:<16} {:<3} {:<8} {:<34} {}",
         netns_cell(hop),
         ifname,
         io,

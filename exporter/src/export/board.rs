@@ -194,10 +194,15 @@ impl JourneyView {
 
     /// A probe that could not be sent because its target did not resolve.
     pub fn unresolved(reason: String) -> Self {
+        Self::not_sent("resolve_error", reason)
+    }
+
+    /// A probe that was not sent: `outcome` says why, `reason` in the user's words.
+    pub fn not_sent(outcome: &'static str, reason: String) -> Self {
         JourneyView {
             seq: 0,
             at_unix: now_unix(),
-            outcome: "resolve_error",
+            outcome,
             detail: Some(reason),
             rtt_seconds: None,
             trace_id: None,

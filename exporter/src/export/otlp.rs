@@ -590,6 +590,11 @@ fn hop_attributes(h: &Hop, index: usize) -> Vec<KeyValue> {
     }
     if let Some(n) = &h.netns_name {
         kv.push(KeyValue::new("tracepkt.netns.name", n.clone()));
+        // Only a pod's name holds a '/': names under /run/netns cannot.
+        if let Some((namespace, pod)) = n.split_once('/') {
+            kv.push(KeyValue::new("k8s.namespace.name", namespace.to_owned()));
+            kv.push(KeyValue::new("k8s.pod.name", pod.to_owned()));
+        }
     }
     match &h.detail {
         HopDetail::Interface { io } => kv.push(KeyValue::new("tracepkt.io", io.as_str())),
