@@ -75,7 +75,7 @@ case "$what" in
     test)
         "$0" build
         # prometheus: the exemplar test; chromium: the built-in page test (headless); python3: forged echoes.
-        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates bc util-linux chromium fonts-dejavu-core python3
+        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates openssl bc util-linux chromium fonts-dejavu-core python3
         ;;
     bench)
         "$0" build

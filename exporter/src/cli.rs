@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// Configuration file (YAML).
     #[arg(short, long, default_value = "/etc/tracepkt/config.yaml", env = "TRACEPKT_CONFIG")]
     pub config: PathBuf,
+    /// TLS and basic auth for the HTTP endpoints: a web configuration file in the format of
+    /// the Prometheus exporters (tls_server_config, basic_auth_users).
+    #[arg(long, value_name = "FILE", alias = "web.config.file", env = "TRACEPKT_WEB_CONFIG")]
+    pub web_config: Option<PathBuf>,
 }
 
 fn pod_name(s: &str) -> Result<String, String> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum_server::tls_rustls::RustlsConfig;
 use probe_common::Mechanism;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
@@ -22,6 +23,7 @@ use crate::export::board::{Board, JourneyView, TargetView};
 use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
 use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
+use crate::export::web::{self, WebConfig};
 use crate::kernel::loader::{Mechanisms, Sizing};
 use crate::pods::{self, Locator};
 use crate::prober::{self, Outcome};
@@ -251,6 +253,7 @@ impl Fleet {
 /// Runs the exporter. `mechanisms` from the command line, when given, override the config's.
 pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    let web = args.web_config.as_deref().map(WebConfig::load).transpose()?;
     let mechanisms = if mechanisms.is_empty() {
         config.mechanisms.clone()
     } else {
@@ -278,10 +281,15 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         AttachMode::Always => "for the whole run",
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (set `listen:` in the config)", config.listen))?;
-    info!(listen = %config.listen, targets = config.targets.len(), "serving /metrics");
+    info!(
+        listen = %config.listen,
+        targets = config.targets.len(),
+        tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
+        basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+        "serving /metrics"
+    );
 
     let board = Arc::new(Board::new(config.otlp.as_ref().and_then(|o| o.trace_url.clone())));
     let mut fleet = Fleet {
@@ -294,15 +302,20 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     };
     fleet.apply(&config.targets)?;
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let router = http::router(metrics.clone(), board.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let mut router = http::router(metrics.clone(), board.clone());
+    let (tls, auth) = web.map(|w| (w.tls, w.auth)).unwrap_or_default();
+    if let Some(auth) = auth {
+        router = router.layer(axum::middleware::from_fn_with_state(Arc::new(auth), web::require_auth));
+    }
+    let handle = axum_server::Handle::new();
+    let service = router.into_make_service();
+    let mut server = match tls {
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?.handle(handle.clone());
+            tokio::spawn(server.serve(service))
+        }
+        None => tokio::spawn(axum_server::from_tcp(listener)?.handle(handle.clone()).serve(service)),
+    };
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -341,15 +354,43 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            ended = &mut server => {
+                // Probing on while nothing can be scraped would look healthy from the node and
+                // be blind from outside: stop, and say why.
+                let why = match ended {
+                    Ok(Ok(())) => "it ended".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                error!("the HTTP server on {listen} stopped ({why}); exiting");
+                stop(fleet, &engine, tracer.as_deref(), &handle).await;
+                anyhow::bail!("the HTTP server on {listen} stopped: {why}");
+            }
         }
     }
     info!("shutting down");
+    stop(fleet, &engine, tracer.as_deref(), &handle).await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        warn!("the HTTP server did not stop in {SHUTDOWN_GRACE:?}");
+    }
+    Ok(())
+}
+
+/// How long each part of shutting down may take: open scrapes and span exports get this long
+/// to finish, then they are cut, so that SIGTERM always ends tracepkt promptly.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+async fn stop(
+    mut fleet: Fleet,
+    engine: &Engine,
+    tracer: Option<&Tracer>,
+    http: &axum_server::Handle<std::net::SocketAddr>,
+) {
+    http.graceful_shutdown(Some(SHUTDOWN_GRACE));
     fleet.stop_all();
     engine.shutdown();
-    if let Some(t) = &tracer {
+    // Bounded by the tracer itself.
+    if let Some(t) = tracer {
         t.shutdown().await;
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    Ok(())
 }

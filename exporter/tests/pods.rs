@@ -268,7 +268,7 @@ fn serve_probes_from_a_pod_and_labels_its_namespace() {
             .unwrap(),
     );
     let labelled = format!("netns=\"{POD}\"");
-    let text = wait_for(30, "a hop counted in the pod's namespace", &log, || {
+    let text = wait_for(120, "a hop counted in the pod's namespace", &log, || {
         let t = scrape(port);
         (sample(&t, "tracepkt_probe_success{target=\"from-pod\"}") == Some(1.0)
             && t.lines()
@@ -285,7 +285,7 @@ fn serve_probes_from_a_pod_and_labels_its_namespace() {
 
     // The pod goes away: its probes fail with a reason, tracepkt goes on.
     pod.kill();
-    wait_for(30, "the probe failing once the pod is gone", &log, || {
+    wait_for(120, "the probe failing once the pod is gone", &log, || {
         let t = scrape(port);
         (sample(&t, "tracepkt_probe_success{target=\"from-pod\"}") == Some(0.0)
             && sample(&t, "tracepkt_probe_errors_total{target=\"from-pod\",reason=\"send\"}").unwrap_or(0.0) > 0.0)

@@ -6,3 +6,4 @@ mod collectors;
 pub mod http;
 pub mod metrics;
 pub mod otlp;
+pub mod web;

@@ -81,6 +81,11 @@ impl Prometheus {
     /// installed, for the caller to record a skip; panics with Prometheus's log when it does
     /// not come up.
     pub fn start(target: &str, interval: Duration) -> Result<Prometheus, String> {
+        Self::start_with(target, interval, &[])
+    }
+
+    /// The same, with more settings for the scrape job (YAML lines such as `scheme: https`).
+    pub fn start_with(target: &str, interval: Duration, job: &[&str]) -> Result<Prometheus, String> {
         for tool in [BIN, "curl"] {
             if Command::new(tool).arg("--version").output().is_err() {
                 return Err(format!("{tool} is not installed"));
@@ -95,8 +100,9 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: {d}\n  scrape_timeout: {d}\n  evaluation_interval: {d}\n\
-                 scrape_configs:\n  - job_name: target\n    metrics_path: /metrics\n    \
-                 static_configs:\n      - targets: ['{target}']\n"
+                 scrape_configs:\n  - job_name: target\n    metrics_path: /metrics\n{}    \
+                 static_configs:\n      - targets: ['{target}']\n",
+                job.iter().map(|l| format!("    {l}\n")).collect::<String>()
             ),
         )
         .unwrap();
