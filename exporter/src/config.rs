@@ -32,6 +32,8 @@
 //! attach: in-flight            # optional: in-flight (default) or always
 //! rtt_buckets: [0.001, 0.01]   # optional RTT histogram buckets (seconds); default none
 //! mechanisms: [tracepoint]     # optional: attach only by these (tp_btf, tracepoint, kprobe)
+//! ring_buffer_bytes: 1048576   # optional: the kernel's event ring buffer, a power of two from
+//!                              #   4096 (one page) to 256 MiB; default 1 MiB
 //! ```
 //!
 //! # Where errors point
@@ -127,6 +129,8 @@ pub struct Config {
     pub rtt_buckets: Vec<f64>,
     /// Attach mechanisms allowed; empty allows all.
     pub mechanisms: Vec<Mechanism>,
+    /// The size of the kernel's event ring buffer, when the file sets it.
+    pub ring_buffer_bytes: Option<u32>,
 }
 
 /// When the kernel programs are attached.
@@ -361,6 +365,8 @@ struct RawConfig {
     rtt_buckets: Option<Vec<f64>>,
     #[serde(default)]
     mechanisms: Vec<MechanismName>,
+    #[serde(default, deserialize_with = "ring_buffer_bytes")]
+    ring_buffer_bytes: Option<u32>,
 }
 
 /// An attach mechanism as the config names it.
@@ -562,6 +568,19 @@ fn target_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
         }
         Ok(Some(s.to_owned()))
     })
+}
+
+/// The largest ring buffer accepted: far more than any probe rate needs.
+const MAX_RING_BYTES: u64 = 256 << 20;
+
+fn ring_buffer_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = u64::deserialize(d)?;
+    if !v.is_power_of_two() || !(4096..=MAX_RING_BYTES).contains(&v) {
+        return Err(de::Error::custom(format!(
+            "ring_buffer_bytes {v} is not a power of two from 4096 (one page) to {MAX_RING_BYTES} (256 MiB)"
+        )));
+    }
+    Ok(Some(v as u32))
 }
 
 fn rtt_buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
@@ -1084,6 +1103,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
         attach: raw.attach,
         rtt_buckets: raw.rtt_buckets.unwrap_or_default(),
         mechanisms: raw.mechanisms.into_iter().map(|m| m.0).collect(),
+        ring_buffer_bytes: raw.ring_buffer_bytes,
     })
 }
 
@@ -1337,6 +1357,7 @@ mod tests {
             attach: AttachMode::InFlight,
             rtt_buckets: vec![],
             mechanisms: vec![],
+            ring_buffer_bytes: None,
         };
         assert_eq!(config, expected);
     }
@@ -1426,6 +1447,7 @@ mod tests {
                 attach: AttachMode::InFlight,
                 rtt_buckets: vec![],
                 mechanisms: vec![],
+                ring_buffer_bytes: None,
             }
         );
         assert_eq!(default_listen().to_string(), format!("127.0.0.1:{DEFAULT_PORT}"));
@@ -1484,6 +1506,21 @@ mod tests {
             "rtt_buckets",
         );
         assert_contains(&message, "RTT bucket -1 is not a positive number of seconds");
+    }
+
+    #[test]
+    fn ring_buffer_bytes() {
+        let config = parse(&["ring_buffer_bytes: 4096", "targets: [{address: 127.0.0.1}]"]);
+        assert_eq!(config.ring_buffer_bytes, Some(4096));
+        for bad in ["1000", "2048", "536870912"] {
+            let message = error(
+                &["targets: [{address: 127.0.0.1}]", &format!("ring_buffer_bytes: {bad}")],
+                2,
+                20,
+                "ring_buffer_bytes",
+            );
+            assert_contains(&message, &format!("ring_buffer_bytes {bad} is not a power of two"));
+        }
     }
 
     #[test]

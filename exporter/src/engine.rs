@@ -133,6 +133,8 @@ struct Shared {
     state: Mutex<State>,
     names: Arc<Mutex<Names>>,
     counts: Arc<EngineCounts>,
+    /// Read around each journey: events the kernel could not queue while it was out.
+    stats: Arc<KernelStats>,
     pump: Mutex<Option<AbortHandle>>,
 }
 
@@ -157,7 +159,7 @@ pub struct Telemetry {
     pub hops: Counters<HopKey>,
     pub verdicts: Counters<VerdictKey>,
     pub drops: Counters<DropKey>,
-    pub stats: KernelStats,
+    pub stats: Arc<KernelStats>,
     pub clock: Arc<AttachClock>,
     pub names: Arc<Mutex<Names>>,
     pub counts: Arc<EngineCounts>,
@@ -245,6 +247,19 @@ impl Drop for Lease {
 struct Flight<'a> {
     shared: &'a Shared,
     key: JourneyKey,
+    /// The kernel's count of lost events when the probe went out.
+    lost_before: u64,
+}
+
+/// What a probe brought back, for `Journey::assemble`.
+struct Gathered {
+    key: JourneyKey,
+    outcome: Outcome,
+    events: Vec<KernelEvent>,
+    /// Events lost to a full ring buffer while the probe was out (its own or others').
+    lost: u64,
+    sent_ns: u64,
+    ended_ns: u64,
 }
 
 impl<'a> Flight<'a> {
@@ -265,13 +280,25 @@ impl<'a> Flight<'a> {
                 events: Vec::new(),
             },
         );
-        Ok(Flight { shared, key })
+        drop(st);
+        let lost_before = shared.stats.events_lost().unwrap_or(0);
+        Ok(Flight {
+            shared,
+            key,
+            lost_before,
+        })
     }
 
-    /// Closes the journey and hands back its events.
-    fn finish(self) -> Vec<KernelEvent> {
+    /// Closes the journey and hands back its events, and how many events the kernel lost
+    /// meanwhile.
+    fn finish(self) -> (Vec<KernelEvent>, u64) {
+        let lost = self
+            .shared
+            .stats
+            .events_lost()
+            .map_or(0, |now| now.saturating_sub(self.lost_before));
         let mut st = self.shared.state.lock().unwrap();
-        st.open.remove(&self.key).map(|o| o.events).unwrap_or_default()
+        (st.open.remove(&self.key).map(|o| o.events).unwrap_or_default(), lost)
     }
 }
 
@@ -300,6 +327,7 @@ impl Engine {
         });
         let clock = Arc::new(AttachClock::default());
         let names = Arc::new(Mutex::new(Names::new(kernel.drop_reasons.clone())));
+        let stats = Arc::new(KernelStats::take(&mut kernel)?);
         let telemetry = Telemetry {
             report: kernel.report.clone(),
             release: kernel.release.clone(),
@@ -307,7 +335,7 @@ impl Engine {
             hops: Counters::take(&mut kernel, map::HOPS)?,
             verdicts: Counters::take(&mut kernel, map::VERDICTS)?,
             drops: Counters::take(&mut kernel, map::DROPS)?,
-            stats: KernelStats::take(&mut kernel)?,
+            stats: stats.clone(),
             clock: clock.clone(),
             names: names.clone(),
             counts: counts.clone(),
@@ -323,6 +351,7 @@ impl Engine {
             }),
             names,
             counts,
+            stats,
             pump: Mutex::new(None),
         });
         let pump = tokio::spawn(pump(Arc::downgrade(&shared), reader));
@@ -352,33 +381,29 @@ impl Engine {
             parent_span_id: shared.ids.new_span_id().to_bytes(),
             flags: payload::FLAG_SAMPLED,
         };
-        let (key, outcome, events, sent_ns, ended_ns) = match self.send(lease, seq, spec, &trace).await {
+        let g = match self.send(lease, seq, spec, &trace).await {
             Ok(done) => done,
-            Err(e) => (
-                (spec.proto(), lease.id, seq),
-                Outcome::SendError(format!("{e:#}")),
-                Vec::new(),
-                0,
-                0,
-            ),
+            Err(e) => Gathered {
+                key: (spec.proto(), lease.id, seq),
+                outcome: Outcome::SendError(format!("{e:#}")),
+                events: Vec::new(),
+                lost: 0,
+                sent_ns: 0,
+                ended_ns: 0,
+            },
         };
         let mut journey = {
             let mut names = shared.names.lock().unwrap();
-            Journey::assemble(key, events, outcome, &mut names)
+            Journey::assemble(g.key, g.events, g.outcome, &mut names)
         };
         journey.trace = trace;
-        journey.sent_ns = sent_ns;
-        journey.ended_ns = ended_ns;
+        journey.sent_ns = g.sent_ns;
+        journey.ended_ns = g.ended_ns;
+        journey.events_lost = g.lost;
         journey
     }
 
-    async fn send(
-        &self,
-        lease: &Lease,
-        seq: u16,
-        spec: &Spec,
-        trace: &TraceContext,
-    ) -> anyhow::Result<(JourneyKey, Outcome, Vec<KernelEvent>, u64, u64)> {
+    async fn send(&self, lease: &Lease, seq: u16, spec: &Spec, trace: &TraceContext) -> anyhow::Result<Gathered> {
         let shared = &*self.shared;
         let payload = trace.encode();
         let target = SocketAddr::new(spec.addr, spec.port());
@@ -434,16 +459,18 @@ impl Engine {
     }
 
     /// Waits a moment for the last events, then closes the journey.
-    async fn finish(
-        &self,
-        flight: Flight<'_>,
-        key: JourneyKey,
-        outcome: Outcome,
-        sent_ns: u64,
-    ) -> (JourneyKey, Outcome, Vec<KernelEvent>, u64, u64) {
+    async fn finish(&self, flight: Flight<'_>, key: JourneyKey, outcome: Outcome, sent_ns: u64) -> Gathered {
         let ended_ns = clock::monotonic_ns();
         tokio::time::sleep(GRACE).await;
-        (key, outcome, flight.finish(), sent_ns, ended_ns)
+        let (events, lost) = flight.finish();
+        Gathered {
+            key,
+            outcome,
+            events,
+            lost,
+            sent_ns,
+            ended_ns,
+        }
     }
 
     /// Stops reading events and detaches every program.

@@ -190,6 +190,9 @@ pub struct Journey {
     pub ended_ns: u64,
     /// The first expectation of the target's path (`expect:`) this journey broke.
     pub violation: Option<String>,
+    /// Events the kernel could not queue (ring buffer full) while the probe was out: when not
+    /// 0, hops may be missing from this journey.
+    pub events_lost: u64,
 }
 
 /// Whether a drop event ends the packet or only frees a copy of it.
@@ -291,6 +294,7 @@ impl Journey {
             sent_ns: 0,
             ended_ns: 0,
             violation: None,
+            events_lost: 0,
         }
     }
 

@@ -261,7 +261,10 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     };
     let (engine, telemetry) = Engine::start(engine::Options {
         attach: config.attach,
-        sizing: Sizing::for_targets(config.targets.len()),
+        sizing: Sizing {
+            events: config.ring_buffer_bytes.unwrap_or(Sizing::for_targets(0).events),
+            ..Sizing::for_targets(config.targets.len())
+        },
         mechanisms: Mechanisms::only(mechanisms),
     })?;
     for line in telemetry.blind_spots() {

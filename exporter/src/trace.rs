@@ -222,7 +222,7 @@ fn summary(j: &Journey, seq: u16, count: u16, spec: &Spec) -> String {
         ProbeKind::Tcp { .. } => "connected",
         ProbeKind::Udp { .. } => "answered",
     };
-    match &j.outcome {
+    let text = match &j.outcome {
         Outcome::Reply { rtt } => format!(
             "{head} {answer} in {:.3} ms, {} hops",
             rtt.as_secs_f64() * 1e3,
@@ -250,5 +250,13 @@ fn summary(j: &Journey, seq: u16, count: u16, spec: &Spec) -> String {
                 None => format!("{head} {why}; never seen by the kernel hooks"),
             }
         }
+    };
+    if j.events_lost > 0 {
+        format!(
+            "{text}; incomplete: the kernel lost {} events (ring buffer full) meanwhile",
+            j.events_lost
+        )
+    } else {
+        text
     }
 }

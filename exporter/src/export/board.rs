@@ -96,6 +96,8 @@ pub struct JourneyView {
     pub trace_id: Option<String>,
     /// The first expectation of the target's path this journey broke.
     pub expect_violation: Option<String>,
+    /// Events the kernel lost (ring buffer full) while the probe was out: hops may be missing.
+    pub events_lost: u64,
     /// Its path differs from the previous journey's.
     pub path_changed: bool,
     pub last_seen: Option<LastSeen>,
@@ -185,6 +187,7 @@ impl JourneyView {
             },
             trace_id: trace.map(|t| t.to_string()),
             expect_violation: j.violation.clone(),
+            events_lost: j.events_lost,
             path_changed: false,
             last_seen,
             hops,
@@ -207,6 +210,7 @@ impl JourneyView {
             rtt_seconds: None,
             trace_id: None,
             expect_violation: None,
+            events_lost: 0,
             path_changed: false,
             last_seen: None,
             hops: Vec::new(),

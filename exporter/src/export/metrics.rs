@@ -129,6 +129,7 @@ pub struct Metrics {
     rtt: Family<TargetLabels, HistogramWithExemplars<TraceExemplar>, RttHistogram>,
     stages: Family<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     path_changes: Family<TargetLabels, Counter>,
+    incomplete: Family<TargetLabels, Counter>,
     path_hops: Family<TargetLabels, Gauge>,
     last_hop: Family<LastHopLabels, Gauge>,
     path_expected: Family<TargetLabels, Gauge>,
@@ -162,6 +163,7 @@ impl Metrics {
         let rtt = Family::new_with_constructor(RttHistogram(rtt_buckets.into()));
         let stages = Family::<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let path_changes = Family::<TargetLabels, Counter>::default();
+        let incomplete = Family::<TargetLabels, Counter>::default();
         let path_hops = Family::<TargetLabels, Gauge>::default();
         let last_hop = Family::<LastHopLabels, Gauge>::default();
         let path_expected = Family::<TargetLabels, Gauge>::default();
@@ -197,6 +199,11 @@ impl Metrics {
             "tracepkt_path_changes",
             "Journeys whose path differed from the previous journey's",
             path_changes.clone(),
+        );
+        registry.register(
+            "tracepkt_journeys_incomplete",
+            "Journeys during which the kernel lost events to a full ring buffer: hops may be missing",
+            incomplete.clone(),
         );
         registry.register(
             "tracepkt_path_hops",
@@ -256,6 +263,7 @@ impl Metrics {
             rtt,
             stages,
             path_changes,
+            incomplete,
             path_hops,
             last_hop,
             path_expected,
@@ -273,6 +281,7 @@ impl Metrics {
         let _ = self.probes_sent.get_or_create(&t);
         let _ = self.rtt.get_or_create(&t);
         let _ = self.path_changes.get_or_create(&t);
+        let _ = self.incomplete.get_or_create(&t);
         targets.insert(tag, t);
     }
 
@@ -293,7 +302,7 @@ impl Metrics {
         let Some(t) = targets.remove(&tag) else {
             return;
         };
-        for fam in [&self.probes_sent, &self.path_changes] {
+        for fam in [&self.probes_sent, &self.path_changes, &self.incomplete] {
             fam.remove(&t);
         }
         self.success.remove(&t);
@@ -363,6 +372,9 @@ impl Metrics {
         let replied = j.replied();
         self.success.get_or_create(t).set(i64::from(replied));
         self.path_hops.get_or_create(t).set(j.hops.len() as i64);
+        if j.events_lost > 0 {
+            self.incomplete.get_or_create(t).inc();
+        }
         if let Outcome::Reply { rtt } = j.outcome {
             let exemplar = trace.map(|id| TraceExemplar {
                 trace_id: id.to_string(),

@@ -452,6 +452,9 @@ impl Tracer {
             KeyValue::new("tracepkt.hops", j.hops.len() as i64),
             KeyValue::new("tracepkt.protocol", j.proto.as_str()),
         ];
+        if j.events_lost > 0 {
+            attrs.push(KeyValue::new("tracepkt.events_lost", j.events_lost as i64));
+        }
         if j.proto != probe_common::Proto::Icmp {
             attrs.push(KeyValue::new("network.transport", j.proto.as_str()));
             if let Some(p) = target.port {
@@ -739,6 +742,7 @@ mod tests {
             sent_ns: 1,
             ended_ns: 2,
             violation: None,
+            events_lost: 0,
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use aya::programs::{BtfTracePoint, KProbe, Program, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use probe_common::{HOOKS, Hook, HookSpec, Kind, Mechanism, Off, Offsets, Point, Source, Via, map};
+use probe_common::{EVENTS_RING_BYTES, HOOKS, Hook, HookSpec, Kind, Mechanism, Off, Offsets, Point, Source, Via, map};
 use tracing::{info, warn};
 
 use super::btf::{BtfError, KernelBtf};
@@ -47,6 +47,8 @@ pub struct Sizing {
     pub hops: u32,
     pub verdicts: u32,
     pub drops: u32,
+    /// The event ring buffer, in bytes: a power of two, at least a page.
+    pub events: u32,
 }
 
 impl Sizing {
@@ -61,6 +63,7 @@ impl Sizing {
             hops: per_target(16),
             verdicts: per_target(32),
             drops: per_target(4),
+            events: EVENTS_RING_BYTES,
         }
     }
 }
@@ -551,6 +554,7 @@ pub fn load(sizing: Sizing, allowed: &Mechanisms) -> Result<Kernel, LoadError> {
         .map_max_entries(map::HOPS, sizing.hops)
         .map_max_entries(map::VERDICTS, sizing.verdicts)
         .map_max_entries(map::DROPS, sizing.drops)
+        .map_max_entries(map::EVENTS, sizing.events)
         .override_global("OFFSETS", &offsets, true)
         .override_global("REASON_NOT_SPECIFIED", &not_specified, true)
         .override_global("REASON_CONSUMED", &consumed, true)

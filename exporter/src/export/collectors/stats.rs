@@ -19,13 +19,13 @@ struct AnomalyLabels {
 }
 
 pub struct Stats {
-    stats: KernelStats,
+    stats: Arc<KernelStats>,
     counts: Arc<EngineCounts>,
     clock: Arc<AttachClock>,
 }
 
 impl Stats {
-    pub fn new(stats: KernelStats, counts: Arc<EngineCounts>, clock: Arc<AttachClock>) -> Self {
+    pub fn new(stats: Arc<KernelStats>, counts: Arc<EngineCounts>, clock: Arc<AttachClock>) -> Self {
         Stats { stats, counts, clock }
     }
 }
