@@ -574,13 +574,26 @@ fn target_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 const MAX_RING_BYTES: u64 = 256 << 20;
 
 fn ring_buffer_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let v = u64::deserialize(d)?;
-    if !v.is_power_of_two() || !(4096..=MAX_RING_BYTES).contains(&v) {
-        return Err(de::Error::custom(format!(
-            "ring_buffer_bytes {v} is not a power of two from 4096 (one page) to {MAX_RING_BYTES} (256 MiB)"
-        )));
+    struct RingVisitor;
+
+    impl<'de> Visitor<'de> for RingVisitor {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a power of two from 4096 to {MAX_RING_BYTES}")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            if !v.is_power_of_two() || !(4096..=MAX_RING_BYTES).contains(&v) {
+                return Err(E::custom(format!(
+                    "ring_buffer_bytes {v} is not a power of two from 4096 (one page) to {MAX_RING_BYTES} (256 MiB)"
+                )));
+            }
+            Ok(Some(v as u32))
+        }
     }
-    Ok(Some(v as u32))
+
+    d.deserialize_u64(RingVisitor)
 }
 
 fn rtt_buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
@@ -1419,7 +1432,7 @@ mod tests {
             "\"web\" is not namespace/name",
         );
         let lines = ["targets:", "  - {address: 198.18.0.1, from: {pod: a/b, netns: c}}"];
-        assert_contains(&error(&lines, 2, 32, "targets[0].from"), "netns: or pod:, not both");
+        assert_contains(&error(&lines, 2, 33, "targets[0].from"), "netns: or pod:, not both");
     }
 
     #[test]
