@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= config.example.yaml
 BIN := target/release/tracepkt
 
-.PHONY: all deps test-deps bench-deps build bench-floor run trace test test-host test-vm lint bench-lint bench clean
+.PHONY: all deps test-deps bench-deps build bench-floor run trace test test-host test-vm soak lint bench-lint bench clean
 
 all: build
 
@@ -44,6 +44,11 @@ test-host: test-deps
 test-vm: test-deps
 	scripts/test.sh vm
 
+# The soak (not part of `make test`): SOAK_MINUTES (default 30) of 200 targets, some failing,
+# reloaded every minute; summary in target/soak/summary.txt.
+soak: test-deps build
+	scripts/soak.sh
+
 lint: deps
 	cargo fmt --all --check
 	cargo clippy --all-targets --locked -- -D warnings
@@ -58,7 +63,12 @@ bench-floor: deps
 	@ls -l $(FLOOR_BIN)
 
 # The floor's own lint, kept out of `make lint` so that linting the product never builds it.
-bench-lint: deps
+bench-# The soak (not part of `make test`): SOAK_MINUTES (default 30) of 200 targets, some failing,
+# reloaded every minute; summary in target/soak/summary.txt.
+soak: test-deps build
+	scripts/soak.sh
+
+lint: deps
 	cd bench/floor && cargo fmt --all --check
 	cd bench/floor && cargo clippy --locked --target-dir ../../target/floor -- -D warnings
 	cd bench/floor/floor-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release --target-dir ../../../target/floor/ebpf-clippy -- -D warnings -C panic=abort

@@ -194,3 +194,101 @@ fn fifty_scrapers_and_reloads_under_load_change_nothing_else() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains("panicked"), "{logged}");
 }
+
+/// Restores `/etc/hosts` when the test ends, pass or fail.
+struct HostsEntry(String);
+
+impl HostsEntry {
+    fn add(line: &str) -> std::io::Result<HostsEntry> {
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        std::fs::write("/etc/hosts", format!("{hosts}{line}\n"))?;
+        Ok(HostsEntry(line.to_owned()))
+    }
+
+    fn remove(&self) {
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let kept: String = hosts
+            .lines()
+            .filter(|l| *l != self.0)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write("/etc/hosts", kept).unwrap();
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[test]
+fn a_name_that_stops_resolving_and_a_namespace_deleted_while_probed() {
+    let test = "a_name_that_stops_resolving_and_a_namespace_deleted_while_probed";
+    require_privileges!(test);
+    let name = "tpk-flaky.test";
+    // A name that resolves, then does not: /etc/hosts is the resolver every node has.
+    let hosts = match HostsEntry::add(&format!("198.18.132.2 {name}")) {
+        Ok(h) => h,
+        Err(e) => {
+            skip(test, &format!("cannot write /etc/hosts ({e}): a read-only root"));
+            return;
+        }
+    };
+    let mut c = Cleanup::new();
+    c.veth_ns("tpkflt-a", "tpkflta", "198.18.132");
+    c.veth_ns("tpkflt-b", "tpkfltb", "198.18.133");
+    let dir = TempDir::new(test);
+    let port = free_port();
+    let config = dir.path("config.yaml");
+    write(
+        &config,
+        &format!(
+            "listen: 127.0.0.1:{port}\ninterval: 100ms\ntimeout: 90ms\nattach: always\ntargets:\n\
+             - {{name: flaky, address: {name}}}\n  - {{name: doomed, address: 198.18.133.2}}\n  \
+             - {{name: steady, address: 127.0.0.1}}\n"
+        )
+        .replace("\n- ", "\n  - "),
+    );
+    let log = dir.path("serve.log");
+    let _serve = common::serve(&config, &log);
+    let ok = |t: &str, target: &str| sample(t, &format!("tracepkt_probe_success{{target=\"{target}\"}}")) == Some(1.0);
+    wait_for(120, "every target answering", &log, || {
+        let t = scrape(port);
+        (ok(&t, "flaky") && ok(&t, "doomed") && ok(&t, "steady")).then_some(())
+    });
+
+    // The name goes away; then the namespace of another target, with probes in flight every
+    // 100 ms.
+    hosts.remove();
+    sh("ip netns del tpkflt-b");
+    let errors = |t: &str, target: &str, reason: &str| {
+        sample(
+            t,
+            &format!("tracepkt_probe_errors_total{{target=\"{target}\",reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let t = wait_for(60, "both failures counted", &log, || {
+        let t = scrape(port);
+        (errors(&t, "flaky", "resolve") >= 5.0 && errors(&t, "doomed", "timeout") >= 5.0).then_some(t)
+    });
+    assert!(ok(&t, "steady"), "the other target suffered:\n{t}");
+    println!(
+        "resolve errors {}, timeouts of the deleted namespace's target {}",
+        errors(&t, "flaky", "resolve"),
+        errors(&t, "doomed", "timeout")
+    );
+
+    // The name comes back: probing resumes.
+    let _back = HostsEntry::add(&format!("198.18.132.2 {name}")).unwrap();
+    wait_for(60, "the name resolving again", &log, || {
+        ok(&scrape(port), "flaky").then_some(())
+    });
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let said = |needle: &str| logged.lines().filter(|l| l.contains(needle)).count();
+    // Logged once when it broke and once when it mended, not once per probe.
+    assert_eq!(said(&format!("cannot resolve {name}")), 1, "{logged}");
+    assert_eq!(said("probing works again"), 1, "{logged}");
+    assert!(!logged.contains("panicked"), "{logged}");
+}

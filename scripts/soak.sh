@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The soak: `tracepkt serve` for SOAK_MINUTES (default 30) with 200 targets, some failing, and a
+# reload every minute; RSS, the series count and the log are sampled every 30 s.
+#   targets: 150 answering (loopback and a namespace), 30 timing out (an nft DROP in a
+#   namespace), 20 whose name never resolves (.invalid); each reload adds or removes 10 more
+#   answering ones, so the count alternates between 200 and 210.
+# Passes when RSS at the end is within 20 % (or 8 MiB) of RSS after the warm-up (the first
+# quarter), the series count is the same at every sample with the same target set, and the
+# log has no panic and no error. Writes target/soak/summary.txt and target/soak/samples.tsv.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+minutes=${SOAK_MINUTES:-30}
+bin=${TRACEPKT_BIN:-target/release/tracepkt}
+out=$root/target/soak
+mkdir -p "$out"
+rm -f "$out"/*
+port=19988
+config=$out/config.yaml
+log=$out/serve.log
+
+[ "$(id -u)" = 0 ] || { echo "soak: needs root" >&2; exit 2; }
+[ -x "$bin" ] || { echo "soak: $bin not built (make build)" >&2; exit 2; }
+
+cleanup() {
+    [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    ip netns del tpksoak-ok 2>/dev/null || true
+    ip netns del tpksoak-drop 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# Two namespaces: one answers, one drops every echo request.
+for ns in ok drop; do
+    ip netns del "tpksoak-$ns" 2>/dev/null || true
+    ip netns add "tpksoak-$ns"
+done
+ip link add tpksoak0 type veth peer name eth0 netns tpksoak-ok
+ip addr add 198.18.140.1/24 dev tpksoak0 && ip link set tpksoak0 up
+ip -n tpksoak-ok addr add 198.18.140.2/24 dev eth0 && ip -n tpksoak-ok link set eth0 up
+ip link add tpksoak1 type veth peer name eth0 netns tpksoak-drop
+ip addr add 198.18.141.1/24 dev tpksoak1 && ip link set tpksoak1 up
+ip -n tpksoak-drop addr add 198.18.141.2/24 dev eth0 && ip -n tpksoak-drop link set eth0 up
+ip netns exec tpksoak-drop nft -f - <<'EOF'
+table inet tpksoak { chain input { type filter hook input priority 0; icmp type echo-request drop; } }
+EOF
+
+write_config() { # extra answering targets
+    {
+        echo "listen: 127.0.0.1:$port"
+        echo "interval: 5s"
+        echo "timeout: 1s"
+        echo "targets:"
+        for i in $(seq 1 140); do echo "  - {name: lo$i, address: 127.0.$((i / 250)).$((i % 250 + 1))}"; done
+        for i in $(seq 1 10); do echo "  - {name: ns$i, address: 198.18.140.2, labels: {copy: \"$i\"}}"; done
+        for i in $(seq 1 30); do echo "  - {name: dropped$i, address: 198.18.141.2, labels: {copy: \"$i\"}}"; done
+        for i in $(seq 1 20); do echo "  - {name: unresolved$i, address: soak-$i.invalid}"; done
+        for i in $(seq 1 "$1"); do echo "  - {name: extra$i, address: 127.1.0.$i}"; done
+    } >"$config"
+}
+
+write_config 0
+"$bin" serve --config "$config" 2>"$log" &
+pid=$!
+for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+    sleep 0.2
+done
+curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || { echo "soak: tracepkt did not start"; cat "$log"; exit 1; }
+
+printf 'seconds\ttargets\trss_kib\tseries\tprobes_sent\n' >"$out/samples.tsv"
+start=$(date +%s)
+end=$((start + minutes * 60))
+extra=0
+next_reload=$((start + 60))
+while [ "$(date +%s)" -lt "$end" ]; do
+    sleep 30
+    kill -0 "$pid" 2>/dev/null || { echo "soak: tracepkt died"; cat "$log"; exit 1; }
+    now=$(date +%s)
+    if [ "$now" -ge "$next_reload" ]; then
+        extra=$((10 - extra))
+        write_config "$extra"
+        kill -HUP "$pid"
+        next_reload=$((now + 60))
+        sleep 10 # let the reload settle before sampling
+    fi
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+    metrics=$(curl -sf --max-time 10 "http://127.0.0.1:$port/metrics" || true)
+    series=$(grep -vc '^#' <<<"$metrics" || true)
+    sent=$(awk '/^tracepkt_probes_sent_total/ {s += $2} END {print s + 0}' <<<"$metrics")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$((now - start))" "$((200 + extra))" "$rss" "$series" "$sent" >>"$out/samples.tsv"
+done
+
+kill -TERM "$pid"
+wait "$pid" && status=0 || status=$?
+pid=
+
+python3 - "$out" "$minutes" "$status" <<'EOF'
+import sys, csv, re
+out, minutes, status = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = list(csv.DictReader(open(f"{out}/samples.tsv"), delimiter="\t"))
+log = open(f"{out}/serve.log", errors="replace").read()
+problems = []
+if not rows:
+    problems.append("no samples")
+warm = [r for r in rows if int(r["seconds"]) >= minutes * 60 // 4] or rows
+rss0, rss1 = int(warm[0]["rss_kib"]), int(rows[-1]["rss_kib"])
+rss_max = max(int(r["rss_kib"]) for r in rows)
+if rss1 > max(rss0 * 1.2, rss0 + 8192):
+    problems.append(f"RSS grew from {rss0} KiB to {rss1} KiB")
+series = {}
+for r in rows:
+    series.setdefault(r["targets"], set()).add(int(r["series"]))
+for t, s in series.items():
+    if len(s) > 1:
+        problems.append(f"with {t} targets the series count varied: {sorted(s)}")
+panics = len(re.findall(r"panicked", log))
+errors = len(re.findall(r"\bERROR\b", log))
+if panics:
+    problems.append(f"{panics} panics in the log")
+if errors:
+    problems.append(f"{errors} error lines in the log")
+if status != 0:
+    problems.append(f"exit status {status} after SIGTERM")
+sent = int(rows[-1]["probes_sent"]) if rows else 0
+summary = [
+    f"soak: {minutes} min, {len(rows)} samples, 200/210 targets (30 timing out, 20 unresolvable), a reload every minute",
+    f"RSS: {rss0} KiB after warm-up, {rss1} KiB at the end, {rss_max} KiB at most",
+    "series: " + ", ".join(f"{t} targets -> {sorted(s)}" for t, s in sorted(series.items())),
+    f"probes sent (current targets' counters at the last sample): {sent}",
+    f"panics: {panics}; error lines: {errors}; exit status after SIGTERM: {status}",
+    "result: " + ("PASS" if not problems else "FAIL: " + "; ".join(problems)),
+]
+open(f"{out}/summary.txt", "w").write("\n".join(summary) + "\n")
+print("\n".join(summary))
+sys.exit(1 if problems else 0)
+EOF
