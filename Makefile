@@ -44,7 +44,7 @@ static: image-deps
 
 image: static
 	@[ -n "$(IMAGE_TOOL)" ] || { echo "neither podman nor buildah is installed (make image-deps)" >&2; exit 1; }
-	rm -rf target/image && mkdir -p target/image && cp $(STATIC_BIN) target/image/tracepkt
+	rm -rf target/image && mkdir -p target/image && strip -o target/image/tracepkt $(STATIC_BIN)
 	@echo "image: building $(IMAGE):$(TAG) with $(IMAGE_TOOL) ($$($(IMAGE_TOOL) --version))"
 	$(IMAGE_TOOL) build --file Containerfile --tag $(IMAGE):$(TAG) target/image
 	@$(IMAGE_TOOL) images --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE):$(TAG) 2>/dev/null || true

@@ -3,7 +3,8 @@
 # Idempotent: each step checks first, so a second run takes a second or two.
 #   scripts/deps.sh build   toolchain only (nightly rust-src, bpf-linker)
 #   scripts/deps.sh test    plus the packages the test suite drives (iproute2, iptables, nftables,
-#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix)
+#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix), and
+#                           helm and the manifest validators for the chart tests (.tools/)
 #   scripts/deps.sh bench   toolchain plus every tool scripts/bench.sh drives (iperf3, bpftrace,
 #                           bpftool, curl, python3, iproute2, util-linux)
 #   scripts/deps.sh image   toolchain plus the static (musl) target and podman/buildah
