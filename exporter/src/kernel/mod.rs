@@ -2,6 +2,7 @@
 //! programs, and the maps shared with them.
 
 pub mod btf;
+pub mod caps;
 pub mod events;
 pub mod loader;
 pub mod maps;
