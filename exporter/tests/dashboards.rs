@@ -284,7 +284,9 @@ fn alert_rules_pass_promtool() {
 fn expectation(alert: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match alert {
         "TracepktProbeFailing" => (&["failing", "dropping"], &["passing"]),
-        "TracepktPathChanged" => (&["flapping"], &["passing"]),
+        // Not "passing is quiet": in a VM on a loaded host, a stalled guest can close a journey
+        // before its last events are read, and that journey's path differs from the others'.
+        "TracepktPathChanged" => (&["flapping"], &[]),
         "TracepktNetfilterDrops" => (&["dropping"], &["passing"]),
         // Nothing in the topology loses events or misses a hook.
         "TracepktEventsLost" | "TracepktHookNotAttached" => (&[], &[]),
@@ -370,7 +372,7 @@ fn every_dashboard_and_alert_query_returns_data_on_a_live_topology() {
     write(
         &config,
         &format!(
-            "listen: 127.0.0.1:{port}\ninterval: 500ms\ntimeout: 300ms\nrtt_buckets: [0.0005, 0.001, 0.01, 0.1]\n\
+            "listen: 127.0.0.1:{port}\ninterval: 1s\ntimeout: 800ms\nrtt_buckets: [0.0005, 0.001, 0.01, 0.1]\n\
              otlp:\n  endpoint: {}\n  sample_ratio: 1.0\ntargets:\n{targets}",
             rx.endpoint
         ),
