@@ -323,8 +323,12 @@ pub fn write(path: &Path, text: &str) {
 /// of the netfilter part of `test` with tracepkt's own explanation. A program the kernel
 /// refused to load is tracepkt's bug, not a missing kernel feature: that fails the test.
 pub fn netfilter_visible(out: &Output, func: &str, test: &str) -> bool {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match stderr
+    netfilter_visible_in(&String::from_utf8_lossy(&out.stderr), func, test)
+}
+
+/// [`netfilter_visible`] on a log already read, such as a `tracepkt serve`'s.
+pub fn netfilter_visible_in(log: &str, func: &str, test: &str) -> bool {
+    match log
         .lines()
         .find(|l| l.contains("not visible on this kernel") && l.contains(func))
     {
