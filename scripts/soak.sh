@@ -41,9 +41,9 @@ ip -n tpksoak-ok addr add 198.18.140.2/24 dev eth0 && ip -n tpksoak-ok link set 
 ip link add tpksoak1 type veth peer name eth0 netns tpksoak-drop
 ip addr add 198.18.141.1/24 dev tpksoak1 && ip link set tpksoak1 up
 ip -n tpksoak-drop addr add 198.18.141.2/24 dev eth0 && ip -n tpksoak-drop link set eth0 up
-ip netns exec tpksoak-drop nft -f - <<'EOF'
-table inet tpksoak { chain input { type filter hook input priority 0; icmp type echo-request drop; } }
-EOF
+ip netns exec tpksoak-drop nft add table inet tpksoak
+ip netns exec tpksoak-drop nft add chain inet tpksoak input '{ type filter hook input priority 0; }'
+ip netns exec tpksoak-drop nft add rule inet tpksoak input icmp type echo-request drop
 
 write_config() { # extra answering targets
     {
