@@ -44,13 +44,22 @@ bridge_up() {
     grep -qx "allow $BRIDGE" /etc/qemu/bridge.conf 2>/dev/null || echo "allow $BRIDGE" >>/etc/qemu/bridge.conf
 }
 
-# Tests whose subject does not depend on the kernel (rendering the chart, TLS, scrapers,
-# /etc/hosts, promtool): they run on the host only, and are left out of the VMs by name, where
-# software emulation would make them the slowest part of the suite.
-HOST_ONLY="chart_grants_least_privilege chart_lints_renders_and_validates metrics_over_tls_with_basic_auth_and_client_certificates a_bad_web_config_is_refused_at_start a_second_instance_coexists_on_another_port_and_is_refused_on_the_same_one fifty_scrapers_and_reloads_under_load_change_nothing_else a_name_that_stops_resolving_and_a_namespace_deleted_while_probed alert_rules_pass_promtool"
-# Kernel-dependent but slow under emulation, and one kernel with kprobes proves them: run in the
-# first VM series only.
-FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology"
+# Tests whose subject does not depend on the kernel (rendering the chart or the page, TLS,
+# scrapers, /etc/hosts, promtool, pod names from /proc and /var/log/pods, DNS answers): they run
+# on the host only, and are left out of the VMs by name, where software emulation would make
+# them the slowest part of the suite.
+HOST_ONLY="chart_grants_least_privilege chart_lints_renders_and_validates \
+metrics_over_tls_with_basic_auth_and_client_certificates a_bad_web_config_is_refused_at_start \
+a_second_instance_coexists_on_another_port_and_is_refused_on_the_same_one sigint_leaves_nothing_in_the_kernel \
+fifty_scrapers_and_reloads_under_load_change_nothing_else \
+a_name_that_stops_resolving_and_a_namespace_deleted_while_probed alert_rules_pass_promtool \
+the_page_shows_each_target_and_where_failing_probes_stop a_pods_namespace_is_shown_by_its_pod_name \
+a_probe_starts_inside_a_pod_named_on_the_command_line serve_probes_from_a_pod_and_labels_its_namespace \
+serve_exports_the_answer_check"
+# Kernel-dependent but slow under emulation, where one kernel with kprobes proves them: run in
+# the first VM series only.
+FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology \
+a_full_ring_buffer_is_counted_and_marks_journeys_incomplete"
 first_series=${series_list%% *}
 
 vm_series() { # series bins

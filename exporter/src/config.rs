@@ -12,12 +12,18 @@
 //!     timeout: 5s
 //!     count: 3                 # optional, probes per round, 1..=100, default 1
 //!     labels: {site: paris}    # optional extra Prometheus labels
-//!     protocol: tcp            # optional: icmp (default), tcp or udp
+//!     protocol: tcp            # optional: icmp (default), tcp, udp or dns
 //!     port: 443                # tcp and udp: the destination port (required)
 //!     payload: "hello"         # udp only: what to send (default: tracepkt's 32-byte payload, or
 //!                              #   to port 53 a DNS query)
 //!     from: {netns: client}    # optional: start the probe in this network namespace (a name
 //!                              #   under /run/netns or a path), or {pod: namespace/name}
+//!   - protocol: dns            # a DNS probe has no address: it asks
+//!     query: web.shop.svc.cluster.local/A   #   NAME[/TYPE] (type A unless given)
+//!     server: 10.96.0.10       #   optional, IP[:PORT]; default: the first nameserver of the
+//!                              #   resolv.conf of the namespace the probe starts in
+//!     expect: {answer: [10.0.0.7]}  # optional: addresses or names the answer must hold, or
+//!                              #   `answer: any` for any non-empty answer
 //!     expect:                  # optional: what every journey's path must look like
 //!       through: [backend]     #   namespaces or interfaces it must cross
 //!       not_through: [eth9]    #   ones it must not
@@ -62,6 +68,7 @@ use std::time::Duration;
 
 use probe_common::Mechanism;
 
+use crate::dns::{AnswerExpect, DnsQuery};
 use crate::pods::PodName;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -188,8 +195,18 @@ pub enum Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     Icmp,
-    Tcp { port: u16 },
-    Udp { port: u16, payload: Option<Vec<u8>> },
+    Tcp {
+        port: u16,
+    },
+    Udp {
+        port: u16,
+        payload: Option<Vec<u8>>,
+    },
+    /// A DNS query over UDP to `server`, or to the resolver of the namespace the probe starts in.
+    Dns {
+        query: DnsQuery,
+        server: Option<SocketAddr>,
+    },
 }
 
 impl Probe {
@@ -198,6 +215,7 @@ impl Probe {
             Probe::Icmp => "icmp",
             Probe::Tcp { .. } => "tcp",
             Probe::Udp { .. } => "udp",
+            Probe::Dns { .. } => "dns",
         }
     }
 
@@ -205,6 +223,7 @@ impl Probe {
         match self {
             Probe::Icmp => None,
             Probe::Tcp { port } | Probe::Udp { port, .. } => Some(*port),
+            Probe::Dns { server, .. } => Some(server.map_or(53, |s| s.port())),
         }
     }
 }
@@ -216,6 +235,15 @@ pub struct Expect {
     pub through: Vec<String>,
     pub not_through: Vec<String>,
     pub no_drop: bool,
+    /// DNS targets: what the answer must hold.
+    pub answer: Option<AnswerExpect>,
+}
+
+impl Expect {
+    /// Whether it says anything about the path (not only about a DNS answer).
+    pub fn has_path(&self) -> bool {
+        !self.through.is_empty() || !self.not_through.is_empty() || self.no_drop
+    }
 }
 
 pub use crate::prober::IpVersion;
@@ -385,8 +413,12 @@ impl<'de> Deserialize<'de> for MechanismName {
 #[derive(Deserialize)]
 #[serde(expecting = "a target: a mapping with at least an address", deny_unknown_fields)]
 struct RawTarget {
-    #[serde(deserialize_with = "address")]
-    address: String,
+    #[serde(default, deserialize_with = "address")]
+    address: Option<String>,
+    #[serde(default, deserialize_with = "dns_query")]
+    query: Option<DnsQuery>,
+    #[serde(default, deserialize_with = "dns_server")]
+    server: Option<SocketAddr>,
     #[serde(default, deserialize_with = "target_name")]
     name: Option<String>,
     #[serde(default)]
@@ -417,6 +449,7 @@ enum RawProtocol {
     Icmp,
     Tcp,
     Udp,
+    Dns,
 }
 
 #[derive(Deserialize)]
@@ -440,6 +473,42 @@ struct RawExpect {
     not_through: Vec<String>,
     #[serde(default)]
     no_drop: bool,
+    #[serde(default, deserialize_with = "answer_expect")]
+    answer: Option<AnswerExpect>,
+}
+
+/// `answer: any`, or a list of the addresses or names the answer must hold.
+fn answer_expect<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AnswerExpect>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "`any`, or a list of addresses or names the answer must hold")]
+    enum Raw {
+        Word(String),
+        List(Vec<String>),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Word(w) if w == "any" => Ok(Some(AnswerExpect::NonEmpty)),
+        Raw::Word(w) => Err(de::Error::custom(format!(
+            "answer: {w:?} is neither `any` nor a list (write [{w}] for one value)"
+        ))),
+        Raw::List(l) if l.is_empty() => Err(de::Error::custom(
+            "answer: the list is empty (write `any` for any answer)",
+        )),
+        Raw::List(l) => Ok(Some(AnswerExpect::Holds(l))),
+    }
+}
+
+fn dns_query<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DnsQuery>, D::Error> {
+    parse_str(d, "a DNS query, NAME[/TYPE]", |s| s.parse().map(Some))
+}
+
+/// A DNS server: an IP address, with a port when it is not 53.
+fn dns_server<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    parse_str(d, "a DNS server, IP or IP:PORT", |s| {
+        s.parse::<SocketAddr>()
+            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map(Some)
+            .map_err(|_| format!("{s:?} is not an IP address or IP:PORT (a DNS server is given by address)"))
+    })
 }
 
 /// A pod: `namespace/name`.
@@ -557,8 +626,8 @@ fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error
     })
 }
 
-fn address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    parse_str(d, "an IP address or a host name", parse_address)
+fn address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    parse_str(d, "an IP address or a host name", |s| parse_address(s).map(Some))
 }
 
 fn target_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -943,7 +1012,56 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
     let mut index_of: HashMap<String, usize> = HashMap::new();
     for (i, t) in raw.targets.into_iter().enumerate() {
         let at = |key| vec![Seg::Key("targets"), Seg::Index(i), Seg::Key(key)];
-        let probe = match (t.protocol.unwrap_or(RawProtocol::Icmp), t.port, &t.payload) {
+        let protocol = t.protocol.unwrap_or(RawProtocol::Icmp);
+        if protocol == RawProtocol::Dns {
+            if t.address.is_some() {
+                return Err(Problem {
+                    path: at("address"),
+                    message: "a DNS target has no address: it asks query:, of server: (default: the resolver of the namespace it starts in)".into(),
+                });
+            }
+            if t.query.is_none() {
+                return Err(Problem {
+                    path: at("protocol"),
+                    message: "a DNS target needs query: NAME[/TYPE]".into(),
+                });
+            }
+            if t.port.is_some() || t.payload.is_some() {
+                return Err(Problem {
+                    path: if t.port.is_some() { at("port") } else { at("payload") },
+                    message: "a DNS target takes no port: or payload: (give the port with server: IP:PORT)".into(),
+                });
+            }
+        } else {
+            if t.query.is_some() || t.server.is_some() {
+                return Err(Problem {
+                    path: if t.query.is_some() { at("query") } else { at("server") },
+                    message: "only DNS targets (protocol: dns) take query: and server:".into(),
+                });
+            }
+            if t.address.is_none() {
+                return Err(Problem {
+                    path: vec![Seg::Key("targets"), Seg::Index(i)],
+                    message: "a target needs address: (an IP address or a host name)".into(),
+                });
+            }
+        }
+        if t.expect.as_ref().is_some_and(|e| e.answer.is_some()) && protocol != RawProtocol::Dns {
+            return Err(Problem {
+                path: vec![
+                    Seg::Key("targets"),
+                    Seg::Index(i),
+                    Seg::Key("expect"),
+                    Seg::Key("answer"),
+                ],
+                message: "only DNS targets have an answer to check".into(),
+            });
+        }
+        let probe = match (protocol, t.port, &t.payload) {
+            (RawProtocol::Dns, _, _) => Probe::Dns {
+                query: t.query.clone().expect("checked above"),
+                server: t.server,
+            },
             (RawProtocol::Icmp, Some(_), _) => {
                 return Err(Problem {
                     path: at("port"),
@@ -996,14 +1114,22 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             }
         };
         // Unnamed TCP and UDP targets are named after their address, port and protocol, so
-        // that two ports of one host are two targets.
-        let name = t.name.clone().unwrap_or_else(|| match probe.port() {
-            Some(port) => format!("{}:{port}/{}", t.address, probe.protocol()),
-            None => t.address.clone(),
+        // that two ports of one host are two targets; DNS targets after their query.
+        let address = match &probe {
+            Probe::Dns { server, .. } => server.map_or_else(|| "resolver".to_owned(), |s| s.to_string()),
+            _ => t.address.clone().expect("checked above"),
+        };
+        let name = t.name.clone().unwrap_or_else(|| match &probe {
+            Probe::Dns { query, server: None } => format!("dns:{query}"),
+            Probe::Dns { query, server: Some(s) } => format!("dns:{query}@{s}"),
+            _ => match probe.port() {
+                Some(port) => format!("{address}:{port}/{}", probe.protocol()),
+                None => address.clone(),
+            },
         });
         let ip_version = t.ip_version.unwrap_or_default();
 
-        if let Ok(ip) = t.address.parse::<IpAddr>()
+        if let Ok(ip) = address.parse::<IpAddr>()
             && !ip_version.accepts(ip)
         {
             let family = if ip.is_ipv4() { "an IPv4" } else { "an IPv6" };
@@ -1011,7 +1137,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
                 path: at("ip_version"),
                 message: format!(
                     "ip_version {ip_version} does not match the address {:?}, which is {family} address",
-                    t.address
+                    address
                 ),
             });
         }
@@ -1085,7 +1211,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
 
         targets.push(Target {
             name,
-            address: t.address,
+            address,
             ip_version,
             interval: target_interval,
             timeout: target_timeout,
@@ -1097,6 +1223,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
                 through: e.through,
                 not_through: e.not_through,
                 no_drop: e.no_drop,
+                answer: e.answer,
             }),
         });
     }
@@ -1405,7 +1532,8 @@ mod tests {
             Some(Expect {
                 through: vec!["backend".into(), "eth0".into()],
                 not_through: vec!["other".into()],
-                no_drop: true
+                no_drop: true,
+                answer: None,
             })
         );
         let lines = ["targets:", "  - {address: 198.18.0.1, protocol: tcp}"];
@@ -1519,6 +1647,82 @@ mod tests {
             "rtt_buckets",
         );
         assert_contains(&message, "RTT bucket -1 is not a positive number of seconds");
+    }
+
+    #[test]
+    fn dns_targets() {
+        let config = parse(&[
+            "targets:",
+            "  - {protocol: dns, query: web.shop.example/AAAA, server: 198.18.0.53, expect: {answer: ['fd00::1']}}",
+            "  - {protocol: dns, query: web.shop.example, expect: {answer: any}}",
+            "  - {protocol: dns, query: x.example, server: '198.18.0.53:5353'}",
+        ]);
+        let t = &config.targets;
+        assert_eq!(t[0].name, "dns:web.shop.example/AAAA@198.18.0.53:53");
+        assert_eq!(t[0].address, "198.18.0.53:53");
+        assert_eq!(
+            t[0].probe,
+            Probe::Dns {
+                query: "web.shop.example/AAAA".parse().unwrap(),
+                server: Some("198.18.0.53:53".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            t[0].expect.as_ref().unwrap().answer,
+            Some(AnswerExpect::Holds(vec!["fd00::1".into()]))
+        );
+        assert!(!t[0].expect.as_ref().unwrap().has_path());
+        assert_eq!(t[1].name, "dns:web.shop.example/A");
+        assert_eq!(t[1].address, "resolver");
+        assert_eq!(t[1].expect.as_ref().unwrap().answer, Some(AnswerExpect::NonEmpty));
+        assert_eq!(t[2].probe.port(), Some(5353));
+        for (line, col, path, message) in [
+            (
+                "  - {protocol: dns, query: a.example, address: 1.2.3.4}",
+                48,
+                "targets[0].address",
+                "a DNS target has no address",
+            ),
+            (
+                "  - {protocol: dns}",
+                16,
+                "targets[0].protocol",
+                "needs query: NAME[/TYPE]",
+            ),
+            (
+                "  - {protocol: dns, query: a.example/BOGUS}",
+                28,
+                "targets[0].query",
+                "not a DNS record type",
+            ),
+            (
+                "  - {protocol: dns, query: a.example, server: dns.example}",
+                47,
+                "targets[0].server",
+                "is not an IP address or IP:PORT",
+            ),
+            (
+                "  - {address: 1.2.3.4, query: a.example}",
+                31,
+                "targets[0].query",
+                "only DNS targets",
+            ),
+            (
+                "  - {address: 1.2.3.4, expect: {answer: any}}",
+                41,
+                "targets[0].expect.answer",
+                "only DNS targets have an answer",
+            ),
+            (
+                "  - {protocol: dns, query: a.example, expect: {answer: yes}}",
+                47,
+                "targets[0].expect",
+                "neither `any` nor a list",
+            ),
+            ("  - {name: nothing}", 5, "targets[0]", "a target needs address:"),
+        ] {
+            assert_contains(&error(&["targets:", line], 2, col, path), message);
+        }
     }
 
     #[test]
@@ -1791,7 +1995,7 @@ mod tests {
             "    count: 2",
         ];
         let message = error(&lines, 3, 5, "targets[1]");
-        assert_contains(&message, "missing field `address`");
+        assert_contains(&message, "a target needs address:");
     }
 
     #[test]

@@ -205,7 +205,7 @@ impl Spec {
         }
     }
 
-    fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         match self.kind {
             ProbeKind::Icmp => 0,
             ProbeKind::Tcp { port } | ProbeKind::Udp { port, .. } => port,
@@ -258,6 +258,8 @@ struct Gathered {
     events: Vec<KernelEvent>,
     /// Events lost to a full ring buffer while the probe was out (its own or others').
     lost: u64,
+    /// A UDP probe's answer, as it came.
+    answer: Option<Vec<u8>>,
     sent_ns: u64,
     ended_ns: u64,
 }
@@ -388,6 +390,7 @@ impl Engine {
                 outcome: Outcome::SendError(format!("{e:#}")),
                 events: Vec::new(),
                 lost: 0,
+                answer: None,
                 sent_ns: 0,
                 ended_ns: 0,
             },
@@ -400,6 +403,7 @@ impl Engine {
         journey.sent_ns = g.sent_ns;
         journey.ended_ns = g.ended_ns;
         journey.events_lost = g.lost;
+        journey.answer = g.answer;
         journey
     }
 
@@ -452,8 +456,10 @@ impl Engine {
                     }
                     None => &payload,
                 };
-                let outcome = socket.exchange(target, data, spec.timeout).await;
-                Ok(self.finish(flight, key, outcome, sent_ns).await)
+                let (outcome, answer) = socket.exchange(target, data, spec.timeout).await;
+                let mut gathered = self.finish(flight, key, outcome, sent_ns).await;
+                gathered.answer = answer;
+                Ok(gathered)
             }
         }
     }
@@ -468,6 +474,7 @@ impl Engine {
             outcome,
             events,
             lost,
+            answer: None,
             sent_ns,
             ended_ns,
         }

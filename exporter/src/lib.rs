@@ -6,6 +6,7 @@
 pub mod cli;
 mod clock;
 pub(crate) mod config;
+mod dns;
 mod engine;
 mod expect;
 mod export;

@@ -30,6 +30,11 @@ pub const PROBE_L3_LEN_V6: usize = 40 + 8 + PROBE_PAYLOAD_LEN;
 /// IP length of a TCP segment without options: the RST that refuses a probe, or ends it.
 pub const TCP_BARE_L3_LEN_V4: usize = 20 + 20;
 pub const TCP_BARE_L3_LEN_V6: usize = 40 + 20;
+/// A DNS probe's query, padded to this many bytes (EDNS(0) padding), so that its IP length is
+/// fixed too. Answers vary in length: only the query's way out is followed.
+pub const DNS_QUERY_LEN: usize = 128;
+pub const DNS_L3_LEN_V4: usize = 20 + 8 + DNS_QUERY_LEN;
+pub const DNS_L3_LEN_V6: usize = 40 + 8 + DNS_QUERY_LEN;
 
 /// What a probe is sent over. The value is the IP protocol number (ICMPv6 probes are
 /// `Icmp` too).

@@ -9,8 +9,8 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use probe_common::{
-    Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto, TCP_BARE_L3_LEN_V4, payload,
-    probe_key,
+    DNS_L3_LEN_V4, DNS_L3_LEN_V6, Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto,
+    TCP_BARE_L3_LEN_V4, payload, probe_key,
 };
 
 use crate::PROBES;
@@ -80,10 +80,14 @@ unsafe fn read<T>(base: usize, off: usize) -> Option<T> {
 }
 
 /// Whether an IP length is a probe's: the first test every packet meets. 40 and 60 are also
-/// a bare TCP segment's, which refuses or ends a TCP probe.
+/// a bare TCP segment's, which refuses or ends a TCP probe; 156 and 176 a DNS probe's query.
 #[inline(always)]
 fn probe_sized(l3_len: usize) -> bool {
-    l3_len == PROBE_L3_LEN_V4 || l3_len == PROBE_L3_LEN_V6 || l3_len == TCP_BARE_L3_LEN_V4
+    l3_len == PROBE_L3_LEN_V4
+        || l3_len == PROBE_L3_LEN_V6
+        || l3_len == TCP_BARE_L3_LEN_V4
+        || l3_len == DNS_L3_LEN_V4
+        || l3_len == DNS_L3_LEN_V6
 }
 
 /// Returns the probe this skb carries, or `None` for every packet that is not one of ours.
@@ -193,9 +197,14 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         }
         IPPROTO_TCP | IPPROTO_UDP => {
             let proto = if ipproto == IPPROTO_TCP { Proto::Tcp } else { Proto::Udp };
-            // UDP probes carry the payload, so they are ICMP-sized; TCP segments are a SYN
-            // (or SYN-ACK) or a bare segment.
-            if proto == Proto::Udp && l3_len != icmp_len {
+            // UDP probes carry the payload, so they are ICMP-sized, or a padded DNS query;
+            // TCP segments are a SYN (or SYN-ACK) or a bare segment.
+            let dns_len = if p.ip_version == 4 {
+                DNS_L3_LEN_V4
+            } else {
+                DNS_L3_LEN_V6
+            };
+            if proto == Proto::Udp && l3_len != icmp_len && l3_len != dns_len {
                 return None;
             }
             let ports: [u8; 4] = unsafe { read(l4, 0)? };
