@@ -91,12 +91,7 @@ bench-floor: deps
 	@ls -l $(FLOOR_BIN)
 
 # The floor's own lint, kept out of `make lint` so that linting the product never builds it.
-bench-# The soak (not part of `make test`): SOAK_MINUTES (default 30) of 200 targets, some failing,
-# reloaded every minute; summary in target/soak/summary.txt.
-soak: test-deps build
-	scripts/soak.sh
-
-lint: deps
+bench-lint: deps
 	cd bench/floor && cargo fmt --all --check
 	cd bench/floor && cargo clippy --locked --target-dir ../../target/floor -- -D warnings
 	cd bench/floor/floor-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release --target-dir ../../../target/floor/ebpf-clippy -- -D warnings -C panic=abort
