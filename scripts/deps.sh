@@ -3,7 +3,9 @@
 # Idempotent: each step checks first, so a second run takes a second or two.
 #   scripts/deps.sh build   toolchain only (nightly rust-src, bpf-linker)
 #   scripts/deps.sh test    plus the packages the test suite drives (iproute2, iptables, nftables,
-#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix)
+#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix) and
+#                           the fuzz group (the suite runs every fuzz target briefly)
+#   scripts/deps.sh fuzz    toolchain plus cargo-fuzz (scripts/fuzz.sh, `make fuzz`)
 #   scripts/deps.sh bench   toolchain plus every tool scripts/bench.sh drives (iperf3, bpftrace,
 #                           bpftool, curl, python3, iproute2, util-linux)
 set -euo pipefail
@@ -66,6 +68,17 @@ bpf_linker() {
         --no-default-features --features "llvm-$major" --root "$tools"
 }
 
+# The fuzz targets (fuzz/) run under cargo-fuzz with the nightly toolchain the eBPF build
+# already needs.
+cargo_fuzz() {
+    local version=0.13.1
+    if [ -x "$tools/bin/cargo-fuzz" ] && "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$version"; then
+        return 0
+    fi
+    log "building cargo-fuzz $version (about two minutes)"
+    cargo install --quiet --locked cargo-fuzz --version "$version" --root "$tools"
+}
+
 case "$what" in
     build)
         apt_install build-essential pkg-config
@@ -76,6 +89,11 @@ case "$what" in
         "$0" build
         # prometheus: the exemplar test; chromium: the built-in page test (headless); python3: forged echoes.
         apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates bc util-linux chromium fonts-dejavu-core python3
+        cargo_fuzz
+        ;;
+    fuzz)
+        "$0" build
+        cargo_fuzz
         ;;
     bench)
         "$0" build
@@ -83,7 +101,7 @@ case "$what" in
         apt_install iperf3 bpftrace bpftool curl python3 iproute2 util-linux nftables
         ;;
     *)
-        log "unknown target $what (build|test|bench)"
+        log "unknown target $what (build|test|fuzz|bench)"
         exit 2
         ;;
 esac
