@@ -416,3 +416,44 @@ fn targets_that_resolve_to_nothing() {
         );
     }
 }
+
+/// Names the kernel allows but a careless tool would not survive: a namespace named with a
+/// space, shell metacharacters and a non-ASCII letter, an interface name of the full 15 bytes
+/// and one in Unicode. The probe must cross them and report them as they are.
+#[test]
+fn odd_namespace_and_interface_names() {
+    require_privileges!("odd_namespace_and_interface_names");
+    let mut c = common::Cleanup::new();
+    let ns = c.netns("tpk odd;$(id)`x`é");
+    let host_if = "tpkodd012345678"; // IFNAMSIZ - 1 bytes
+    let peer = "eth-ü✓";
+    c.host_link(host_if);
+    common::sh(&format!(
+        "ip link add {host_if} type veth peer name '{peer}' netns '{ns}'"
+    ));
+    common::sh(&format!(
+        "ip addr add 198.18.91.1/24 dev {host_if} && ip link set dev {host_if} up"
+    ));
+    common::sh(&format!(
+        "ip -n '{ns}' addr add 198.18.91.2/24 dev '{peer}' && ip -n '{ns}' link set dev '{peer}' up"
+    ));
+    let out = run(&["trace", "--json", "--from", &ns, "198.18.91.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let hops: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let seen = |ifname: &str, netns_name: Option<&str>| {
+        hops.iter()
+            .any(|h| h["ifname"] == ifname && h["netns_name"].as_str() == netns_name)
+    };
+    assert!(seen(peer, Some(ns.as_str())), "{}", describe(&out));
+    assert!(seen(host_if, None), "{}", describe(&out));
+    // The table prints them verbatim too.
+    let out = run(&["trace", "--from", &ns, "198.18.91.1"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&ns) && table.contains(peer) && table.contains(host_if),
+        "{table}"
+    );
+}
