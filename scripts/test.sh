@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` runs it:
 #   1. host: every unit and integration test on this machine's kernel (privileged tests run
-#      when root, as CI is);
+#      when root, as CI is), then every fuzz target for a bounded time (scripts/fuzz.sh;
+#      TRACEPKT_FUZZ_SECONDS per target, default 25, 0 leaves the fuzzers out);
 #   2. vm:   the privileged integration tests again, inside VMs on Debian's 6.1 and 6.12
 #            kernels, where kprobes exist and netfilter lives in modules (scripts/vm.sh); then
 #            the netfilter contention test in a VM whose NIC sits on a bridge made here, with
@@ -29,6 +30,11 @@ failed=0
 host() {
     echo "=== kernel $(uname -r) (this machine): cargo test" >&2
     cargo test --locked 2>&1 | tee "$results/host.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    local fuzz_seconds=${TRACEPKT_FUZZ_SECONDS:-25}
+    [ "$fuzz_seconds" = 0 ] && return
+    echo "=== kernel $(uname -r) (this machine): fuzz targets, ${fuzz_seconds} s each" >&2
+    scripts/fuzz.sh "$fuzz_seconds" 2>&1 | tee "$results/host-fuzz.log"
     [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 }
 
@@ -135,12 +141,12 @@ echo "=== summary"
 kernel_of() { # log file
     local s
     case $(basename "$1") in
-        host.log) uname -r ;;
+        host.log | host-fuzz.log) uname -r ;;
         vm-*) s=${1##*/vm-}; s=${s%.log}; s=${s%-contention}; TRACEPKT_VM_SERIES=$s scripts/vm.sh kernel ;;
     esac
 }
 declare -A seen_kernel=()
-for log in "$results"/host.log "$results"/vm-*.log; do
+for log in "$results"/host.log "$results"/host-fuzz.log "$results"/vm-*.log; do
     [ -f "$log" ] || continue
     k=$(kernel_of "$log")
     p=$(sed -nE 's/^test result: .*\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$log" | paste -sd+ | bc)

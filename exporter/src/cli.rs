@@ -69,8 +69,8 @@ pub struct TraceArgs {
     pub server: Option<std::net::SocketAddr>,
     /// Start the probes in this network namespace: a name under /run/netns or an absolute
     /// path (/proc/PID/ns/net).
-    #[arg(long, value_name = "NETNS", conflicts_with = "from_pod")]
-    pub from: Option<String>,
+    #[arg(long, value_name = "NETNS", conflicts_with = "from_pod", value_parser = crate::config::netns_path)]
+    pub from: Option<PathBuf>,
     /// Start the probes in the network namespace of this pod on this node: NAMESPACE/NAME,
     /// found through its processes' cgroups and the kubelet's /var/log/pods.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = pod_name)]

@@ -333,16 +333,25 @@ fn location_prefix(line: Option<usize>, column: Option<usize>) -> String {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+        let bytes = std::fs::read(path).map_err(|error| ConfigError::Io {
             path: path.to_owned(),
             error,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let file_label = path.display().to_string();
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => return Err(not_utf8(&file_label, &bytes, e)),
+        };
+        Config::parse(text, &file_label)
     }
 
     /// Parses and checks a configuration; `file_label` names it in errors.
     pub fn parse(text: &str, file_label: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_norway::from_str(text).map_err(|e| yaml_error(file_label, e))?;
+        let raw: Result<RawConfig, _> = {
+            let _budget = TextBudget::start(text.len());
+            serde_norway::from_str(text)
+        };
+        let raw = raw.map_err(|e| yaml_error(file_label, e))?;
         build(raw).map_err(|problem| {
             let (line, column) = locate_nearest(text, &problem.path).unzip();
             ConfigError::Invalid {
@@ -352,6 +361,79 @@ impl Config {
                 message: format!("{}: {}", path_string(&problem.path), problem.message),
             }
         })
+    }
+}
+
+/// How much text a configuration's values may add up to once its aliases are expanded, as a
+/// multiple of the file's size (plus a floor). An alias repeats a node without repeating its
+/// text in the file: without a bound, a 1 MB file naming a 1 MB value 2,000 times takes 2 GB
+/// and seconds to load, and a slightly larger one all the memory there is. A file without
+/// aliases never comes near the bound.
+const TEXT_BUDGET_FACTOR: usize = 4;
+const TEXT_BUDGET_FLOOR: usize = 1 << 20;
+/// What each value costs beyond its text: its `String` and its slot in a list or map.
+const TEXT_OVERHEAD: usize = 16;
+/// Most targets in one file.
+pub const MAX_TARGETS: usize = 10_000;
+
+thread_local! {
+    /// (bytes left, budget) while a configuration is deserialized on this thread.
+    static TEXT_LEFT: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The text budget of one deserialization, on this thread, until dropped.
+struct TextBudget;
+
+impl TextBudget {
+    fn start(file_len: usize) -> TextBudget {
+        let budget = file_len
+            .saturating_mul(TEXT_BUDGET_FACTOR)
+            .saturating_add(TEXT_BUDGET_FLOOR);
+        TEXT_LEFT.with(|left| left.set(Some((budget, budget))));
+        TextBudget
+    }
+
+    /// Takes a value of `len` bytes from the budget, if one is running.
+    fn charge(len: usize) -> Result<(), String> {
+        TEXT_LEFT.with(|left| match left.get() {
+            None => Ok(()),
+            Some((rest, budget)) => match rest.checked_sub(len.saturating_add(TEXT_OVERHEAD)) {
+                Some(rest) => {
+                    left.set(Some((rest, budget)));
+                    Ok(())
+                }
+                None => Err(format!(
+                    "the configuration's values add up to more than {} MiB of text once its aliases are expanded ({}x the file's size): are aliases repeating a long value?",
+                    budget >> 20,
+                    TEXT_BUDGET_FACTOR
+                )),
+            },
+        })
+    }
+}
+
+impl Drop for TextBudget {
+    fn drop(&mut self) {
+        TEXT_LEFT.with(|left| left.set(None));
+    }
+}
+
+/// Where a file stops being UTF-8, as line and column of the first bad byte: a binary file or
+/// another encoding is named as such instead of as a read error.
+fn not_utf8(file_label: &str, bytes: &[u8], e: std::str::Utf8Error) -> ConfigError {
+    let good = &bytes[..e.valid_up_to()];
+    let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // Characters, not bytes, as serde_norway counts columns.
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+    ConfigError::Invalid {
+        file: file_label.to_owned(),
+        line: Some(line),
+        column: Some(column),
+        message: format!(
+            "the file is not UTF-8 text (byte {:#04x}): a configuration is YAML in UTF-8",
+            bytes[e.valid_up_to()]
+        ),
     }
 }
 
@@ -436,7 +518,7 @@ struct RawTarget {
     #[serde(default)]
     port: Option<u16>,
     #[serde(default)]
-    payload: Option<String>,
+    payload: Option<Text>,
     #[serde(default)]
     from: Option<RawFrom>,
     #[serde(default)]
@@ -468,9 +550,9 @@ struct RawFrom {
 #[serde(expecting = "a mapping with through, not_through or no_drop", deny_unknown_fields)]
 struct RawExpect {
     #[serde(default)]
-    through: Vec<String>,
+    through: Vec<Text>,
     #[serde(default)]
-    not_through: Vec<String>,
+    not_through: Vec<Text>,
     #[serde(default)]
     no_drop: bool,
     #[serde(default, deserialize_with = "answer_expect")]
@@ -518,20 +600,28 @@ fn pod_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PodName>, D::Error>
 
 /// A network namespace: a name under `/run/netns`, or an absolute path (`/proc/PID/ns/net`).
 fn netns_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    parse_str(d, "a namespace name or an absolute path", |s| {
-        if s.is_empty() {
-            return Err("the namespace must not be empty".to_owned());
-        }
-        if s.starts_with('/') {
-            return Ok(Some(PathBuf::from(s)));
-        }
-        if s.contains('/') || s == "." || s == ".." {
-            return Err(format!(
-                "{s:?} is neither a namespace name (no '/') nor an absolute path"
-            ));
-        }
-        Ok(Some(Path::new("/run/netns").join(s)))
-    })
+    parse_str(d, "a namespace name or an absolute path", |s| netns_path(s).map(Some))
+}
+
+/// The file of a network namespace given as a name under `/run/netns` or an absolute path
+/// (`/proc/PID/ns/net`); the config's `from: {netns:}` and `trace --from` take the same.
+/// A relative path is neither: `../x` must not reach outside `/run/netns`.
+pub fn netns_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the namespace must not be empty".to_owned());
+    }
+    if s.starts_with('/') {
+        return Ok(PathBuf::from(s));
+    }
+    if s.contains('/') || s == "." || s == ".." {
+        return Err(format!(
+            "{s:?} is neither a namespace name (no '/') nor an absolute path"
+        ));
+    }
+    if s.contains('\0') {
+        return Err(format!("{s:?} contains a NUL byte"));
+    }
+    Ok(Path::new("/run/netns").join(s))
 }
 
 #[derive(Deserialize)]
@@ -549,7 +639,7 @@ struct RawOtlp {
     #[serde(default, deserialize_with = "sample_ratio")]
     sample_ratio: Option<f64>,
     #[serde(default)]
-    service_name: Option<String>,
+    service_name: Option<Text>,
     #[serde(default, deserialize_with = "trace_url")]
     trace_url: Option<String>,
 }
@@ -573,6 +663,8 @@ impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for StrVisitor<T
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        // Before `parse` copies anything.
+        TextBudget::charge(v.len()).map_err(E::custom)?;
         (self.parse)(v).map_err(E::custom)
     }
 }
@@ -587,6 +679,19 @@ where
         parse,
         value: PhantomData,
     })
+}
+
+/// A string value, counted against the text budget like every other.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a string", |s| Ok(Text(s.to_owned())))
+    }
+}
+
+fn texts(v: Vec<Text>) -> Vec<String> {
+    v.into_iter().map(|t| t.0).collect()
 }
 
 fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -754,6 +859,11 @@ fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawTarget>, D::Error> 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut targets = Vec::new();
             while let Some(target) = seq.next_element()? {
+                if targets.len() == MAX_TARGETS {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_TARGETS} targets: split them over several tracepkt instances"
+                    )));
+                }
                 targets.push(target);
             }
             if targets.is_empty() {
@@ -1084,7 +1194,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             (RawProtocol::Tcp, Some(port), None) => Probe::Tcp { port },
             (RawProtocol::Udp, Some(port), payload) => Probe::Udp {
                 port,
-                payload: payload.as_ref().map(|p| p.as_bytes().to_vec()),
+                payload: payload.as_ref().map(|p| p.0.as_bytes().to_vec()),
             },
         };
         let from = match t.from {
@@ -1220,8 +1330,8 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             probe,
             from,
             expect: t.expect.map(|e| Expect {
-                through: e.through,
-                not_through: e.not_through,
+                through: texts(e.through),
+                not_through: texts(e.not_through),
                 no_drop: e.no_drop,
                 answer: e.answer,
             }),
@@ -1236,7 +1346,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             endpoint: o.endpoint,
             protocol: o.protocol,
             timeout: o.timeout,
-            service_name: o.service_name,
+            service_name: o.service_name.map(|t| t.0),
             sample_ratio: o.sample_ratio.unwrap_or(1.0),
             trace_url: o.trace_url,
         }),
@@ -2275,6 +2385,89 @@ mod tests {
         assert_eq!(locate_nearest(&text, &path), Some((3, 3)));
         assert_eq!(path_string(&path), "targets[7].name");
         assert_eq!(path_string(&[]), ".");
+    }
+
+    #[test]
+    fn aliases_cannot_expand_a_small_file_into_gigabytes() {
+        // 1 MB of file, 2 GB of names once expanded; it loaded (in 20 s) before text was budgeted.
+        let text = format!(
+            "targets:\n  - address: ::1\n    name: &long '{}'\n    expect: {{through: [{}]}}\n",
+            "x".repeat(1 << 20),
+            vec!["*long"; 2_000].join(", ")
+        );
+        let started = std::time::Instant::now();
+        let message = Config::parse(&text, FILE).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            message.starts_with(&format!("{FILE}:3:11: targets[0].expect.through[")),
+            "{message}"
+        );
+        assert_contains(
+            &message,
+            "add up to more than 5 MiB of text once its aliases are expanded",
+        );
+        // Aliases within the budget are fine.
+        let config = parse(&[
+            "targets:",
+            "  - {address: '::1', labels: &l {site: paris}, expect: {through: &n [a, b]}}",
+            "  - {address: 127.0.0.1, labels: *l, expect: {through: *n, not_through: *n}}",
+        ]);
+        assert_eq!(config.targets[1].expect.as_ref().unwrap().not_through, ["a", "b"]);
+        assert_eq!(config.targets[1].labels, config.targets[0].labels);
+    }
+
+    #[test]
+    fn odd_names_are_taken_as_written() {
+        // Interface and namespace names are compared with what the kernel reports, never run
+        // through a shell: anything the kernel allows is taken verbatim.
+        let config = parse(&[
+            "targets:",
+            "  - address: ::1",
+            "    from: {netns: \"ns with spaces;$(id)`x`\"}",
+            "    expect:",
+            "      through: ['eth 0', 'vethü✓', '$(rm -rf /)', 'exactly15chars_', '4026531840']",
+            "      not_through: ['']",
+        ]);
+        let t = &config.targets[0];
+        assert_eq!(
+            t.from,
+            Some(Origin::Netns(PathBuf::from("/run/netns/ns with spaces;$(id)`x`")))
+        );
+        let expect = t.expect.as_ref().unwrap();
+        assert_eq!(expect.through[1], "vethü✓");
+        assert_eq!(expect.through[3].len(), 15);
+        for (netns, why) in [
+            (
+                "../etc",
+                "\"../etc\" is neither a namespace name (no '/') nor an absolute path",
+            ),
+            ("a/b", "\"a/b\" is neither a namespace name"),
+            ("..", "\"..\" is neither a namespace name"),
+            ("''", "the namespace must not be empty"),
+            ("\"a\\0b\"", "\"a\\0b\" contains a NUL byte"),
+        ] {
+            let line = format!("    from: {{netns: {netns}}}");
+            let message = error(&["targets:", "  - address: ::1", &line], 3, 19, "targets[0].from.netns");
+            assert_contains(&message, why);
+        }
+    }
+
+    #[test]
+    fn not_utf8_points_at_the_first_bad_byte() {
+        let dir = std::env::temp_dir().join(format!("tracepkt-config-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latin1.yaml");
+        std::fs::write(&path, b"targets:\n  - address: ::1\n    name: \xc3\xa9t\xe9\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((e.line(), e.column()), (Some(3), Some(13)));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:3:13: the file is not UTF-8 text (byte 0xe9): a configuration is YAML in UTF-8",
+                path.display()
+            )
+        );
     }
 
     #[test]

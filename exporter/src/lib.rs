@@ -10,6 +10,11 @@ mod dns;
 mod engine;
 mod expect;
 mod export;
+// Raw-bytes entry points into the parsers for the fuzz targets in `fuzz/`; compiled into unit
+// tests too, so the committed corpus runs through them on every `cargo test`.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod journey;
 mod kernel;
 mod names;

@@ -1,7 +1,6 @@
 //! `tracepkt trace`: a few probes to one target, every hop printed, as the original tool did.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -31,18 +30,13 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                 .netns()
                 .map_err(anyhow::Error::msg)?,
         ),
-        (Some(ns), None) => {
-            let path = if ns.starts_with('/') {
-                PathBuf::from(ns)
-            } else {
-                Path::new("/run/netns").join(ns)
-            };
+        (Some(path), None) => {
             anyhow::ensure!(
                 path.exists(),
-                "network namespace {ns:?} not found ({} does not exist)",
+                "network namespace not found: {} does not exist",
                 path.display()
             );
-            Some(path)
+            Some(path.clone())
         }
     };
     let dns: Option<crate::dns::DnsQuery> = args.dns.as_deref().map(|q| q.parse().expect("checked by the parser"));
