@@ -23,3 +23,12 @@ mod prober;
 pub mod serve;
 mod sockets;
 pub mod trace;
+
+/// Gives up every capability tracepkt never uses (the list and why each one stays:
+/// `kernel::caps::KEPT`), and returns the names of those given up. Capabilities belong to
+/// threads: call it before the process starts a second one.
+pub fn narrow_capabilities() -> Result<Vec<String>, String> {
+    kernel::caps::narrow()
+        .map(|d| d.iter().map(|c| c.to_string()).collect())
+        .map_err(|e| e.to_string())
+}
