@@ -51,7 +51,8 @@ bridge_up() {
 }
 
 # Tests whose subject does not depend on the kernel (rendering the chart or the page, TLS,
-# scrapers, /etc/hosts, promtool, pod names from /proc and /var/log/pods, DNS answers): they run
+# scrapers, /etc/hosts, promtool, pod names from /proc and /var/log/pods, DNS answers,
+# capability sets, bad config files and command lines): they run
 # on the host only, and are left out of the VMs by name, where software emulation would make
 # them the slowest part of the suite.
 HOST_ONLY="chart_grants_least_privilege chart_lints_renders_and_validates \
@@ -61,7 +62,9 @@ fifty_scrapers_and_reloads_under_load_change_nothing_else \
 a_name_that_stops_resolving_and_a_namespace_deleted_while_probed alert_rules_pass_promtool \
 the_page_shows_each_target_and_where_failing_probes_stop a_pods_namespace_is_shown_by_its_pod_name \
 a_probe_starts_inside_a_pod_named_on_the_command_line serve_probes_from_a_pod_and_labels_its_namespace \
-serve_exports_the_answer_check"
+serve_exports_the_answer_check serve_gives_up_the_capabilities_it_never_uses \
+bad_config_files config_files_that_cannot_be_read bad_command_lines bad_namespace_names \
+targets_that_resolve_to_nothing"
 # Kernel-dependent but slow under emulation, where one kernel with kprobes proves them: run in
 # the first VM series only.
 FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology \
