@@ -88,24 +88,40 @@ impl Drop for Responder {
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The responder's namespace (198.18.134.2) and a silent one whose input drops DNS
-/// (198.18.135.2).
-fn topology(c: &mut Cleanup) -> Responder {
+/// (198.18.135.2), for one test at a time; `None` (the skip recorded) where they cannot be made.
+/// Fields drop in order: the responder stops, then the namespaces go, then the next test may run.
+struct Topology {
+    _responder: Responder,
+    _cleanup: Cleanup,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+fn topology(test: &str) -> Option<Topology> {
+    if let Some(reason) = skip_reason() {
+        skip(test, &reason);
+        return None;
+    }
+    if !have_tool(test, "nft") {
+        return None;
+    }
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Cleanup::new();
     let answering = c.veth_ns("tpkdns-a", "tpkdnsa", "198.18.134");
     let silent = c.veth_ns("tpkdns-b", "tpkdnsb", "198.18.135");
     nft_input_rule(&silent, "udp dport 53 drop");
-    Responder::start(&answering, "198.18.134.2")
+    Some(Topology {
+        _responder: Responder::start(&answering, "198.18.134.2"),
+        _cleanup: c,
+        _serial: serial,
+    })
 }
 
 #[test]
 fn trace_asks_and_checks_the_answer_and_shows_where_an_unanswered_query_stopped() {
     let test = "trace_asks_and_checks_the_answer_and_shows_where_an_unanswered_query_stopped";
-    require_privileges!(test);
-    if !have_tool(test, "nft") {
+    let Some(_topology) = topology(test) else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Cleanup::new();
-    let _responder = topology(&mut c);
+    };
 
     let (out, hops) = trace_json(None, &["--dns", NAME, "--server", "198.18.134.2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -150,13 +166,9 @@ fn trace_asks_and_checks_the_answer_and_shows_where_an_unanswered_query_stopped(
 #[test]
 fn serve_exports_the_answer_check() {
     let test = "serve_exports_the_answer_check";
-    require_privileges!(test);
-    if !have_tool(test, "nft") {
+    let Some(_topology) = topology(test) else {
         return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Cleanup::new();
-    let _responder = topology(&mut c);
+    };
     let dir = TempDir::new(test);
     let port = free_port();
     let config = dir.path("config.yaml");
