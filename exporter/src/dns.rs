@@ -85,6 +85,22 @@ impl DnsQuery {
     }
 }
 
+/// DNS query ids: a random start, then one apart, so that an answer to an earlier query is
+/// never taken for the current one's.
+pub struct QueryIds(u16);
+
+impl QueryIds {
+    pub fn new() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        QueryIds(RandomState::new().hash_one(std::time::SystemTime::now()) as u16)
+    }
+
+    pub fn next(&mut self) -> u16 {
+        self.0 = self.0.wrapping_add(1);
+        self.0
+    }
+}
+
 /// What must be in an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnswerExpect {

@@ -28,22 +28,6 @@ use crate::pods::{self, Locator};
 use crate::prober::{self, Outcome};
 use crate::{dns, expect};
 
-/// DNS query ids: a random start, then one apart, so that an answer to an earlier query is
-/// never taken for the current one's.
-struct DnsIds(u16);
-
-impl DnsIds {
-    fn new() -> Self {
-        use std::hash::{BuildHasher, RandomState};
-        DnsIds(RandomState::new().hash_one(std::time::SystemTime::now()) as u16)
-    }
-
-    fn next(&mut self) -> u16 {
-        self.0 = self.0.wrapping_add(1);
-        self.0
-    }
-}
-
 /// A running target.
 struct Running {
     target: Target,
@@ -109,7 +93,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
     let mut ticker = tokio::time::interval(t.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq: u16 = 0;
-    let mut dns_ids = DnsIds::new();
+    let mut dns_ids = dns::QueryIds::new();
     // The last DNS answer's shortcoming, if any: part of what `expect:` checks.
     let mut dns_violation: Option<String> = None;
     // Logged when they change, not once per probe.

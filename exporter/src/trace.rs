@@ -123,17 +123,14 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     // long), and keeps that width after it so the rows stay under their header.
     let mut netns_width = None;
     let mut all_replied = true;
-    let dns_first_id = {
-        use std::hash::{BuildHasher, RandomState};
-        RandomState::new().hash_one(std::time::SystemTime::now()) as u16
-    };
+    let mut dns_ids = crate::dns::QueryIds::new();
     for seq in 0..args.count {
         if seq > 0 && args.interval > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
         }
         let mut spec = spec.clone();
         let dns_id = dns.as_ref().map(|q| {
-            let id = dns_first_id.wrapping_add(seq);
+            let id = dns_ids.next();
             spec.kind = ProbeKind::Udp {
                 port: spec.port(),
                 payload: Some(q.encode(id).expect("checked by the parser")),
