@@ -12,6 +12,7 @@ mod export;
 mod journey;
 mod kernel;
 mod names;
+mod pmtu;
 mod pods;
 mod prober;
 pub mod serve;
