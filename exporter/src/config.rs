@@ -1538,6 +1538,47 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_dont_fragment() {
+        let config = parse(&[
+            "targets:",
+            "  - {address: 198.18.0.1, size: 1500, dont_fragment: true}",
+            "  - {address: 198.18.0.2, size: [1300, 1400, 1500]}",
+            "  - {address: fd00::1, size: 80}",
+        ]);
+        let t = &config.targets;
+        assert_eq!((t[0].sizes.as_slice(), t[0].dont_fragment), (&[1500][..], true));
+        assert_eq!(
+            (t[1].sizes.as_slice(), t[1].dont_fragment),
+            (&[1300, 1400, 1500][..], false)
+        );
+        assert_eq!(t[2].sizes, vec![80]);
+        let lines = ["targets:", "  - {address: 198.18.0.1, size: 59}"];
+        assert_contains(&error(&lines, 2, 33, "targets[0].size"), "size 59 is out of range");
+        let lines = ["targets:", "  - {address: 198.18.0.1, size: 65536}"];
+        assert_contains(&error(&lines, 2, 33, "targets[0].size"), "to 65535");
+        let lines = ["targets:", "  - {address: 198.18.0.1, size: [1400, 1400]}"];
+        assert_contains(&error(&lines, 2, 33, "targets[0].size"), "size 1400 is listed twice");
+        let lines = ["targets:", "  - {address: fd00::1, size: 60}"];
+        assert_contains(
+            &error(&lines, 2, 30, "targets[0].size"),
+            "below the smallest IPv6 probe, 80",
+        );
+        let lines = [
+            "targets:",
+            "  - {address: 198.18.0.1, protocol: tcp, port: 1, size: 1500}",
+        ];
+        assert_contains(&error(&lines, 2, 57, "targets[0].size"), "for ICMP targets only");
+        let lines = [
+            "targets:",
+            "  - {address: 198.18.0.1, protocol: udp, port: 1, dont_fragment: true}",
+        ];
+        assert_contains(
+            &error(&lines, 2, 66, "targets[0].dont_fragment"),
+            "for ICMP targets only",
+        );
+    }
+
+    #[test]
     fn defaults() {
         let config = parse(&["targets:", "  - address: 127.0.0.1"]);
         assert_eq!(

@@ -23,7 +23,11 @@ const ECHO_HEADER: usize = 8;
 
 /// The smallest probe, its IP length, for `addr`'s family.
 pub fn min_len(addr: IpAddr) -> usize {
-    if addr.is_ipv4() { PROBE_L3_LEN_V4 } else { PROBE_L3_LEN_V6 }
+    if addr.is_ipv4() {
+        PROBE_L3_LEN_V4
+    } else {
+        PROBE_L3_LEN_V6
+    }
 }
 
 /// What an echo request to `addr` of IP length `size` carries: the probe's payload, then zeros.

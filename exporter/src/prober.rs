@@ -103,7 +103,7 @@ impl Fragmentation {
     pub fn apply(self, client: &Client, addr: IpAddr) -> std::io::Result<()> {
         let value = match self {
             Fragmentation::Default => return Ok(()),
-            Fragmentation::Never => 3,  // IP_PMTUDISC_PROBE, IPV6_PMTUDISC_PROBE
+            Fragmentation::Never => 3,   // IP_PMTUDISC_PROBE, IPV6_PMTUDISC_PROBE
             Fragmentation::Allowed => 0, // IP_PMTUDISC_DONT, IPV6_PMTUDISC_DONT
         };
         let (level, name) = match addr {
@@ -191,14 +191,7 @@ impl Prober {
 }
 
 /// Sends one echo request carrying `payload` through `client` and waits for its reply.
-pub async fn ping(
-    client: &Client,
-    addr: IpAddr,
-    id: u16,
-    seq: u16,
-    payload: &[u8],
-    timeout: Duration,
-) -> Outcome {
+pub async fn ping(client: &Client, addr: IpAddr, id: u16, seq: u16, payload: &[u8], timeout: Duration) -> Outcome {
     debug_assert!(payload.len() >= payload::LEN);
     let mut pinger = client.pinger(addr, PingIdentifier(id)).await;
     pinger.timeout(timeout);

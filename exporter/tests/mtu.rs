@@ -103,7 +103,8 @@ fn a_black_hole_shows_where_the_full_size_probe_dies() {
         describe(&out)
     );
     assert!(
-        hops.iter().all(|h| h["netns"].as_u64() != Some(ib) && h["direction"] == "request"),
+        hops.iter()
+            .all(|h| h["netns"].as_u64() != Some(ib) && h["direction"] == "request"),
         "{}",
         describe(&out)
     );
@@ -120,7 +121,11 @@ fn a_black_hole_shows_where_the_full_size_probe_dies() {
     }
     let err = stderr(&out);
     assert!(err.contains("no reply;"), "{}", describe(&out));
-    assert!(!err.contains("fragmentation needed"), "nothing comes back: {}", describe(&out));
+    assert!(
+        !err.contains("fragmentation needed"),
+        "nothing comes back: {}",
+        describe(&out)
+    );
 
     // The table, as a user reads it.
     let out = std::process::Command::new(common::BIN)
@@ -140,7 +145,8 @@ fn a_black_hole_shows_where_the_full_size_probe_dies() {
     assert!(!text.contains(&format!("[{ib:>10}]")), "{}", describe(&out));
     let summary = text.lines().last().unwrap();
     assert!(
-        summary.contains(&format!("to {} (id ", p.target)) && summary.contains(", 1500 bytes, don't fragment): no reply; last seen in netns ")
+        summary.contains(&format!("to {} (id ", p.target))
+            && summary.contains(", 1500 bytes, don't fragment): no reply; last seen in netns ")
             && summary.contains(&format!("{im} ({}) on mtua", p.m)),
         "{}",
         describe(&out)
@@ -210,7 +216,7 @@ fn a_sweep_exports_the_path_mtu() {
         ),
     );
     let _serve = serve(&config, &log);
-    let text = wait_for(30, "a sweep's path MTU", &log, || {
+    let text = wait_for(90, "a sweep's path MTU", &log, || {
         let text = scrape(port);
         (sample(&text, "tracepkt_path_mtu_bytes{target=\"sweep\"}").is_some()
             && sample(&text, "tracepkt_probe_success{target=\"plain\"}").is_some())
@@ -220,7 +226,9 @@ fn a_sweep_exports_the_path_mtu() {
     assert_eq!(at("tracepkt_path_mtu_bytes{target=\"sweep\"}"), Some(1400.0), "{text}");
     for (size, ok) in [(1300, 1.0), (1400, 1.0), (1450, 0.0), (1500, 0.0)] {
         assert_eq!(
-            at(&format!("tracepkt_probe_size_success{{target=\"sweep\",size=\"{size}\"}}")),
+            at(&format!(
+                "tracepkt_probe_size_success{{target=\"sweep\",size=\"{size}\"}}"
+            )),
             Some(ok),
             "{text}"
         );

@@ -30,8 +30,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, MAX_PROBE_LEN, Offsets, ProbeInfo, ProbeLengths, VerdictKey,
-    stat,
+    BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, MAX_PROBE_LEN, Offsets, ProbeInfo, ProbeLengths,
+    VerdictKey, stat,
 };
 
 /// Kernel offsets, filled in by the loader from BTF and tracefs before load. Frozen read-only,

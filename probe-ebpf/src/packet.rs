@@ -73,6 +73,10 @@ pub struct Probe {
     pub daddr: [u8; 16],
     /// Payload bytes 8..32: trace id and parent span id.
     pub trace: [u64; 3],
+    /// Makes the padding a field. LLVM copies padding as undefined bytes, and may fill them
+    /// from a register that holds a pointer; the 6.1 verifier refuses such a partial pointer
+    /// spill ("invalid size of register spill") when the probe is stashed.
+    pub _pad: u8,
 }
 
 #[inline(always)]
@@ -146,6 +150,7 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         saddr: [0; 16],
         daddr: [0; 16],
         trace: [0; 3],
+        _pad: 0,
     };
     // The transport protocol and where its header starts. Extension headers are not
     // followed: tracepkt's own probes carry none.
