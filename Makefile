@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/.tools/bin:$(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= config.example.yaml
 BIN := target/release/tracepkt
 
-.PHONY: all deps test-deps bench-deps image-deps build static image image-push bench-floor run trace test test-host test-vm soak lint bench-lint bench clean
+.PHONY: all deps test-deps bench-deps image-deps fuzz-deps build static image image-push bench-floor run trace test test-host test-vm soak lint bench-lint fuzz fuzz-lint bench clean
 
 all: build
 
@@ -22,6 +22,9 @@ bench-deps:
 
 image-deps:
 	@scripts/deps.sh image
+
+fuzz-deps:
+	@scripts/deps.sh fuzz
 
 build: deps
 	cargo build --release --locked
@@ -83,6 +86,17 @@ lint: deps
 	cd probe-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release -- -D warnings -C panic=abort \
 		--cfg 'bpf_target_arch="$(shell uname -m)"'
 
+# Every fuzz target for FUZZ_SECONDS each (`make test` runs them for 25 s each). New inputs
+# collect in target/fuzz/corpus, crashes in target/fuzz/artifacts (fuzz/README.md).
+FUZZ_SECONDS ?= 600
+fuzz: fuzz-deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The fuzz crate's own lint, kept out of `make lint` as the floor's is (its own workspace).
+fuzz-lint: fuzz-deps
+	cd fuzz && cargo fmt --all --check
+	cd fuzz && cargo clippy --locked --target-dir ../target -- -D warnings
+
 # The benchmark floor (bench/floor): a workspace of its own, so the product's build never
 # compiles it and the tracepkt binary carries no benchmark code.
 FLOOR_BIN := target/floor/release/tracepkt-floor
@@ -91,12 +105,7 @@ bench-floor: deps
 	@ls -l $(FLOOR_BIN)
 
 # The floor's own lint, kept out of `make lint` so that linting the product never builds it.
-bench-# The soak (not part of `make test`): SOAK_MINUTES (default 30) of 200 targets, some failing,
-# reloaded every minute; summary in target/soak/summary.txt.
-soak: test-deps build
-	scripts/soak.sh
-
-lint: deps
+bench-lint: deps
 	cd bench/floor && cargo fmt --all --check
 	cd bench/floor && cargo clippy --locked --target-dir ../../target/floor -- -D warnings
 	cd bench/floor/floor-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release --target-dir ../../../target/floor/ebpf-clippy -- -D warnings -C panic=abort

@@ -3,8 +3,10 @@
 # Idempotent: each step checks first, so a second run takes a second or two.
 #   scripts/deps.sh build   toolchain only (nightly rust-src, bpf-linker)
 #   scripts/deps.sh test    plus the packages the test suite drives (iproute2, iptables, nftables,
-#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix), and
-#                           helm and the manifest validators for the chart tests (.tools/)
+#                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix),
+#                           helm and the manifest validators for the chart tests (.tools/),
+#                           and the fuzz group (the suite runs every fuzz target briefly)
+#   scripts/deps.sh fuzz    toolchain plus cargo-fuzz (scripts/fuzz.sh, `make fuzz`)
 #   scripts/deps.sh bench   toolchain plus every tool scripts/bench.sh drives (iperf3, bpftrace,
 #                           bpftool, curl, python3, iproute2, util-linux)
 #   scripts/deps.sh image   toolchain plus the static (musl) target and podman/buildah
@@ -114,6 +116,17 @@ chart_validators() {
     echo "$want" >"$stamp"
 }
 
+# The fuzz targets (fuzz/) run under cargo-fuzz with the nightly toolchain the eBPF build
+# already needs.
+cargo_fuzz() {
+    local version=0.13.1
+    if [ -x "$tools/bin/cargo-fuzz" ] && "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$version"; then
+        return 0
+    fi
+    log "building cargo-fuzz $version (about two minutes)"
+    cargo install --quiet --locked cargo-fuzz --version "$version" --root "$tools"
+}
+
 case "$what" in
     build)
         apt_install build-essential pkg-config
@@ -128,11 +141,16 @@ case "$what" in
         helm_tool
         chart_validators
         apt_install file
+        cargo_fuzz
         ;;
     image)
         "$0" build
         musl_target
         apt_install podman buildah file
+        ;;
+    fuzz)
+        "$0" build
+        cargo_fuzz
         ;;
     bench)
         "$0" build
@@ -140,7 +158,7 @@ case "$what" in
         apt_install iperf3 bpftrace bpftool curl python3 iproute2 util-linux nftables
         ;;
     *)
-        log "unknown target $what (build|test|bench|image)"
+        log "unknown target $what (build|test|fuzz|bench|image)"
         exit 2
         ;;
 esac

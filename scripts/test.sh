@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` runs it:
 #   1. host: every unit and integration test on this machine's kernel (privileged tests run
-#      when root, as CI is);
+#      when root, as CI is), then every fuzz target for a bounded time (scripts/fuzz.sh;
+#      TRACEPKT_FUZZ_SECONDS per target, default 25, 0 leaves the fuzzers out);
 #   2. vm:   the privileged integration tests again, inside VMs on Debian's 6.1 and 6.12
 #            kernels, where kprobes exist and netfilter lives in modules (scripts/vm.sh); then
 #            the netfilter contention test in a VM whose NIC sits on a bridge made here, with
@@ -30,6 +31,11 @@ host() {
     echo "=== kernel $(uname -r) (this machine): cargo test" >&2
     cargo test --locked 2>&1 | tee "$results/host.log"
     [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    local fuzz_seconds=${TRACEPKT_FUZZ_SECONDS:-25}
+    [ "$fuzz_seconds" = 0 ] && return
+    echo "=== kernel $(uname -r) (this machine): fuzz targets, ${fuzz_seconds} s each" >&2
+    scripts/fuzz.sh "$fuzz_seconds" 2>&1 | tee "$results/host-fuzz.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 }
 
 # The contention test's network: a bridge with this machine at .1 and the VM at .2.
@@ -44,13 +50,25 @@ bridge_up() {
     grep -qx "allow $BRIDGE" /etc/qemu/bridge.conf 2>/dev/null || echo "allow $BRIDGE" >>/etc/qemu/bridge.conf
 }
 
-# Tests whose subject does not depend on the kernel (rendering the chart, TLS, scrapers,
-# /etc/hosts, promtool): they run on the host only, and are left out of the VMs by name, where
-# software emulation would make them the slowest part of the suite.
-HOST_ONLY="chart_grants_least_privilege chart_lints_renders_and_validates metrics_over_tls_with_basic_auth_and_client_certificates a_bad_web_config_is_refused_at_start a_second_instance_coexists_on_another_port_and_is_refused_on_the_same_one fifty_scrapers_and_reloads_under_load_change_nothing_else a_name_that_stops_resolving_and_a_namespace_deleted_while_probed alert_rules_pass_promtool"
-# Kernel-dependent but slow under emulation, and one kernel with kprobes proves them: run in the
-# first VM series only.
-FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology"
+# Tests whose subject does not depend on the kernel (rendering the chart or the page, TLS,
+# scrapers, /etc/hosts, promtool, pod names from /proc and /var/log/pods, DNS answers,
+# capability sets, bad config files and command lines): they run
+# on the host only, and are left out of the VMs by name, where software emulation would make
+# them the slowest part of the suite.
+HOST_ONLY="chart_grants_least_privilege chart_lints_renders_and_validates \
+metrics_over_tls_with_basic_auth_and_client_certificates a_bad_web_config_is_refused_at_start \
+a_second_instance_coexists_on_another_port_and_is_refused_on_the_same_one sigint_leaves_nothing_in_the_kernel \
+fifty_scrapers_and_reloads_under_load_change_nothing_else \
+a_name_that_stops_resolving_and_a_namespace_deleted_while_probed alert_rules_pass_promtool \
+the_page_shows_each_target_and_where_failing_probes_stop a_pods_namespace_is_shown_by_its_pod_name \
+a_probe_starts_inside_a_pod_named_on_the_command_line serve_probes_from_a_pod_and_labels_its_namespace \
+serve_exports_the_answer_check serve_gives_up_the_capabilities_it_never_uses \
+bad_config_files config_files_that_cannot_be_read bad_command_lines bad_namespace_names \
+targets_that_resolve_to_nothing"
+# Kernel-dependent but slow under emulation, where one kernel with kprobes proves them: run in
+# the first VM series only.
+FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology \
+a_full_ring_buffer_is_counted_and_marks_journeys_incomplete"
 first_series=${series_list%% *}
 
 vm_series() { # series bins
@@ -126,12 +144,12 @@ echo "=== summary"
 kernel_of() { # log file
     local s
     case $(basename "$1") in
-        host.log) uname -r ;;
+        host.log | host-fuzz.log) uname -r ;;
         vm-*) s=${1##*/vm-}; s=${s%.log}; s=${s%-contention}; TRACEPKT_VM_SERIES=$s scripts/vm.sh kernel ;;
     esac
 }
 declare -A seen_kernel=()
-for log in "$results"/host.log "$results"/vm-*.log; do
+for log in "$results"/host.log "$results"/host-fuzz.log "$results"/vm-*.log; do
     [ -f "$log" ] || continue
     k=$(kernel_of "$log")
     p=$(sed -nE 's/^test result: .*\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$log" | paste -sd+ | bc)

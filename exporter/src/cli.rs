@@ -33,8 +33,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// IP address or host name to probe.
-    pub target: String,
+    /// IP address or host name to probe (not with --dns).
+    #[arg(required_unless_present = "dns", conflicts_with = "dns")]
+    pub target: Option<String>,
     /// Use IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     pub ipv4: bool,
@@ -67,10 +68,17 @@ pub struct TraceArgs {
     /// has learned (a probe larger than the outgoing interface's MTU is refused at once).
     #[arg(long, conflicts_with_all = ["tcp", "udp"])]
     pub df: bool,
+    /// Probe with a DNS query instead, NAME[/TYPE] (type A unless given), and check its
+    /// answer: to --server, or to the resolver of the namespace the probe starts in.
+    #[arg(long, value_name = "NAME[/TYPE]", conflicts_with_all = ["tcp", "udp"], value_parser = dns_query)]
+    pub dns: Option<String>,
+    /// The DNS server for --dns: IP or IP:PORT.
+    #[arg(long, value_name = "ADDR", requires = "dns", value_parser = dns_server)]
+    pub server: Option<std::net::SocketAddr>,
     /// Start the probes in this network namespace: a name under /run/netns or an absolute
     /// path (/proc/PID/ns/net).
-    #[arg(long, value_name = "NETNS", conflicts_with = "from_pod")]
-    pub from: Option<String>,
+    #[arg(long, value_name = "NETNS", conflicts_with = "from_pod", value_parser = crate::config::netns_path)]
+    pub from: Option<PathBuf>,
     /// Start the probes in the network namespace of this pod on this node: NAMESPACE/NAME,
     /// found through its processes' cgroups and the kubelet's /var/log/pods.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = pod_name)]
@@ -94,6 +102,19 @@ pub struct ServeArgs {
     /// the Prometheus exporters (tls_server_config, basic_auth_users).
     #[arg(long, value_name = "FILE", alias = "web.config.file", env = "TRACEPKT_WEB_CONFIG")]
     pub web_config: Option<PathBuf>,
+}
+
+fn dns_query(s: &str) -> Result<String, String> {
+    s.parse::<crate::dns::DnsQuery>().map(|_| s.to_owned())
+}
+
+fn dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
 }
 
 fn pod_name(s: &str) -> Result<String, String> {

@@ -12,7 +12,7 @@
 //!     timeout: 5s
 //!     count: 3                 # optional, probes per round, 1..=100, default 1
 //!     labels: {site: paris}    # optional extra Prometheus labels
-//!     protocol: tcp            # optional: icmp (default), tcp or udp
+//!     protocol: tcp            # optional: icmp (default), tcp, udp or dns
 //!     port: 443                # tcp and udp: the destination port (required)
 //!     payload: "hello"         # udp only: what to send (default: tracepkt's 32-byte payload, or
 //!                              #   to port 53 a DNS query)
@@ -20,6 +20,12 @@
 //!     dont_fragment: true      # optional, icmp only: set don't-fragment (default false)
 //!     from: {netns: client}    # optional: start the probe in this network namespace (a name
 //!                              #   under /run/netns or a path), or {pod: namespace/name}
+//!   - protocol: dns            # a DNS probe has no address: it asks
+//!     query: web.shop.svc.cluster.local/A   #   NAME[/TYPE] (type A unless given)
+//!     server: 10.96.0.10       #   optional, IP[:PORT]; default: the first nameserver of the
+//!                              #   resolv.conf of the namespace the probe starts in
+//!     expect: {answer: [10.0.0.7]}  # optional: addresses or names the answer must hold, or
+//!                              #   `answer: any` for any non-empty answer
 //!     expect:                  # optional: what every journey's path must look like
 //!       through: [backend]     #   namespaces or interfaces it must cross
 //!       not_through: [eth9]    #   ones it must not
@@ -64,6 +70,7 @@ use std::time::Duration;
 
 use probe_common::Mechanism;
 
+use crate::dns::{AnswerExpect, DnsQuery};
 use crate::pods::PodName;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -197,8 +204,18 @@ pub enum Origin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
     Icmp,
-    Tcp { port: u16 },
-    Udp { port: u16, payload: Option<Vec<u8>> },
+    Tcp {
+        port: u16,
+    },
+    Udp {
+        port: u16,
+        payload: Option<Vec<u8>>,
+    },
+    /// A DNS query over UDP to `server`, or to the resolver of the namespace the probe starts in.
+    Dns {
+        query: DnsQuery,
+        server: Option<SocketAddr>,
+    },
 }
 
 impl Probe {
@@ -207,6 +224,7 @@ impl Probe {
             Probe::Icmp => "icmp",
             Probe::Tcp { .. } => "tcp",
             Probe::Udp { .. } => "udp",
+            Probe::Dns { .. } => "dns",
         }
     }
 
@@ -214,6 +232,7 @@ impl Probe {
         match self {
             Probe::Icmp => None,
             Probe::Tcp { port } | Probe::Udp { port, .. } => Some(*port),
+            Probe::Dns { server, .. } => Some(server.map_or(53, |s| s.port())),
         }
     }
 }
@@ -225,6 +244,15 @@ pub struct Expect {
     pub through: Vec<String>,
     pub not_through: Vec<String>,
     pub no_drop: bool,
+    /// DNS targets: what the answer must hold.
+    pub answer: Option<AnswerExpect>,
+}
+
+impl Expect {
+    /// Whether it says anything about the path (not only about a DNS answer).
+    pub fn has_path(&self) -> bool {
+        !self.through.is_empty() || !self.not_through.is_empty() || self.no_drop
+    }
 }
 
 pub use crate::prober::IpVersion;
@@ -314,16 +342,25 @@ fn location_prefix(line: Option<usize>, column: Option<usize>) -> String {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
+        let bytes = std::fs::read(path).map_err(|error| ConfigError::Io {
             path: path.to_owned(),
             error,
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let file_label = path.display().to_string();
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => return Err(not_utf8(&file_label, &bytes, e)),
+        };
+        Config::parse(text, &file_label)
     }
 
     /// Parses and checks a configuration; `file_label` names it in errors.
     pub fn parse(text: &str, file_label: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_norway::from_str(text).map_err(|e| yaml_error(file_label, e))?;
+        let raw: Result<RawConfig, _> = {
+            let _budget = TextBudget::start(text.len());
+            serde_norway::from_str(text)
+        };
+        let raw = raw.map_err(|e| yaml_error(file_label, e))?;
         build(raw).map_err(|problem| {
             let (line, column) = locate_nearest(text, &problem.path).unzip();
             ConfigError::Invalid {
@@ -333,6 +370,79 @@ impl Config {
                 message: format!("{}: {}", path_string(&problem.path), problem.message),
             }
         })
+    }
+}
+
+/// How much text a configuration's values may add up to once its aliases are expanded, as a
+/// multiple of the file's size (plus a floor). An alias repeats a node without repeating its
+/// text in the file: without a bound, a 1 MB file naming a 1 MB value 2,000 times takes 2 GB
+/// and seconds to load, and a slightly larger one all the memory there is. A file without
+/// aliases never comes near the bound.
+const TEXT_BUDGET_FACTOR: usize = 4;
+const TEXT_BUDGET_FLOOR: usize = 1 << 20;
+/// What each value costs beyond its text: its `String` and its slot in a list or map.
+const TEXT_OVERHEAD: usize = 16;
+/// Most targets in one file.
+pub const MAX_TARGETS: usize = 10_000;
+
+thread_local! {
+    /// (bytes left, budget) while a configuration is deserialized on this thread.
+    static TEXT_LEFT: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The text budget of one deserialization, on this thread, until dropped.
+struct TextBudget;
+
+impl TextBudget {
+    fn start(file_len: usize) -> TextBudget {
+        let budget = file_len
+            .saturating_mul(TEXT_BUDGET_FACTOR)
+            .saturating_add(TEXT_BUDGET_FLOOR);
+        TEXT_LEFT.with(|left| left.set(Some((budget, budget))));
+        TextBudget
+    }
+
+    /// Takes a value of `len` bytes from the budget, if one is running.
+    fn charge(len: usize) -> Result<(), String> {
+        TEXT_LEFT.with(|left| match left.get() {
+            None => Ok(()),
+            Some((rest, budget)) => match rest.checked_sub(len.saturating_add(TEXT_OVERHEAD)) {
+                Some(rest) => {
+                    left.set(Some((rest, budget)));
+                    Ok(())
+                }
+                None => Err(format!(
+                    "the configuration's values add up to more than {} MiB of text once its aliases are expanded ({}x the file's size): are aliases repeating a long value?",
+                    budget >> 20,
+                    TEXT_BUDGET_FACTOR
+                )),
+            },
+        })
+    }
+}
+
+impl Drop for TextBudget {
+    fn drop(&mut self) {
+        TEXT_LEFT.with(|left| left.set(None));
+    }
+}
+
+/// Where a file stops being UTF-8, as line and column of the first bad byte: a binary file or
+/// another encoding is named as such instead of as a read error.
+fn not_utf8(file_label: &str, bytes: &[u8], e: std::str::Utf8Error) -> ConfigError {
+    let good = &bytes[..e.valid_up_to()];
+    let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // Characters, not bytes, as serde_norway counts columns.
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+    ConfigError::Invalid {
+        file: file_label.to_owned(),
+        line: Some(line),
+        column: Some(column),
+        message: format!(
+            "the file is not UTF-8 text (byte {:#04x}): a configuration is YAML in UTF-8",
+            bytes[e.valid_up_to()]
+        ),
     }
 }
 
@@ -394,8 +504,12 @@ impl<'de> Deserialize<'de> for MechanismName {
 #[derive(Deserialize)]
 #[serde(expecting = "a target: a mapping with at least an address", deny_unknown_fields)]
 struct RawTarget {
-    #[serde(deserialize_with = "address")]
-    address: String,
+    #[serde(default, deserialize_with = "address")]
+    address: Option<String>,
+    #[serde(default, deserialize_with = "dns_query")]
+    query: Option<DnsQuery>,
+    #[serde(default, deserialize_with = "dns_server")]
+    server: Option<SocketAddr>,
     #[serde(default, deserialize_with = "target_name")]
     name: Option<String>,
     #[serde(default)]
@@ -413,7 +527,7 @@ struct RawTarget {
     #[serde(default)]
     port: Option<u16>,
     #[serde(default)]
-    payload: Option<String>,
+    payload: Option<Text>,
     #[serde(default, deserialize_with = "sizes")]
     size: Option<Vec<u16>>,
     #[serde(default)]
@@ -430,6 +544,7 @@ enum RawProtocol {
     Icmp,
     Tcp,
     Udp,
+    Dns,
 }
 
 #[derive(Deserialize)]
@@ -448,11 +563,47 @@ struct RawFrom {
 #[serde(expecting = "a mapping with through, not_through or no_drop", deny_unknown_fields)]
 struct RawExpect {
     #[serde(default)]
-    through: Vec<String>,
+    through: Vec<Text>,
     #[serde(default)]
-    not_through: Vec<String>,
+    not_through: Vec<Text>,
     #[serde(default)]
     no_drop: bool,
+    #[serde(default, deserialize_with = "answer_expect")]
+    answer: Option<AnswerExpect>,
+}
+
+/// `answer: any`, or a list of the addresses or names the answer must hold.
+fn answer_expect<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AnswerExpect>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "`any`, or a list of addresses or names the answer must hold")]
+    enum Raw {
+        Word(String),
+        List(Vec<String>),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Word(w) if w == "any" => Ok(Some(AnswerExpect::NonEmpty)),
+        Raw::Word(w) => Err(de::Error::custom(format!(
+            "answer: {w:?} is neither `any` nor a list (write [{w}] for one value)"
+        ))),
+        Raw::List(l) if l.is_empty() => Err(de::Error::custom(
+            "answer: the list is empty (write `any` for any answer)",
+        )),
+        Raw::List(l) => Ok(Some(AnswerExpect::Holds(l))),
+    }
+}
+
+fn dns_query<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DnsQuery>, D::Error> {
+    parse_str(d, "a DNS query, NAME[/TYPE]", |s| s.parse().map(Some))
+}
+
+/// A DNS server: an IP address, with a port when it is not 53.
+fn dns_server<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    parse_str(d, "a DNS server, IP or IP:PORT", |s| {
+        s.parse::<SocketAddr>()
+            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map(Some)
+            .map_err(|_| format!("{s:?} is not an IP address or IP:PORT (a DNS server is given by address)"))
+    })
 }
 
 /// A pod: `namespace/name`.
@@ -462,20 +613,28 @@ fn pod_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PodName>, D::Error>
 
 /// A network namespace: a name under `/run/netns`, or an absolute path (`/proc/PID/ns/net`).
 fn netns_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    parse_str(d, "a namespace name or an absolute path", |s| {
-        if s.is_empty() {
-            return Err("the namespace must not be empty".to_owned());
-        }
-        if s.starts_with('/') {
-            return Ok(Some(PathBuf::from(s)));
-        }
-        if s.contains('/') || s == "." || s == ".." {
-            return Err(format!(
-                "{s:?} is neither a namespace name (no '/') nor an absolute path"
-            ));
-        }
-        Ok(Some(Path::new("/run/netns").join(s)))
-    })
+    parse_str(d, "a namespace name or an absolute path", |s| netns_path(s).map(Some))
+}
+
+/// The file of a network namespace given as a name under `/run/netns` or an absolute path
+/// (`/proc/PID/ns/net`); the config's `from: {netns:}` and `trace --from` take the same.
+/// A relative path is neither: `../x` must not reach outside `/run/netns`.
+pub fn netns_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the namespace must not be empty".to_owned());
+    }
+    if s.starts_with('/') {
+        return Ok(PathBuf::from(s));
+    }
+    if s.contains('/') || s == "." || s == ".." {
+        return Err(format!(
+            "{s:?} is neither a namespace name (no '/') nor an absolute path"
+        ));
+    }
+    if s.contains('\0') {
+        return Err(format!("{s:?} contains a NUL byte"));
+    }
+    Ok(Path::new("/run/netns").join(s))
 }
 
 #[derive(Deserialize)]
@@ -493,7 +652,7 @@ struct RawOtlp {
     #[serde(default, deserialize_with = "sample_ratio")]
     sample_ratio: Option<f64>,
     #[serde(default)]
-    service_name: Option<String>,
+    service_name: Option<Text>,
     #[serde(default, deserialize_with = "trace_url")]
     trace_url: Option<String>,
 }
@@ -517,6 +676,8 @@ impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for StrVisitor<T
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        // Before `parse` copies anything.
+        TextBudget::charge(v.len()).map_err(E::custom)?;
         (self.parse)(v).map_err(E::custom)
     }
 }
@@ -531,6 +692,19 @@ where
         parse,
         value: PhantomData,
     })
+}
+
+/// A string value, counted against the text budget like every other.
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_str(d, "a string", |s| Ok(Text(s.to_owned())))
+    }
+}
+
+fn texts(v: Vec<Text>) -> Vec<String> {
+    v.into_iter().map(|t| t.0).collect()
 }
 
 fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -570,8 +744,8 @@ fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error
     })
 }
 
-fn address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    parse_str(d, "an IP address or a host name", parse_address)
+fn address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    parse_str(d, "an IP address or a host name", |s| parse_address(s).map(Some))
 }
 
 fn target_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -758,6 +932,11 @@ fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawTarget>, D::Error> 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut targets = Vec::new();
             while let Some(target) = seq.next_element()? {
+                if targets.len() == MAX_TARGETS {
+                    return Err(de::Error::custom(format!(
+                        "more than {MAX_TARGETS} targets: split them over several tracepkt instances"
+                    )));
+                }
                 targets.push(target);
             }
             if targets.is_empty() {
@@ -1016,7 +1195,56 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
     let mut index_of: HashMap<String, usize> = HashMap::new();
     for (i, t) in raw.targets.into_iter().enumerate() {
         let at = |key| vec![Seg::Key("targets"), Seg::Index(i), Seg::Key(key)];
-        let probe = match (t.protocol.unwrap_or(RawProtocol::Icmp), t.port, &t.payload) {
+        let protocol = t.protocol.unwrap_or(RawProtocol::Icmp);
+        if protocol == RawProtocol::Dns {
+            if t.address.is_some() {
+                return Err(Problem {
+                    path: at("address"),
+                    message: "a DNS target has no address: it asks query:, of server: (default: the resolver of the namespace it starts in)".into(),
+                });
+            }
+            if t.query.is_none() {
+                return Err(Problem {
+                    path: at("protocol"),
+                    message: "a DNS target needs query: NAME[/TYPE]".into(),
+                });
+            }
+            if t.port.is_some() || t.payload.is_some() {
+                return Err(Problem {
+                    path: if t.port.is_some() { at("port") } else { at("payload") },
+                    message: "a DNS target takes no port: or payload: (give the port with server: IP:PORT)".into(),
+                });
+            }
+        } else {
+            if t.query.is_some() || t.server.is_some() {
+                return Err(Problem {
+                    path: if t.query.is_some() { at("query") } else { at("server") },
+                    message: "only DNS targets (protocol: dns) take query: and server:".into(),
+                });
+            }
+            if t.address.is_none() {
+                return Err(Problem {
+                    path: vec![Seg::Key("targets"), Seg::Index(i)],
+                    message: "a target needs address: (an IP address or a host name)".into(),
+                });
+            }
+        }
+        if t.expect.as_ref().is_some_and(|e| e.answer.is_some()) && protocol != RawProtocol::Dns {
+            return Err(Problem {
+                path: vec![
+                    Seg::Key("targets"),
+                    Seg::Index(i),
+                    Seg::Key("expect"),
+                    Seg::Key("answer"),
+                ],
+                message: "only DNS targets have an answer to check".into(),
+            });
+        }
+        let probe = match (protocol, t.port, &t.payload) {
+            (RawProtocol::Dns, _, _) => Probe::Dns {
+                query: t.query.clone().expect("checked above"),
+                server: t.server,
+            },
             (RawProtocol::Icmp, Some(_), _) => {
                 return Err(Problem {
                     path: at("port"),
@@ -1039,7 +1267,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             (RawProtocol::Tcp, Some(port), None) => Probe::Tcp { port },
             (RawProtocol::Udp, Some(port), payload) => Probe::Udp {
                 port,
-                payload: payload.as_ref().map(|p| p.as_bytes().to_vec()),
+                payload: payload.as_ref().map(|p| p.0.as_bytes().to_vec()),
             },
         };
         if probe != Probe::Icmp {
@@ -1053,7 +1281,10 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             }
         }
         let sizes = t.size.unwrap_or_default();
-        let v6 = t.ip_version == Some(IpVersion::V6) || t.address.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6());
+        let v6 = t.ip_version == Some(IpVersion::V6)
+            || t.address
+                .as_deref()
+                .is_some_and(|s| s.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()));
         if v6 && let Some(small) = sizes.iter().find(|&&s| usize::from(s) < probe_common::PROBE_L3_LEN_V6) {
             return Err(Problem {
                 path: at("size"),
@@ -1090,14 +1321,22 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             }
         };
         // Unnamed TCP and UDP targets are named after their address, port and protocol, so
-        // that two ports of one host are two targets.
-        let name = t.name.clone().unwrap_or_else(|| match probe.port() {
-            Some(port) => format!("{}:{port}/{}", t.address, probe.protocol()),
-            None => t.address.clone(),
+        // that two ports of one host are two targets; DNS targets after their query.
+        let address = match &probe {
+            Probe::Dns { server, .. } => server.map_or_else(|| "resolver".to_owned(), |s| s.to_string()),
+            _ => t.address.clone().expect("checked above"),
+        };
+        let name = t.name.clone().unwrap_or_else(|| match &probe {
+            Probe::Dns { query, server: None } => format!("dns:{query}"),
+            Probe::Dns { query, server: Some(s) } => format!("dns:{query}@{s}"),
+            _ => match probe.port() {
+                Some(port) => format!("{address}:{port}/{}", probe.protocol()),
+                None => address.clone(),
+            },
         });
         let ip_version = t.ip_version.unwrap_or_default();
 
-        if let Ok(ip) = t.address.parse::<IpAddr>()
+        if let Ok(ip) = address.parse::<IpAddr>()
             && !ip_version.accepts(ip)
         {
             let family = if ip.is_ipv4() { "an IPv4" } else { "an IPv6" };
@@ -1105,7 +1344,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
                 path: at("ip_version"),
                 message: format!(
                     "ip_version {ip_version} does not match the address {:?}, which is {family} address",
-                    t.address
+                    address
                 ),
             });
         }
@@ -1179,7 +1418,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
 
         targets.push(Target {
             name,
-            address: t.address,
+            address,
             ip_version,
             interval: target_interval,
             timeout: target_timeout,
@@ -1190,9 +1429,10 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             dont_fragment: t.dont_fragment.unwrap_or(false),
             from,
             expect: t.expect.map(|e| Expect {
-                through: e.through,
-                not_through: e.not_through,
+                through: texts(e.through),
+                not_through: texts(e.not_through),
                 no_drop: e.no_drop,
+                answer: e.answer,
             }),
         });
     }
@@ -1205,7 +1445,7 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             endpoint: o.endpoint,
             protocol: o.protocol,
             timeout: o.timeout,
-            service_name: o.service_name,
+            service_name: o.service_name.map(|t| t.0),
             sample_ratio: o.sample_ratio.unwrap_or(1.0),
             trace_url: o.trace_url,
         }),
@@ -1507,7 +1747,8 @@ mod tests {
             Some(Expect {
                 through: vec!["backend".into(), "eth0".into()],
                 not_through: vec!["other".into()],
-                no_drop: true
+                no_drop: true,
+                answer: None,
             })
         );
         let lines = ["targets:", "  - {address: 198.18.0.1, protocol: tcp}"];
@@ -1664,6 +1905,82 @@ mod tests {
             "rtt_buckets",
         );
         assert_contains(&message, "RTT bucket -1 is not a positive number of seconds");
+    }
+
+    #[test]
+    fn dns_targets() {
+        let config = parse(&[
+            "targets:",
+            "  - {protocol: dns, query: web.shop.example/AAAA, server: 198.18.0.53, expect: {answer: ['fd00::1']}}",
+            "  - {protocol: dns, query: web.shop.example, expect: {answer: any}}",
+            "  - {protocol: dns, query: x.example, server: '198.18.0.53:5353'}",
+        ]);
+        let t = &config.targets;
+        assert_eq!(t[0].name, "dns:web.shop.example/AAAA@198.18.0.53:53");
+        assert_eq!(t[0].address, "198.18.0.53:53");
+        assert_eq!(
+            t[0].probe,
+            Probe::Dns {
+                query: "web.shop.example/AAAA".parse().unwrap(),
+                server: Some("198.18.0.53:53".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            t[0].expect.as_ref().unwrap().answer,
+            Some(AnswerExpect::Holds(vec!["fd00::1".into()]))
+        );
+        assert!(!t[0].expect.as_ref().unwrap().has_path());
+        assert_eq!(t[1].name, "dns:web.shop.example/A");
+        assert_eq!(t[1].address, "resolver");
+        assert_eq!(t[1].expect.as_ref().unwrap().answer, Some(AnswerExpect::NonEmpty));
+        assert_eq!(t[2].probe.port(), Some(5353));
+        for (line, col, path, message) in [
+            (
+                "  - {protocol: dns, query: a.example, address: 1.2.3.4}",
+                48,
+                "targets[0].address",
+                "a DNS target has no address",
+            ),
+            (
+                "  - {protocol: dns}",
+                16,
+                "targets[0].protocol",
+                "needs query: NAME[/TYPE]",
+            ),
+            (
+                "  - {protocol: dns, query: a.example/BOGUS}",
+                28,
+                "targets[0].query",
+                "not a DNS record type",
+            ),
+            (
+                "  - {protocol: dns, query: a.example, server: dns.example}",
+                47,
+                "targets[0].server",
+                "is not an IP address or IP:PORT",
+            ),
+            (
+                "  - {address: 1.2.3.4, query: a.example}",
+                31,
+                "targets[0].query",
+                "only DNS targets",
+            ),
+            (
+                "  - {address: 1.2.3.4, expect: {answer: any}}",
+                41,
+                "targets[0].expect.answer",
+                "only DNS targets have an answer",
+            ),
+            (
+                "  - {protocol: dns, query: a.example, expect: {answer: yes}}",
+                47,
+                "targets[0].expect",
+                "neither `any` nor a list",
+            ),
+            ("  - {name: nothing}", 5, "targets[0]", "a target needs address:"),
+        ] {
+            assert_contains(&error(&["targets:", line], 2, col, path), message);
+        }
     }
 
     #[test]
@@ -1936,7 +2253,7 @@ mod tests {
             "    count: 2",
         ];
         let message = error(&lines, 3, 5, "targets[1]");
-        assert_contains(&message, "missing field `address`");
+        assert_contains(&message, "a target needs address:");
     }
 
     #[test]
@@ -2216,6 +2533,89 @@ mod tests {
         assert_eq!(locate_nearest(&text, &path), Some((3, 3)));
         assert_eq!(path_string(&path), "targets[7].name");
         assert_eq!(path_string(&[]), ".");
+    }
+
+    #[test]
+    fn aliases_cannot_expand_a_small_file_into_gigabytes() {
+        // 1 MB of file, 2 GB of names once expanded; it loaded (in 20 s) before text was budgeted.
+        let text = format!(
+            "targets:\n  - address: ::1\n    name: &long '{}'\n    expect: {{through: [{}]}}\n",
+            "x".repeat(1 << 20),
+            vec!["*long"; 2_000].join(", ")
+        );
+        let started = std::time::Instant::now();
+        let message = Config::parse(&text, FILE).unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            message.starts_with(&format!("{FILE}:3:11: targets[0].expect.through[")),
+            "{message}"
+        );
+        assert_contains(
+            &message,
+            "add up to more than 5 MiB of text once its aliases are expanded",
+        );
+        // Aliases within the budget are fine.
+        let config = parse(&[
+            "targets:",
+            "  - {address: '::1', labels: &l {site: paris}, expect: {through: &n [a, b]}}",
+            "  - {address: 127.0.0.1, labels: *l, expect: {through: *n, not_through: *n}}",
+        ]);
+        assert_eq!(config.targets[1].expect.as_ref().unwrap().not_through, ["a", "b"]);
+        assert_eq!(config.targets[1].labels, config.targets[0].labels);
+    }
+
+    #[test]
+    fn odd_names_are_taken_as_written() {
+        // Interface and namespace names are compared with what the kernel reports, never run
+        // through a shell: anything the kernel allows is taken verbatim.
+        let config = parse(&[
+            "targets:",
+            "  - address: ::1",
+            "    from: {netns: \"ns with spaces;$(id)`x`\"}",
+            "    expect:",
+            "      through: ['eth 0', 'vethü✓', '$(rm -rf /)', 'exactly15chars_', '4026531840']",
+            "      not_through: ['']",
+        ]);
+        let t = &config.targets[0];
+        assert_eq!(
+            t.from,
+            Some(Origin::Netns(PathBuf::from("/run/netns/ns with spaces;$(id)`x`")))
+        );
+        let expect = t.expect.as_ref().unwrap();
+        assert_eq!(expect.through[1], "vethü✓");
+        assert_eq!(expect.through[3].len(), 15);
+        for (netns, why) in [
+            (
+                "../etc",
+                "\"../etc\" is neither a namespace name (no '/') nor an absolute path",
+            ),
+            ("a/b", "\"a/b\" is neither a namespace name"),
+            ("..", "\"..\" is neither a namespace name"),
+            ("''", "the namespace must not be empty"),
+            ("\"a\\0b\"", "\"a\\0b\" contains a NUL byte"),
+        ] {
+            let line = format!("    from: {{netns: {netns}}}");
+            let message = error(&["targets:", "  - address: ::1", &line], 3, 19, "targets[0].from.netns");
+            assert_contains(&message, why);
+        }
+    }
+
+    #[test]
+    fn not_utf8_points_at_the_first_bad_byte() {
+        let dir = std::env::temp_dir().join(format!("tracepkt-config-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("latin1.yaml");
+        std::fs::write(&path, b"targets:\n  - address: ::1\n    name: \xc3\xa9t\xe9\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((e.line(), e.column()), (Some(3), Some(13)));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:3:13: the file is not UTF-8 text (byte 0xe9): a configuration is YAML in UTF-8",
+                path.display()
+            )
+        );
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl Spec {
         }
     }
 
-    fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         match self.kind {
             ProbeKind::Icmp => 0,
             ProbeKind::Tcp { port } | ProbeKind::Udp { port, .. } => port,
@@ -276,6 +276,8 @@ struct Gathered {
     events: Vec<KernelEvent>,
     /// Events lost to a full ring buffer while the probe was out (its own or others').
     lost: u64,
+    /// A UDP probe's answer, as it came.
+    answer: Option<Vec<u8>>,
     sent_ns: u64,
     ended_ns: u64,
 }
@@ -434,6 +436,7 @@ impl Engine {
                 outcome: Outcome::SendError(format!("{e:#}")),
                 events: Vec::new(),
                 lost: 0,
+                answer: None,
                 sent_ns: 0,
                 ended_ns: 0,
             },
@@ -446,6 +449,7 @@ impl Engine {
         journey.sent_ns = g.sent_ns;
         journey.ended_ns = g.ended_ns;
         journey.events_lost = g.lost;
+        journey.answer = g.answer;
         journey
     }
 
@@ -513,8 +517,10 @@ impl Engine {
                     }
                     None => &payload,
                 };
-                let outcome = socket.exchange(target, data, spec.timeout).await;
-                Ok(self.finish(flight, key, outcome, sent_ns).await)
+                let (outcome, answer) = socket.exchange(target, data, spec.timeout).await;
+                let mut gathered = self.finish(flight, key, outcome, sent_ns).await;
+                gathered.answer = answer;
+                Ok(gathered)
             }
         }
     }
@@ -529,6 +535,7 @@ impl Engine {
             outcome,
             events,
             lost,
+            answer: None,
             sent_ns,
             ended_ns,
         }

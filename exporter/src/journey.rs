@@ -193,6 +193,8 @@ pub struct Journey {
     /// Events the kernel could not queue (ring buffer full) while the probe was out: when not
     /// 0, hops may be missing from this journey.
     pub events_lost: u64,
+    /// What came back to a UDP probe (a DNS answer, for a DNS probe).
+    pub answer: Option<Vec<u8>>,
 }
 
 /// Whether a drop event ends the packet or only frees a copy of it.
@@ -295,6 +297,7 @@ impl Journey {
             ended_ns: 0,
             violation: None,
             events_lost: 0,
+            answer: None,
         }
     }
 

@@ -6,9 +6,15 @@
 pub mod cli;
 mod clock;
 pub(crate) mod config;
+mod dns;
 mod engine;
 mod expect;
 mod export;
+// Raw-bytes entry points into the parsers for the fuzz targets in `fuzz/`; compiled into unit
+// tests too, so the committed corpus runs through them on every `cargo test`.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod journey;
 mod kernel;
 mod names;
@@ -18,3 +24,12 @@ mod prober;
 pub mod serve;
 mod sockets;
 pub mod trace;
+
+/// Gives up every capability tracepkt never uses (the list and why each one stays:
+/// `kernel::caps::KEPT`), and returns the names of those given up. Capabilities belong to
+/// threads: call it before the process starts a second one.
+pub fn narrow_capabilities() -> Result<Vec<String>, String> {
+    kernel::caps::narrow()
+        .map(|d| d.iter().map(|c| c.to_string()).collect())
+        .map_err(|e| e.to_string())
+}

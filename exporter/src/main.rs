@@ -33,6 +33,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    // Before any other thread exists, so that none keeps them.
+    match tracepkt::narrow_capabilities() {
+        Ok(dropped) if !dropped.is_empty() => {
+            tracing::debug!("capabilities given up: {}", dropped.join(", "))
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot give up unneeded capabilities: {e}"),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -18,7 +18,6 @@ use tracing::{error, info, warn};
 use crate::cli::ServeArgs;
 use crate::config::{AttachMode, Config, Origin, Probe, Target};
 use crate::engine::{self, Engine, Lease, ProbeKind, Spec};
-use crate::expect;
 use crate::export::board::{Board, JourneyView, TargetView};
 use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
@@ -27,6 +26,23 @@ use crate::export::web::{self, WebConfig};
 use crate::kernel::loader::{Mechanisms, Sizing};
 use crate::pods::{self, Locator};
 use crate::prober::{self, Outcome};
+use crate::{dns, expect};
+
+/// DNS query ids: a random start, then one apart, so that an answer to an earlier query is
+/// never taken for the current one's.
+struct DnsIds(u16);
+
+impl DnsIds {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        DnsIds(RandomState::new().hash_one(std::time::SystemTime::now()) as u16)
+    }
+
+    fn next(&mut self) -> u16 {
+        self.0 = self.0.wrapping_add(1);
+        self.0
+    }
+}
 
 /// A running target.
 struct Running {
@@ -78,6 +94,11 @@ async fn probe_loop(p: Probing, start_after: Duration) {
             port: *port,
             payload: payload.clone(),
         },
+        // Made for each probe: each query has an id of its own.
+        Probe::Dns { server, .. } => ProbeKind::Udp {
+            port: server.map_or(53, |s| s.port()),
+            payload: None,
+        },
     };
     // A pod is looked up again at each probe: it may be replaced, or moved to another node.
     let mut pod = match &t.from {
@@ -95,6 +116,9 @@ async fn probe_loop(p: Probing, start_after: Duration) {
     } else {
         t.sizes.iter().copied().map(Some).collect()
     };
+    let mut dns_ids = DnsIds::new();
+    // The last DNS answer's shortcoming, if any: part of what `expect:` checks.
+    let mut dns_violation: Option<String> = None;
     // Logged when they change, not once per probe.
     let mut last_problem: Option<String> = None;
     let mut last_violation: Option<String> = None;
@@ -112,20 +136,11 @@ async fn probe_loop(p: Probing, start_after: Duration) {
         ticker.tick().await;
         let mut answered: Vec<(u16, bool)> = Vec::new();
         for size in (0..t.count).flat_map(|_| sizes.iter().copied()) {
-            let addr = match prober::resolve(&t.address, t.ip_version).await {
-                Ok(a) => a,
-                Err(e) => {
-                    report(Some(e.to_string()));
-                    metrics.probe_error(tag, &labels, ProbeError::Resolve);
-                    board.record(&t.name, JourneyView::unresolved(e.to_string()));
-                    continue;
-                }
-            };
             let from = match (&t.from, &mut pod) {
                 (Some(Origin::Pod(_)), Some(locator)) => match locator.netns() {
                     Ok(path) => Some(path),
                     Err(e) => {
-                        report(Some(format!("probe to {addr} not sent: {e}")));
+                        report(Some(format!("probe not sent: {e}")));
                         metrics.probe_error(tag, &labels, ProbeError::Send);
                         board.record(&t.name, JourneyView::not_sent("send_error", e));
                         continue;
@@ -134,16 +149,74 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                 (Some(Origin::Netns(path)), _) => Some(path.clone()),
                 _ => None,
             };
+            let mut kind = kind.clone();
+            let (addr, dns_id) = match &t.probe {
+                Probe::Dns { query, server } => {
+                    let server = match server {
+                        Some(s) => Ok(*s),
+                        None => dns::resolver_of(from.as_deref()),
+                    };
+                    let server = match server {
+                        Ok(s) if t.ip_version.accepts(s.ip()) => s,
+                        Ok(s) => {
+                            let e = format!("the resolver {s} is not of ip_version {}", t.ip_version);
+                            report(Some(e.clone()));
+                            metrics.probe_error(tag, &labels, ProbeError::Resolve);
+                            board.record(&t.name, JourneyView::unresolved(e));
+                            continue;
+                        }
+                        Err(e) => {
+                            report(Some(format!("no DNS server to ask: {e}")));
+                            metrics.probe_error(tag, &labels, ProbeError::Resolve);
+                            board.record(&t.name, JourneyView::unresolved(e));
+                            continue;
+                        }
+                    };
+                    let id = dns_ids.next();
+                    kind = ProbeKind::Udp {
+                        port: server.port(),
+                        payload: Some(query.encode(id).expect("checked when the config was read")),
+                    };
+                    (server.ip(), Some(id))
+                }
+                _ => match prober::resolve(&t.address, t.ip_version).await {
+                    Ok(a) => (a, None),
+                    Err(e) => {
+                        report(Some(e.to_string()));
+                        metrics.probe_error(tag, &labels, ProbeError::Resolve);
+                        board.record(&t.name, JourneyView::unresolved(e.to_string()));
+                        continue;
+                    }
+                },
+            };
             metrics.probe_sent(tag, &labels);
             let spec = Spec {
                 addr,
-                kind: kind.clone(),
+                kind,
                 size,
                 dont_fragment: t.dont_fragment,
                 from,
                 timeout: t.timeout,
             };
             let mut journey = engine.probe(&lease, seq, &spec).await;
+            if let (Probe::Dns { query, .. }, Some(id)) = (&t.probe, dns_id) {
+                let expect = t.expect.as_ref().and_then(|e| e.answer.as_ref());
+                match journey.answer.as_deref().map(|a| dns::DnsAnswer::decode(a, id, query)) {
+                    Some(Ok(answer)) => {
+                        let wrong = answer.violation(expect);
+                        metrics.dns_answer(tag, &labels, &answer.rcode, wrong.is_none(), answer.ttl);
+                        dns_violation = wrong.map(|w| format!("DNS {query}: {w}"));
+                    }
+                    Some(Err(e)) => {
+                        metrics.dns_answer(tag, &labels, "OTHER", false, None);
+                        dns_violation = Some(format!("DNS {query}: {e}"));
+                    }
+                    None => {
+                        metrics.dns_unanswered(tag, &labels);
+                        dns_violation = None;
+                    }
+                }
+            }
             let error = match &journey.outcome {
                 Outcome::SendError(e) => {
                     report(Some(format!("probe to {addr} not sent: {e}")));
@@ -165,15 +238,23 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                 metrics.probe_error(tag, &labels, e);
             }
             if let Some(expect) = &t.expect {
-                journey.violation = expect::violation(expect, &journey);
-                metrics.path_expected(tag, &labels, journey.violation.is_none());
+                let path = expect::violation(expect, &journey);
+                if expect.has_path() {
+                    metrics.path_expected(tag, &labels, path.is_none());
+                }
+                let on_path = path.is_some();
+                journey.violation = path.or_else(|| dns_violation.take());
                 if journey.violation != last_violation {
                     match &journey.violation {
-                        Some(v) => warn!(target = %t.name, "path not as expected: {v}"),
-                        None => info!(target = %t.name, "path as expected again"),
+                        Some(v) if on_path => warn!(target = %t.name, "path not as expected: {v}"),
+                        Some(v) => warn!(target = %t.name, "not as expected: {v}"),
+                        None => info!(target = %t.name, "as expected again"),
                     }
                     last_violation = journey.violation.clone();
                 }
+            } else if let Some(v) = dns_violation.take() {
+                // Without expect:, a DNS error answer still says what went wrong on the page.
+                journey.violation = Some(v);
             }
             let trace = tracer.as_ref().and_then(|tr| tr.record(&info, Some(addr), &journey));
             metrics.record(tag, &labels, &journey, trace, size);

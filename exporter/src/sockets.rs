@@ -145,26 +145,31 @@ pub async fn udp_socket(ns: Option<&PathBuf>, addr: IpAddr) -> anyhow::Result<Ud
 }
 
 impl UdpProbe {
-    /// Sends `data` and waits for any datagram back. The socket is connected, so an ICMP port
-    /// unreachable comes back as a refusal.
-    pub async fn exchange(self, target: SocketAddr, data: &[u8], timeout: Duration) -> Outcome {
+    /// Sends `data` and waits for any datagram back, which it returns with the outcome. The
+    /// socket is connected, so an ICMP port unreachable comes back as a refusal.
+    pub async fn exchange(self, target: SocketAddr, data: &[u8], timeout: Duration) -> (Outcome, Option<Vec<u8>>) {
         let std: std::net::UdpSocket = self.socket.into();
         let socket = match tokio::net::UdpSocket::from_std(std) {
             Ok(s) => s,
-            Err(e) => return Outcome::SendError(e.to_string()),
+            Err(e) => return (Outcome::SendError(e.to_string()), None),
         };
         if let Err(e) = socket.connect(target).await {
-            return failure(&e);
+            return (failure(&e), None);
         }
         let start = Instant::now();
         if let Err(e) = socket.send(data).await {
-            return failure(&e);
+            return (failure(&e), None);
         }
-        let mut buf = [0u8; 2048];
+        // A DNS answer over UDP without EDNS fits in 512 bytes; with it, in what the query
+        // offered (1232).
+        let mut buf = vec![0u8; 4096];
         match tokio::time::timeout(timeout, socket.recv(&mut buf)).await {
-            Ok(Ok(_)) => Outcome::Reply { rtt: start.elapsed() },
-            Ok(Err(e)) => failure(&e),
-            Err(_) => Outcome::Timeout,
+            Ok(Ok(n)) => {
+                buf.truncate(n);
+                (Outcome::Reply { rtt: start.elapsed() }, Some(buf))
+            }
+            Ok(Err(e)) => (failure(&e), None),
+            Err(_) => (Outcome::Timeout, None),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! `tracepkt trace`: a few probes to one target, every hop printed, as the original tool did.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -24,12 +23,6 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         (_, true) => IpVersion::V6,
         _ => IpVersion::Any,
     };
-    let target = prober::resolve(&args.target, family).await?;
-    let kind = match (args.tcp, args.udp) {
-        (Some(port), _) => ProbeKind::Tcp { port },
-        (_, Some(port)) => ProbeKind::Udp { port, payload: None },
-        _ => ProbeKind::Icmp,
-    };
     let from = match (&args.from, &args.from_pod) {
         (None, None) => None,
         (_, Some(pod)) => Some(
@@ -37,19 +30,39 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                 .netns()
                 .map_err(anyhow::Error::msg)?,
         ),
-        (Some(ns), None) => {
-            let path = if ns.starts_with('/') {
-                PathBuf::from(ns)
-            } else {
-                Path::new("/run/netns").join(ns)
-            };
+        (Some(path), None) => {
             anyhow::ensure!(
                 path.exists(),
-                "network namespace {ns:?} not found ({} does not exist)",
+                "network namespace not found: {} does not exist",
                 path.display()
             );
-            Some(path)
+            Some(path.clone())
         }
+    };
+    let dns: Option<crate::dns::DnsQuery> = args.dns.as_deref().map(|q| q.parse().expect("checked by the parser"));
+    let (target, kind) = match (&dns, &args.target) {
+        (Some(_), _) => {
+            let server = match args.server {
+                Some(s) => s,
+                None => crate::dns::resolver_of(from.as_deref())
+                    .map_err(|e| anyhow::anyhow!("no DNS server to ask: {e}"))?,
+            };
+            let kind = ProbeKind::Udp {
+                port: server.port(),
+                payload: None,
+            };
+            (server.ip(), kind)
+        }
+        (None, Some(host)) => {
+            let target = prober::resolve(host, family).await?;
+            let kind = match (args.tcp, args.udp) {
+                (Some(port), _) => ProbeKind::Tcp { port },
+                (_, Some(port)) => ProbeKind::Udp { port, payload: None },
+                _ => ProbeKind::Icmp,
+            };
+            (target, kind)
+        }
+        (None, None) => unreachable!("clap requires a target without --dns"),
     };
     let spec = Spec {
         addr: target,
@@ -96,10 +109,14 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
             otlp::start(settings, &span_counts).await?
         }
     };
+    let target_name = match (&dns, &args.target) {
+        (Some(q), _) => format!("dns:{q}"),
+        (None, t) => t.clone().unwrap_or_default(),
+    };
     let info = TargetInfo {
-        name: &args.target,
-        address: &args.target,
-        port: args.tcp.or(args.udp),
+        name: &target_name,
+        address: &target_name,
+        port: args.tcp.or(args.udp).or(dns.as_ref().map(|_| spec.port())),
         labels: &[],
     };
 
@@ -108,10 +125,23 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     // long), and keeps that width after it so the rows stay under their header.
     let mut netns_width = None;
     let mut all_replied = true;
+    let dns_first_id = {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::time::SystemTime::now()) as u16
+    };
     for seq in 0..args.count {
         if seq > 0 && args.interval > 0.0 {
             tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
         }
+        let mut spec = spec.clone();
+        let dns_id = dns.as_ref().map(|q| {
+            let id = dns_first_id.wrapping_add(seq);
+            spec.kind = ProbeKind::Udp {
+                port: spec.port(),
+                payload: Some(q.encode(id).expect("checked by the parser")),
+            };
+            id
+        });
         let journey = engine.probe(&lease, seq, &spec).await;
         if !args.json && netns_width.is_none() {
             let width = journey.hops.iter().map(|h| netns_cell(h).chars().count()).max();
@@ -127,6 +157,11 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
             }
         }
         let mut summary = summary(&journey, seq, args.count, &spec);
+        if let (Some(q), Some(id)) = (&dns, dns_id) {
+            let (text, ok) = dns_summary(q, id, &journey);
+            summary.push_str(&text);
+            all_replied &= ok;
+        }
         if let Some(id) = tracer.as_ref().and_then(|t| t.record(&info, Some(target), &journey)) {
             summary.push_str(&format!("; trace {id}"));
         }
@@ -162,6 +197,24 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
 
 /// The namespace column's least width: an inode and a short name.
 const NETNS_WIDTH: usize = 28;
+
+/// What a DNS probe's answer said, for the summary line, and whether it is right.
+fn dns_summary(q: &crate::dns::DnsQuery, id: u16, j: &Journey) -> (String, bool) {
+    let Some(answer) = j.answer.as_deref() else {
+        return (String::new(), false);
+    };
+    match crate::dns::DnsAnswer::decode(answer, id, q) {
+        Ok(a) => {
+            let ttl = a.ttl.map(|t| format!(", ttl {t}s")).unwrap_or_default();
+            let text = format!("; {q}: {} [{}]{ttl}", a.rcode, a.values.join(", "));
+            match a.violation(None) {
+                None => (text, true),
+                Some(v) => (format!("{text} ({v})"), false),
+            }
+        }
+        Err(e) => (format!("; {q}: {e}"), false),
+    }
+}
 
 fn header(netns_width: usize) -> String {
     format!(

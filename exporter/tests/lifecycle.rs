@@ -393,3 +393,75 @@ fn a_bad_web_config_is_refused_at_start() {
         describe(&out)
     );
 }
+
+/// The capability bits tracepkt keeps when it has them (`kernel::caps::KEPT`): DAC_READ_SEARCH,
+/// NET_ADMIN, NET_RAW, SYS_PTRACE, SYS_ADMIN, SYS_RESOURCE, SYSLOG, PERFMON, BPF.
+const KEPT_BITS: [u32; 9] = [2, 12, 13, 19, 21, 24, 34, 38, 39];
+
+fn cap_sets(status: &str) -> Vec<(String, u64)> {
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.starts_with("Cap")
+                .then(|| (k.to_owned(), u64::from_str_radix(v.trim(), 16).unwrap_or(u64::MAX)))
+        })
+        .collect()
+}
+
+#[test]
+fn serve_gives_up_the_capabilities_it_never_uses() {
+    let test = "serve_gives_up_the_capabilities_it_never_uses";
+    require_privileges!(test);
+    let mut c = Cleanup::new();
+    let ns = c.veth_ns("tpklc-caps", "tpklccaps", "198.18.136");
+    let dir = TempDir::new(test);
+    let port = free_port();
+    let config = dir.path("config.yaml");
+    // One probe from another namespace: entering it needs CAP_SYS_ADMIN, which stays.
+    write(
+        &config,
+        &format!(
+            "listen: 127.0.0.1:{port}\ninterval: 300ms\ntimeout: 250ms\ntargets:\n  - address: 127.0.0.1\n  \
+             - {{name: from-ns, address: 198.18.136.1, from: {{netns: {ns}}}}}\n"
+        ),
+    );
+    let log = dir.path("serve.log");
+    let serve = common::serve(&config, &log);
+    wait_for(120, "both targets answered", &log, || {
+        let t = scrape(port);
+        (sample(&t, "tracepkt_probe_success{target=\"127.0.0.1\"}") == Some(1.0)
+            && sample(&t, "tracepkt_probe_success{target=\"from-ns\"}") == Some(1.0))
+        .then_some(())
+    });
+    let kept: u64 = KEPT_BITS.iter().map(|b| 1u64 << b).sum();
+    let mine = cap_sets(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let my_eff = mine.iter().find(|(k, _)| k == "CapEff").unwrap().1;
+    assert!(
+        my_eff & (1 << 16) != 0,
+        "the test itself lacks CAP_SYS_MODULE: the check would prove nothing"
+    );
+    let pid = serve.0.id();
+    let mut threads = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let sets: std::collections::BTreeMap<String, u64> = cap_sets(&status).into_iter().collect();
+        threads += 1;
+        for set in ["CapEff", "CapPrm"] {
+            assert_eq!(
+                sets[set],
+                my_eff & kept,
+                "thread {:?}: {set} {:#x}, expected {:#x}",
+                task.file_name(),
+                sets[set],
+                my_eff & kept
+            );
+        }
+        assert_eq!(sets["CapInh"], 0);
+        assert_eq!(sets.get("CapAmb").copied().unwrap_or(0), 0);
+    }
+    println!(
+        "{threads} threads, each with CapEff = CapPrm = {:#x} (the test's own: {my_eff:#x})",
+        my_eff & kept
+    );
+}

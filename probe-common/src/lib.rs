@@ -30,6 +30,11 @@ pub const PROBE_L3_LEN_V6: usize = 40 + 8 + PROBE_PAYLOAD_LEN;
 /// IP length of a TCP segment without options: the RST that refuses a probe, or ends it.
 pub const TCP_BARE_L3_LEN_V4: usize = 20 + 20;
 pub const TCP_BARE_L3_LEN_V6: usize = 40 + 20;
+/// A DNS probe's query, padded to this many bytes (EDNS(0) padding), so that its IP length is
+/// fixed too. Answers vary in length: only the query's way out is followed.
+pub const DNS_QUERY_LEN: usize = 128;
+pub const DNS_L3_LEN_V4: usize = 20 + 8 + DNS_QUERY_LEN;
+pub const DNS_L3_LEN_V6: usize = 40 + 8 + DNS_QUERY_LEN;
 
 /// The largest IP length a sized probe may have (`size:`): the IPv4 total length field's
 /// limit, which IPv6 probes share.
@@ -39,8 +44,14 @@ pub const MAX_PROBE_LEN: usize = 65535;
 pub const PROBE_LENGTH_WORDS: usize = (MAX_PROBE_LEN + 1) / 64;
 /// The lengths every probe-related packet may have whatever the configuration: an ICMP or UDP
 /// probe of the default size (IPv4 and IPv6), and the bare TCP segments (40, and 60 as
-/// IPv6), which refuse or end a TCP probe. A TCP SYN is 60 or 80 too.
-pub const FIXED_PROBE_LENGTHS: [usize; 3] = [TCP_BARE_L3_LEN_V4, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6];
+/// IPv6), which refuse or end a TCP probe, and a DNS probe's padded query. A TCP SYN is 60 or 80 too.
+pub const FIXED_PROBE_LENGTHS: [usize; 5] = [
+    TCP_BARE_L3_LEN_V4,
+    PROBE_L3_LEN_V4,
+    PROBE_L3_LEN_V6,
+    DNS_L3_LEN_V4,
+    DNS_L3_LEN_V6,
+];
 
 /// The bitmap of IP lengths the kernel programs let past their first test: bit `n % 64` of
 /// word `n / 64` is set for each allowed length `n`.

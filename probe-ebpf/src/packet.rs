@@ -11,7 +11,8 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use probe_common::{
-    Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto, payload, probe_key,
+    DNS_L3_LEN_V4, DNS_L3_LEN_V6, Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto,
+    payload, probe_key,
 };
 
 use crate::PROBES;
@@ -200,9 +201,16 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         }
         IPPROTO_TCP | IPPROTO_UDP => {
             let proto = if ipproto == IPPROTO_TCP { Proto::Tcp } else { Proto::Udp };
-            // UDP probes carry the payload, so they are ICMP-sized; TCP segments are a SYN
-            // (or SYN-ACK) or a bare segment.
-            if (proto == Proto::Udp && l3_len != icmp_len) || (proto == Proto::Tcp && l3_len > PROBE_L3_LEN_V6) {
+            // UDP probes carry the payload, so they are ICMP-sized, or a padded DNS query;
+            // TCP segments are a SYN (or SYN-ACK) or a bare segment.
+            let dns_len = if p.ip_version == 4 {
+                DNS_L3_LEN_V4
+            } else {
+                DNS_L3_LEN_V6
+            };
+            if (proto == Proto::Udp && l3_len != icmp_len && l3_len != dns_len)
+                || (proto == Proto::Tcp && l3_len > PROBE_L3_LEN_V6)
+            {
                 return None;
             }
             let ports: [u8; 4] = unsafe { read(l4, 0)? };

@@ -52,6 +52,23 @@ struct SizeLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RcodeLabels {
+    #[prometheus(flatten)]
+    target: TargetLabels,
+    rcode: &'static str,
+}
+
+/// DNS response codes as labelled: the common ones by name, the rest together, so that the
+/// series of a target stay few and known.
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "OTHER",
+];
+
+fn rcode_label(rcode: &str) -> &'static str {
+    RCODES.iter().find(|r| **r == rcode).copied().unwrap_or("OTHER")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StageLabels {
     #[prometheus(flatten)]
     target: TargetLabels,
@@ -144,6 +161,9 @@ pub struct Metrics {
     stages: Family<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     path_changes: Family<TargetLabels, Counter>,
     incomplete: Family<TargetLabels, Counter>,
+    dns_ok: Family<TargetLabels, Gauge>,
+    dns_ttl: Family<TargetLabels, Gauge>,
+    dns_rcodes: Family<RcodeLabels, Counter>,
     path_hops: Family<TargetLabels, Gauge>,
     last_hop: Family<LastHopLabels, Gauge>,
     path_expected: Family<TargetLabels, Gauge>,
@@ -180,6 +200,9 @@ impl Metrics {
         let stages = Family::<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let path_changes = Family::<TargetLabels, Counter>::default();
         let incomplete = Family::<TargetLabels, Counter>::default();
+        let dns_ok = Family::<TargetLabels, Gauge>::default();
+        let dns_ttl = Family::<TargetLabels, Gauge>::default();
+        let dns_rcodes = Family::<RcodeLabels, Counter>::default();
         let path_hops = Family::<TargetLabels, Gauge>::default();
         let last_hop = Family::<LastHopLabels, Gauge>::default();
         let path_expected = Family::<TargetLabels, Gauge>::default();
@@ -226,6 +249,21 @@ impl Metrics {
             "tracepkt_path_changes",
             "Journeys whose path differed from the previous journey's",
             path_changes.clone(),
+        );
+        registry.register(
+            "tracepkt_dns_answer_ok",
+            "DNS targets: whether the last answer was NOERROR and held what expect: answer asks (1) or not (0)",
+            dns_ok.clone(),
+        );
+        registry.register(
+            "tracepkt_dns_answer_ttl_seconds",
+            "DNS targets: the smallest TTL of the last answer's records of the type asked",
+            dns_ttl.clone(),
+        );
+        registry.register(
+            "tracepkt_dns_responses",
+            "DNS targets: answers by response code",
+            dns_rcodes.clone(),
         );
         registry.register(
             "tracepkt_journeys_incomplete",
@@ -293,6 +331,9 @@ impl Metrics {
             stages,
             path_changes,
             incomplete,
+            dns_ok,
+            dns_ttl,
+            dns_rcodes,
             path_hops,
             last_hop,
             path_expected,
@@ -355,6 +396,14 @@ impl Metrics {
         self.rtt.remove(&t);
         self.path_expected.remove(&t);
         self.path_hops.remove(&t);
+        self.dns_ok.remove(&t);
+        self.dns_ttl.remove(&t);
+        for rcode in RCODES {
+            self.dns_rcodes.remove(&RcodeLabels {
+                target: t.clone(),
+                rcode,
+            });
+        }
         for reason in ProbeError::ALL {
             self.probe_errors.remove(&ErrorLabels {
                 target: t.clone(),
@@ -386,6 +435,34 @@ impl Metrics {
     pub fn probe_sent(&self, tag: u32, t: &TargetLabels) {
         self.if_current(tag, t, || {
             self.probes_sent.get_or_create(t).inc();
+        });
+    }
+
+    /// A DNS target's answer: its response code, whether it held what was expected, its TTL.
+    pub fn dns_answer(&self, tag: u32, t: &TargetLabels, rcode: &str, ok: bool, ttl: Option<u32>) {
+        self.if_current(tag, t, || {
+            self.dns_rcodes
+                .get_or_create(&RcodeLabels {
+                    target: t.clone(),
+                    rcode: rcode_label(rcode),
+                })
+                .inc();
+            self.dns_ok.get_or_create(t).set(i64::from(ok));
+            match ttl {
+                Some(ttl) => {
+                    self.dns_ttl.get_or_create(t).set(i64::from(ttl));
+                }
+                None => {
+                    self.dns_ttl.remove(t);
+                }
+            }
+        });
+    }
+
+    /// A DNS target whose question got no answer to check.
+    pub fn dns_unanswered(&self, tag: u32, t: &TargetLabels) {
+        self.if_current(tag, t, || {
+            self.dns_ok.get_or_create(t).set(0);
         });
     }
 

@@ -743,6 +743,7 @@ mod tests {
             ended_ns: 2,
             violation: None,
             events_lost: 0,
+            answer: None,
         }
     }
 

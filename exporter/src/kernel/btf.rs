@@ -24,6 +24,12 @@ pub enum BtfError {
     Bitfield { ty: String, field: String },
     #[error("function `{0}` is not in the kernel's BTF")]
     NoFunction(String),
+    #[error("cannot find `{ty}.{field}`: the kernel's BTF is malformed: {why}")]
+    Malformed {
+        ty: String,
+        field: String,
+        why: &'static str,
+    },
 }
 
 /// vmlinux BTF plus whatever module BTF was asked for, searched in that order.
@@ -66,7 +72,7 @@ impl KernelBtf {
         Ok(KernelBtf { sets })
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn from_vmlinux_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
         let btf = Btf::from_bytes(bytes).map_err(|e| parse_err(Path::new("<bytes>"), e))?;
         Ok(KernelBtf {
@@ -102,13 +108,23 @@ impl KernelBtf {
     /// Anonymous unions and structs are descended into, as C does.
     pub fn offset_of(&self, ty: &str, path: &str) -> Result<u32, BtfError> {
         let (btf, mut cur) = self.struct_named(ty)?;
-        let mut total_bits = 0u32;
+        let size = cur.size() as u64;
+        let malformed = |why| BtfError::Malformed {
+            ty: ty.to_string(),
+            field: path.to_string(),
+            why,
+        };
+        let no_field = || BtfError::NoField {
+            ty: ty.to_string(),
+            field: path.to_string(),
+        };
+        // Summed wide: offsets from a lying BTF may add up past u32.
+        let mut total_bits = 0u64;
         let mut segments = path.split('.').peekable();
         while let Some(field) = segments.next() {
-            let (bits, member) = find_member(btf, &cur, field).ok_or_else(|| BtfError::NoField {
-                ty: ty.to_string(),
-                field: path.to_string(),
-            })?;
+            let (bits, member) = find_member(btf, &cur, field, 0)
+                .map_err(malformed)?
+                .ok_or_else(no_field)?;
             if member.bitfield_size().is_some_and(|s| s != 0) || bits % 8 != 0 {
                 return Err(BtfError::Bitfield {
                     ty: ty.to_string(),
@@ -117,18 +133,15 @@ impl KernelBtf {
             }
             total_bits += bits;
             if segments.peek().is_some() {
-                cur = match resolve_struct(btf, &member) {
-                    Some(s) => s,
-                    None => {
-                        return Err(BtfError::NoField {
-                            ty: ty.to_string(),
-                            field: path.to_string(),
-                        });
-                    }
-                };
+                cur = resolve_struct(btf, &member).map_err(malformed)?.ok_or_else(no_field)?;
             }
         }
-        Ok(total_bits / 8)
+        // Offsets come from the BTF as they are: one past the struct's end is a lie that would
+        // send the programs reading another object.
+        match u32::try_from(total_bits / 8) {
+            Ok(offset) if u64::from(offset) <= size => Ok(offset),
+            _ => Err(malformed("the offset is past the end of the struct")),
+        }
     }
 
     /// Parameter names of a function, in order.
@@ -182,38 +195,52 @@ impl KernelBtf {
     }
 }
 
+/// How far anonymous members and typedef/qualifier chains are followed: deeper than any
+/// kernel's types go, and a bound, so that a loop in malformed BTF ends in an error instead
+/// of a stack overflow.
+const MAX_DEPTH: usize = 32;
+
 /// Finds `field` in `s`, looking through anonymous members. Returns its bit offset and member.
-fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Option<(u32, btf_rs::Member)> {
+fn find_member(
+    btf: &Btf,
+    s: &btf_rs::Struct,
+    field: &str,
+    depth: usize,
+) -> Result<Option<(u64, btf_rs::Member)>, &'static str> {
+    if depth > MAX_DEPTH {
+        return Err("anonymous members nest without end");
+    }
     for m in &s.members {
         let name = btf.resolve_name(m).unwrap_or_default();
         if name == field {
-            return Some((m.bit_offset(), m.clone()));
+            return Ok(Some((m.bit_offset().into(), m.clone())));
         }
         if name.is_empty()
-            && let Some(inner) = resolve_struct(btf, m)
-            && let Some((bits, found)) = find_member(btf, &inner, field)
+            && let Some(inner) = resolve_struct(btf, m)?
+            && let Some((bits, found)) = find_member(btf, &inner, field, depth + 1)?
         {
-            return Some((m.bit_offset() + bits, found));
+            return Ok(Some((u64::from(m.bit_offset()) + bits, found)));
         }
     }
-    None
+    Ok(None)
 }
 
-/// The struct or union a member's type names, through typedefs and qualifiers.
-fn resolve_struct(btf: &Btf, m: &btf_rs::Member) -> Option<btf_rs::Struct> {
-    let mut t = btf.resolve_chained_type(m).ok()?;
-    for _ in 0..16 {
-        match t {
-            Type::Struct(s) | Type::Union(s) => return Some(s),
-            Type::Typedef(ref x) => t = btf.resolve_chained_type(x).ok()?,
-            Type::Const(ref x) | Type::Volatile(ref x) | Type::Restrict(ref x) => {
-                t = btf.resolve_chained_type(x).ok()?
-            }
-            Type::TypeTag(ref x) => t = btf.resolve_chained_type(x).ok()?,
-            _ => return None,
+/// The struct or union a member's type names, through typedefs and qualifiers; `None` when
+/// it names something else.
+fn resolve_struct(btf: &Btf, m: &btf_rs::Member) -> Result<Option<btf_rs::Struct>, &'static str> {
+    const DANGLING: &str = "a type refers to a type id that is not in the BTF";
+    let mut t = btf.resolve_chained_type(m).map_err(|_| DANGLING)?;
+    for _ in 0..MAX_DEPTH {
+        t = match t {
+            Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
+            Type::Typedef(ref x) => btf.resolve_chained_type(x),
+            Type::Const(ref x) | Type::Volatile(ref x) | Type::Restrict(ref x) => btf.resolve_chained_type(x),
+            Type::TypeTag(ref x) => btf.resolve_chained_type(x),
+            _ => return Ok(None),
         }
+        .map_err(|_| DANGLING)?;
     }
-    None
+    Err("typedefs and qualifiers refer to each other in a loop")
 }
 
 #[cfg(test)]
@@ -233,6 +260,8 @@ pub(crate) mod tests {
     const STRUCT: u32 = 4;
     const UNION: u32 = 5;
     const ENUM: u32 = 6;
+    const TYPEDEF: u32 = 8;
+    const CONST: u32 = 10;
     const FUNC: u32 = 12;
     const FUNC_PROTO: u32 = 13;
 
@@ -272,6 +301,12 @@ pub(crate) mod tests {
         }
         fn ptr(&mut self, to: u32) -> u32 {
             self.head("", PTR, 0, false, to)
+        }
+        fn typedef(&mut self, name: &str, to: u32) -> u32 {
+            self.head(name, TYPEDEF, 0, false, to)
+        }
+        fn constant(&mut self, to: u32) -> u32 {
+            self.head("", CONST, 0, false, to)
         }
         /// Members: (name, type, bit offset, bitfield size).
         fn compound(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
@@ -322,6 +357,10 @@ pub(crate) mod tests {
     /// A miniature of the kernel types tracepkt reads, with the same shapes: `dev` inside an
     /// anonymous struct inside an anonymous union, a nested named struct, a bitfield.
     pub(crate) fn kernel_like() -> KernelBtf {
+        KernelBtf::from_vmlinux_bytes(&kernel_like_bytes()).expect("valid BTF")
+    }
+
+    fn kernel_like_bytes() -> Vec<u8> {
         let mut b = Builder::new();
         let int = b.int("int", 4);
         let long = b.int("long", 8);
@@ -335,17 +374,22 @@ pub(crate) mod tests {
         let anon_s = b.compound(STRUCT, "", 8, &[("dev", dev_ptr, 0, 0)]);
         let anon_u = b.compound(UNION, "", 8, &[("", anon_s, 0, 0), ("rbnode", long, 0, 0)]);
         let ns = b.compound(STRUCT, "ns_common", 8, &[("stashed", int, 0, 0), ("inum", int, 32, 0)]);
-        b.compound(STRUCT, "net", 16, &[("passive", long, 0, 0), ("ns", ns, 64, 0)]);
+        let net = b.compound(STRUCT, "net", 16, &[("passive", long, 0, 0), ("ns", ns, 64, 0)]);
+        // Reached through a typedef and a qualifier, as `possible_net_t` and friends are.
+        let const_net = b.constant(net);
+        let net_ref = b.typedef("net_ref", const_net);
         b.compound(
             STRUCT,
             "sk_buff",
-            64,
+            80,
             &[
                 ("next", long, 0, 0),
                 ("", anon_u, 64, 0),
                 ("flag", int, 160, 1),
                 ("protocol", int, 192, 0),
                 ("nd", dev, 256, 0),
+                ("len", int, 448, 0),
+                ("cnet", net_ref, 480, 0),
             ],
         );
         b.func(
@@ -353,6 +397,7 @@ pub(crate) mod tests {
             int,
             &[("priv", dev_ptr), ("skb", dev_ptr), ("state", dev_ptr)],
         );
+        b.func("kfree_skb_reason", int, &[("skb", dev_ptr), ("reason", int)]);
         b.enumeration(
             "skb_drop_reason",
             &[
@@ -361,7 +406,17 @@ pub(crate) mod tests {
                 ("SKB_DROP_REASON_NETFILTER_DROP", 12),
             ],
         );
-        KernelBtf::from_vmlinux_bytes(&b.build()).expect("valid BTF")
+        b.build()
+    }
+
+    /// The fuzz target's seed is this blob: the committed copy must stay what the builder makes
+    /// (TRACEPKT_UPDATE_FUZZ_SEEDS=1 rewrites it).
+    #[test]
+    fn fuzz_seed_is_current() {
+        let blob = kernel_like_bytes();
+        crate::fuzzing::check_seed("btf", "kernel-like.btf", &blob);
+        // Cut inside the type section: the header promises more than there is.
+        crate::fuzzing::check_seed("btf", "kernel-like-truncated.btf", &blob[..blob.len() / 2]);
     }
 
     #[test]
@@ -373,6 +428,8 @@ pub(crate) mod tests {
         assert_eq!(btf.offset_of("sk_buff", "nd.ifindex").unwrap(), 32 + 8);
         assert_eq!(btf.offset_of("net", "ns.inum").unwrap(), 12);
         assert_eq!(btf.offset_of("net_device", "name").unwrap(), 16);
+        assert_eq!(btf.offset_of("sk_buff", "len").unwrap(), 56);
+        assert_eq!(btf.offset_of("sk_buff", "cnet.ns.inum").unwrap(), 60 + 12);
     }
 
     #[test]
@@ -405,6 +462,116 @@ pub(crate) mod tests {
         let reasons = btf.enum_values("skb_drop_reason").unwrap();
         assert!(reasons.contains(&("SKB_DROP_REASON_NETFILTER_DROP".to_string(), 12)));
         assert_eq!(reasons.len(), 3);
+    }
+
+    // Header fields, as byte offsets into the blob.
+    const TYPE_LEN: usize = 12;
+    const STR_OFF: usize = 16;
+    const STR_LEN: usize = 20;
+
+    fn set_u32(blob: &mut [u8], at: usize, v: u32) {
+        blob[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn u32_at(blob: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(blob[at..at + 4].try_into().unwrap())
+    }
+
+    fn parse_error(blob: &[u8]) -> String {
+        match KernelBtf::from_vmlinux_bytes(blob) {
+            Ok(_) => panic!("a lying blob of {} bytes parsed", blob.len()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn lying_headers_are_parse_errors() {
+        let good = kernel_like_bytes();
+        let (type_len, str_len) = (u32_at(&good, TYPE_LEN), u32_at(&good, STR_LEN));
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![("empty", vec![]), ("bad magic", vec![0xff; 64])];
+        let mut more_types = good.clone();
+        set_u32(&mut more_types, TYPE_LEN, type_len + 24);
+        cases.push(("more types than present", more_types));
+        let mut more_strings = good.clone();
+        set_u32(&mut more_strings, STR_LEN, str_len + 1000);
+        cases.push(("more strings than present", more_strings));
+        let mut huge_strings = good.clone();
+        set_u32(&mut huge_strings, STR_LEN, u32::MAX);
+        cases.push(("4 GiB of strings", huge_strings));
+        let mut strings_past_end = good.clone();
+        set_u32(&mut strings_past_end, STR_OFF, u32::MAX - 8);
+        cases.push(("strings past the end", strings_past_end));
+        let mut names_past_strings = good.clone();
+        set_u32(&mut names_past_strings, STR_LEN, 4);
+        cases.push(("names past the strings", names_past_strings));
+        for (what, blob) in cases {
+            let message = parse_error(&blob);
+            assert!(
+                message.starts_with("cannot parse BTF in <bytes>: "),
+                "{what}: {message}"
+            );
+        }
+        // Every truncation of a valid blob.
+        for len in 0..good.len() {
+            let message = parse_error(&good[..len]);
+            assert!(message.starts_with("cannot parse BTF in <bytes>: "), "{len}: {message}");
+        }
+    }
+
+    /// Types that point nowhere or in circles: every lookup ends, with an error that names
+    /// what was looked up.
+    #[test]
+    fn lying_types_are_lookup_errors() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        // A typedef loop: a -> b -> a.
+        let loop_a = b.next_id;
+        b.typedef("loop_a", loop_a + 1);
+        b.typedef("loop_b", loop_a);
+        // An anonymous struct that contains itself, anonymously.
+        let anon_self = b.next_id;
+        b.compound(STRUCT, "", 8, &[("", anon_self, 0, 0)]);
+        // Anonymous members whose offsets add up past 4 GiB.
+        let far_inner = b.compound(STRUCT, "", 8, &[("far", int, 0xffff_ff00, 0)]);
+        let far_outer = b.compound(STRUCT, "", 8, &[("", far_inner, 0xffff_ff00, 0)]);
+        b.compound(
+            STRUCT,
+            "sk_buff",
+            64,
+            &[
+                ("dangling", 999, 0, 0),
+                ("looped", loop_a, 64, 0),
+                ("", far_outer, 0, 0),
+            ],
+        );
+        b.compound(STRUCT, "net_device", 8, &[("", anon_self, 0, 0)]);
+        b.head("kfree_skb_reason", FUNC, 0, false, 999);
+        b.head("skb_drop_reason", ENUM, 0, false, 4);
+        let btf = KernelBtf::from_vmlinux_bytes(&b.build()).expect("parses: the lies are in the types");
+
+        let err = |ty: &str, path: &str| btf.offset_of(ty, path).unwrap_err().to_string();
+        assert_eq!(
+            err("sk_buff", "dangling.len"),
+            "cannot find `sk_buff.dangling.len`: the kernel's BTF is malformed: a type refers to a type id that is not in the BTF"
+        );
+        assert_eq!(
+            err("sk_buff", "looped.len"),
+            "cannot find `sk_buff.looped.len`: the kernel's BTF is malformed: typedefs and qualifiers refer to each other in a loop"
+        );
+        assert_eq!(
+            err("net_device", "ifindex"),
+            "cannot find `net_device.ifindex`: the kernel's BTF is malformed: anonymous members nest without end"
+        );
+        assert_eq!(
+            err("sk_buff", "far"),
+            "cannot find `sk_buff.far`: the kernel's BTF is malformed: the offset is past the end of the struct"
+        );
+        assert_eq!(btf.offset_of("sk_buff", "dangling").unwrap(), 0);
+        assert_eq!(
+            btf.params("kfree_skb_reason").unwrap_err().to_string(),
+            "function `kfree_skb_reason` is not in the kernel's BTF"
+        );
+        assert_eq!(btf.enum_values("skb_drop_reason").unwrap(), vec![]);
     }
 
     #[test]

@@ -118,6 +118,47 @@ pub fn is_eperm(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Every capability tracepkt may use while it runs, whatever its config; the process keeps
+/// these (those it has) and gives up the rest before it starts a second thread, so that every
+/// thread it ever runs is without them:
+/// - CAP_BPF, CAP_PERFMON: loading the programs, and attaching them for each probe window
+///   with `attach: in-flight`;
+/// - CAP_NET_RAW: ICMP probes' raw sockets; CAP_NET_ADMIN: not needed by the calls tracepkt
+///   makes on the kernels tested, kept for kernels that ask it of socket options;
+/// - CAP_SYS_ADMIN: entering a target's network namespace (`from:`), mounting tracefs where it
+///   is not mounted, and standing in for CAP_BPF/CAP_PERFMON before 5.8;
+/// - CAP_SYS_PTRACE: reading other processes' `/proc/PID/ns/net` to name pods;
+/// - CAP_SYS_RESOURCE: raising RLIMIT_MEMLOCK for the maps on kernels before 5.11;
+/// - CAP_DAC_READ_SEARCH: reading the node's files (`/proc`, `/var/log/pods`, tracefs) whatever
+///   their mode;
+/// - CAP_SYSLOG: kernel addresses in `/proc/kallsyms`, to name where a packet was dropped.
+pub const KEPT: [Capability; 9] = [
+    Capability::CAP_BPF,
+    Capability::CAP_PERFMON,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_SYS_ADMIN,
+    Capability::CAP_SYS_PTRACE,
+    Capability::CAP_SYS_RESOURCE,
+    Capability::CAP_DAC_READ_SEARCH,
+    Capability::CAP_SYSLOG,
+];
+
+/// Gives up every capability but [`KEPT`] from the effective, permitted and inheritable sets
+/// (and the ambient set). Capabilities are per thread: call it before the process starts
+/// another thread. Returns what was given up.
+pub fn narrow() -> Result<Vec<Capability>, ::caps::errors::CapsError> {
+    let permitted = ::caps::read(None, CapSet::Permitted)?;
+    let keep: ::caps::CapsHashSet = permitted.iter().copied().filter(|c| KEPT.contains(c)).collect();
+    let mut dropped: Vec<Capability> = permitted.difference(&keep).copied().collect();
+    dropped.sort_by_key(|c| c.index());
+    ::caps::clear(None, CapSet::Ambient)?;
+    ::caps::set(None, CapSet::Inheritable, &::caps::CapsHashSet::new())?;
+    ::caps::set(None, CapSet::Effective, &keep)?;
+    ::caps::set(None, CapSet::Permitted, &keep)?;
+    Ok(dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,37 @@ pub(crate) mod tests {
         unsafe { std::slice::from_raw_parts((e as *const Event).cast::<u8>(), std::mem::size_of::<Event>()) }.to_vec()
     }
 
+    /// Real records for the fuzz target's seed corpus: one of each kind, over IPv4 and IPv6
+    /// (TRACEPKT_UPDATE_FUZZ_SEEDS=1 rewrites the committed copies).
+    #[test]
+    fn fuzz_seeds_are_current() {
+        let interface = raw(Kind::Interface, Hook::NetDevQueue, Direction::Request);
+        let mut netfilter = raw(Kind::Netfilter, Hook::NftDoChain, Direction::Reply);
+        netfilter.ip_version = 6;
+        netfilter.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        netfilter.daddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        netfilter.table[..6].copy_from_slice(b"filter");
+        netfilter.chain[..5].copy_from_slice(b"input");
+        netfilter.nf_pf = 10;
+        netfilter.nf_hook = 1;
+        netfilter.verdict = 1;
+        let mut drop = raw(Kind::Drop, Hook::KfreeSkb, Direction::Request);
+        drop.proto = Proto::Tcp as u8;
+        drop.sport = 40000;
+        drop.dport = 443;
+        drop.verdict = 12;
+        drop.location = 0xffffffff81a00180;
+        for (name, e) in [
+            ("interface.bin", interface),
+            ("netfilter-ipv6.bin", netfilter),
+            ("drop-tcp.bin", drop),
+        ] {
+            let b = bytes(&e);
+            KernelEvent::decode(&b).unwrap();
+            crate::fuzzing::check_seed("event", name, &b);
+        }
+    }
+
     #[test]
     fn decodes_interface_event() {
         let ev = KernelEvent::decode(&bytes(&raw(Kind::Interface, Hook::NetDevQueue, Direction::Request))).unwrap();
@@ -190,6 +221,42 @@ pub(crate) mod tests {
                 location: 0xffffffff81a00180
             }
         );
+    }
+
+    #[test]
+    fn every_truncation_and_random_bytes_are_errors() {
+        let size = std::mem::size_of::<Event>();
+        let b = bytes(&raw(Kind::Netfilter, Hook::NftDoChain, Direction::Reply));
+        for len in 0..size {
+            let e = KernelEvent::decode(&b[..len]).unwrap_err();
+            assert_eq!(e.to_string(), format!("record of {len} bytes, expected {size}"));
+        }
+        // A longer slot (the ring buffer rounds records up) decodes as the record it starts with.
+        let mut longer = b.clone();
+        longer.extend_from_slice(&[0xff; 8]);
+        assert_eq!(KernelEvent::decode(&longer), KernelEvent::decode(&b));
+        // Random records: decoded or refused by name, never a panic.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut decoded, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let record: Vec<u8> = (0..size)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Small values so that some records carry valid enums.
+                    (state % 4) as u8
+                })
+                .collect();
+            match KernelEvent::decode(&record) {
+                Ok(_) => decoded += 1,
+                Err(e) => {
+                    assert!(e.to_string().starts_with("unknown "), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(decoded > 0 && refused > 0, "{decoded} decoded, {refused} refused");
     }
 
     #[test]
