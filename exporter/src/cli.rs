@@ -60,6 +60,14 @@ pub struct TraceArgs {
     /// Probe with a UDP datagram to this port instead of ICMP echo.
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub udp: Option<u16>,
+    /// ICMP: the probe's IP packet length in bytes (from the smallest probe, 60 over IPv4 and
+    /// 80 over IPv6, to 65535), its payload padded with zeros.
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["tcp", "udp"], value_parser = probe_size)]
+    pub size: Option<u16>,
+    /// ICMP: set don't-fragment, and send at the size asked even past a path MTU the kernel
+    /// has learned (a probe larger than the outgoing interface's MTU is refused at once).
+    #[arg(long, conflicts_with_all = ["tcp", "udp"])]
+    pub df: bool,
     /// Probe with a DNS query instead, NAME[/TYPE] (type A unless given), and check its
     /// answer: to --server, or to the resolver of the namespace the probe starts in.
     #[arg(long, value_name = "NAME[/TYPE]", conflicts_with_all = ["tcp", "udp"], value_parser = dns_query)]
@@ -111,6 +119,17 @@ fn dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
 
 fn pod_name(s: &str) -> Result<String, String> {
     s.parse::<crate::pods::PodName>().map(|_| s.to_owned())
+}
+
+fn probe_size(s: &str) -> Result<u16, String> {
+    let min = probe_common::PROBE_L3_LEN_V4;
+    match s.parse::<u16>() {
+        Ok(n) if usize::from(n) >= min => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a probe size: expected an IP packet length from {min} to {}",
+            probe_common::MAX_PROBE_LEN
+        )),
+    }
 }
 
 fn mechanism(s: &str) -> Result<Mechanism, String> {

@@ -16,6 +16,8 @@
 //!     port: 443                # tcp and udp: the destination port (required)
 //!     payload: "hello"         # udp only: what to send (default: tracepkt's 32-byte payload, or
 //!                              #   to port 53 a DNS query)
+//!     size: [1400, 1500]       # optional, icmp only: the probe's IP length, or a sweep of them
+//!     dont_fragment: true      # optional, icmp only: set don't-fragment (default false)
 //!     from: {netns: client}    # optional: start the probe in this network namespace (a name
 //!                              #   under /run/netns or a path), or {pod: namespace/name}
 //!   - protocol: dns            # a DNS probe has no address: it asks
@@ -86,6 +88,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_COUNT: u32 = 1;
 /// Largest number of probes per round.
 pub const MAX_COUNT: u32 = 100;
+/// Most sizes in one target's sweep: each is a probe per round and a series.
+pub const MAX_SIZES: usize = 16;
 /// Most RTT histogram buckets: each is one more series per target.
 pub const MAX_RTT_BUCKETS: usize = 20;
 /// Label names that tracepkt sets itself (or that Prometheus sets on scrape, or that histograms
@@ -177,6 +181,11 @@ pub struct Target {
     /// Extra Prometheus labels; names valid and not reserved.
     pub labels: BTreeMap<String, String>,
     pub probe: Probe,
+    /// ICMP: the IP lengths of the probes, one probe of each per round and per `count`, in
+    /// this order; empty: the smallest probe only. Unique, each at least the smallest probe.
+    pub sizes: Vec<u16>,
+    /// ICMP: don't-fragment on every probe.
+    pub dont_fragment: bool,
     /// Where the probe starts; `None`: tracepkt's own network namespace.
     pub from: Option<Origin>,
     pub expect: Option<Expect>,
@@ -519,6 +528,10 @@ struct RawTarget {
     port: Option<u16>,
     #[serde(default)]
     payload: Option<Text>,
+    #[serde(default, deserialize_with = "sizes")]
+    size: Option<Vec<u16>>,
+    #[serde(default)]
+    dont_fragment: Option<bool>,
     #[serde(default)]
     from: Option<RawFrom>,
     #[serde(default)]
@@ -844,6 +857,66 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     }
 
     d.deserialize_u64(CountVisitor)
+}
+
+/// `size:` one IP length or a list of them.
+fn sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
+    struct SizesVisitor;
+
+    fn check<E: de::Error>(v: i128) -> Result<u16, E> {
+        let min = probe_common::PROBE_L3_LEN_V4;
+        match u16::try_from(v) {
+            Ok(size) if usize::from(size) >= min => Ok(size),
+            _ => Err(E::custom(format!(
+                "size {v} is out of range: expected an IP packet length from {min} (the smallest probe; {} over IPv6) to {}",
+                probe_common::PROBE_L3_LEN_V6,
+                probe_common::MAX_PROBE_LEN
+            ))),
+        }
+    }
+
+    impl<'de> Visitor<'de> for SizesVisitor {
+        type Value = Option<Vec<u16>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an IP packet length in bytes, or a list of them")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(vec![check(v.into())?]))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(vec![check(v.into())?]))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut sizes: Vec<u16> = Vec::new();
+            while let Some(v) = seq.next_element::<i64>()? {
+                let size = check(v.into())?;
+                if sizes.contains(&size) {
+                    return Err(de::Error::custom(format!("size {size} is listed twice")));
+                }
+                sizes.push(size);
+            }
+            if sizes.is_empty() {
+                return Err(de::Error::custom("the list of sizes is empty"));
+            }
+            if sizes.len() > MAX_SIZES {
+                return Err(de::Error::custom(format!(
+                    "{} sizes: at most {MAX_SIZES} per target",
+                    sizes.len()
+                )));
+            }
+            Ok(Some(sizes))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    d.deserialize_any(SizesVisitor)
 }
 
 fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawTarget>, D::Error> {
@@ -1197,6 +1270,30 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
                 payload: payload.as_ref().map(|p| p.0.as_bytes().to_vec()),
             },
         };
+        if probe != Probe::Icmp {
+            for (key, given) in [("size", t.size.is_some()), ("dont_fragment", t.dont_fragment.is_some())] {
+                if given {
+                    return Err(Problem {
+                        path: at(key),
+                        message: format!("{key} is for ICMP targets only"),
+                    });
+                }
+            }
+        }
+        let sizes = t.size.unwrap_or_default();
+        let v6 = t.ip_version == Some(IpVersion::V6)
+            || t.address
+                .as_deref()
+                .is_some_and(|s| s.parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()));
+        if v6 && let Some(small) = sizes.iter().find(|&&s| usize::from(s) < probe_common::PROBE_L3_LEN_V6) {
+            return Err(Problem {
+                path: at("size"),
+                message: format!(
+                    "size {small} is below the smallest IPv6 probe, {}",
+                    probe_common::PROBE_L3_LEN_V6
+                ),
+            });
+        }
         let from = match t.from {
             None => None,
             Some(RawFrom {
@@ -1328,6 +1425,8 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             count: t.count.unwrap_or(DEFAULT_COUNT),
             labels: t.labels,
             probe,
+            sizes,
+            dont_fragment: t.dont_fragment.unwrap_or(false),
             from,
             expect: t.expect.map(|e| Expect {
                 through: texts(e.through),
@@ -1565,6 +1664,8 @@ mod tests {
                     count: 1,
                     labels: BTreeMap::new(),
                     probe: Probe::Icmp,
+                    sizes: vec![],
+                    dont_fragment: false,
                     from: None,
                     expect: None,
                 },
@@ -1580,6 +1681,8 @@ mod tests {
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
                         .collect(),
                     probe: Probe::Icmp,
+                    sizes: vec![],
+                    dont_fragment: false,
                     from: None,
                     expect: None,
                 },
@@ -1592,6 +1695,8 @@ mod tests {
                     count: 1,
                     labels: BTreeMap::new(),
                     probe: Probe::Icmp,
+                    sizes: vec![],
+                    dont_fragment: false,
                     from: None,
                     expect: None,
                 },
@@ -1674,6 +1779,47 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_dont_fragment() {
+        let config = parse(&[
+            "targets:",
+            "  - {address: 198.18.0.1, size: 1500, dont_fragment: true}",
+            "  - {address: 198.18.0.2, size: [1300, 1400, 1500]}",
+            "  - {address: fd00::1, size: 80}",
+        ]);
+        let t = &config.targets;
+        assert_eq!((t[0].sizes.as_slice(), t[0].dont_fragment), (&[1500][..], true));
+        assert_eq!(
+            (t[1].sizes.as_slice(), t[1].dont_fragment),
+            (&[1300, 1400, 1500][..], false)
+        );
+        assert_eq!(t[2].sizes, vec![80]);
+        let lines = ["targets:", "  - {address: 198.18.0.1, size: 59}"];
+        assert_contains(&error(&lines, 2, 33, "targets[0].size"), "size 59 is out of range");
+        let lines = ["targets:", "  - {address: 198.18.0.1, size: 65536}"];
+        assert_contains(&error(&lines, 2, 33, "targets[0].size"), "to 65535");
+        let lines = ["targets:", "  - {address: 198.18.0.1, size: [1400, 1400]}"];
+        assert_contains(&error(&lines, 2, 33, "targets[0].size"), "size 1400 is listed twice");
+        let lines = ["targets:", "  - {address: fd00::1, size: 60}"];
+        assert_contains(
+            &error(&lines, 2, 30, "targets[0].size"),
+            "below the smallest IPv6 probe, 80",
+        );
+        let lines = [
+            "targets:",
+            "  - {address: 198.18.0.1, protocol: tcp, port: 1, size: 1500}",
+        ];
+        assert_contains(&error(&lines, 2, 57, "targets[0].size"), "for ICMP targets only");
+        let lines = [
+            "targets:",
+            "  - {address: 198.18.0.1, protocol: udp, port: 1, dont_fragment: true}",
+        ];
+        assert_contains(
+            &error(&lines, 2, 66, "targets[0].dont_fragment"),
+            "for ICMP targets only",
+        );
+    }
+
+    #[test]
     fn defaults() {
         let config = parse(&["targets:", "  - address: 127.0.0.1"]);
         assert_eq!(
@@ -1691,6 +1837,8 @@ mod tests {
                     count: 1,
                     labels: BTreeMap::new(),
                     probe: Probe::Icmp,
+                    sizes: vec![],
+                    dont_fragment: false,
                     from: None,
                     expect: None,
                 }],

@@ -28,7 +28,8 @@ use crate::kernel::events::KernelEvent;
 use crate::kernel::loader::{self, Attach, DropReasons, Kernel, Mechanisms, Sizing};
 use crate::kernel::maps::{Counters, EventReader, KernelStats, ProbeRegistry};
 use crate::names::Names;
-use crate::prober::{self, IdPool, Outcome, Prober};
+use crate::pmtu;
+use crate::prober::{self, Fragmentation, IdPool, Outcome, Prober};
 use crate::sockets;
 
 /// How long a journey stays open after its probe ended, for events still in the ring buffer.
@@ -177,6 +178,11 @@ impl Telemetry {
 pub struct Spec {
     pub addr: IpAddr,
     pub kind: ProbeKind,
+    /// ICMP: the probe's IP length (`size:`), its payload padded with zeros; `None`: the
+    /// smallest probe, with nothing after the payload.
+    pub size: Option<u16>,
+    /// ICMP: send with don't-fragment, past any path MTU the kernel has learned.
+    pub dont_fragment: bool,
     /// The network namespace the probe starts in (a file such as `/run/netns/NAME`); `None`:
     /// tracepkt's own.
     pub from: Option<PathBuf>,
@@ -202,6 +208,16 @@ impl Spec {
             ProbeKind::Icmp => Proto::Icmp,
             ProbeKind::Tcp { .. } => Proto::Tcp,
             ProbeKind::Udp { .. } => Proto::Udp,
+        }
+    }
+
+    /// What the probe's socket does about fragmentation: the kernel's default for a plain
+    /// probe; a sized one is either never fragmented or may be anywhere, as its target says.
+    fn fragmentation(&self) -> Fragmentation {
+        match (self.dont_fragment, self.size) {
+            (true, _) => Fragmentation::Never,
+            (false, Some(_)) => Fragmentation::Allowed,
+            (false, None) => Fragmentation::Default,
         }
     }
 
@@ -247,6 +263,8 @@ impl Drop for Lease {
 struct Flight<'a> {
     shared: &'a Shared,
     key: JourneyKey,
+    /// A sized probe's IP length, let past the programs' first test while it is in flight.
+    len: Option<u16>,
     /// The kernel's count of lost events when the probe went out.
     lost_before: u64,
 }
@@ -265,14 +283,38 @@ struct Gathered {
 }
 
 impl<'a> Flight<'a> {
-    fn begin(shared: &'a Shared, key: JourneyKey, tag: u32, trace_id: Option<[u8; 16]>) -> anyhow::Result<Self> {
+    fn begin(
+        shared: &'a Shared,
+        key: JourneyKey,
+        tag: u32,
+        trace_id: Option<[u8; 16]>,
+        len: Option<u16>,
+    ) -> anyhow::Result<Self> {
         let (proto, id, _) = key;
         let mut st = shared.state.lock().unwrap();
-        st.registry
+        if let Some(len) = len {
+            st.registry
+                .allow_length(len)
+                .context("letting the probe's size past the kernel's filter")?;
+        }
+        let registered = match st
+            .registry
             .register(probe_key(proto, id), tag)
-            .context("registering the probe in the kernel")?;
-        if let Err(e) = st.gate.arm(key) {
-            st.registry.unregister(probe_key(proto, id));
+            .context("registering the probe in the kernel")
+        {
+            Ok(()) => {
+                let armed = st.gate.arm(key);
+                if armed.is_err() {
+                    st.registry.unregister(probe_key(proto, id));
+                }
+                armed
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = registered {
+            if let Some(len) = len {
+                st.registry.release_length(len);
+            }
             return Err(e);
         }
         st.open.insert(
@@ -287,6 +329,7 @@ impl<'a> Flight<'a> {
         Ok(Flight {
             shared,
             key,
+            len,
             lost_before,
         })
     }
@@ -311,6 +354,9 @@ impl Drop for Flight<'_> {
         st.open.remove(&self.key);
         // An echo id stays leased; the kernel stops following it until its next probe.
         st.registry.unregister(probe_key(proto, id));
+        if let Some(len) = self.len {
+            st.registry.release_length(len);
+        }
         st.gate.disarm(self.key);
     }
 }
@@ -414,29 +460,44 @@ impl Engine {
         match &spec.kind {
             ProbeKind::Icmp => {
                 let key = (Proto::Icmp, lease.id, seq);
-                // The socket first: a namespace that is gone fails here, before anything is
+                let data = pmtu::padded(&payload, spec.addr, spec.size)?;
+                let fragmentation = spec.fragmentation();
+                // The sockets first: a namespace that is gone fails here, before anything is
                 // registered.
                 let client = match &spec.from {
                     None => None,
-                    Some(ns) => Some(sockets::icmp_client(ns, spec.addr).await?),
+                    Some(ns) => {
+                        let c = sockets::icmp_client(ns, spec.addr).await?;
+                        fragmentation.apply(&c, spec.addr)?;
+                        Some(c)
+                    }
                 };
-                let flight = Flight::begin(shared, key, lease.tag, Some(trace.trace_id))?;
+                let too_big = match fragmentation {
+                    Fragmentation::Never => Some(pmtu::TooBig::listen(spec.from.as_ref(), spec.addr).await?),
+                    _ => None,
+                };
+                let flight = Flight::begin(shared, key, lease.tag, Some(trace.trace_id), spec.size)?;
                 let sent_ns = clock::monotonic_ns();
-                let outcome = match &client {
+                let mut outcome = match &client {
                     None => {
                         shared
                             .prober
-                            .probe(spec.addr, lease.id, seq, &payload, spec.timeout)
+                            .probe(spec.addr, lease.id, seq, &data, spec.timeout, fragmentation)
                             .await
                     }
-                    Some(c) => prober::ping(c, spec.addr, lease.id, seq, &payload, spec.timeout).await,
+                    Some(c) => prober::ping(c, spec.addr, lease.id, seq, &data, spec.timeout).await,
                 };
+                if let (Outcome::IcmpError(e), Some(l)) = (&mut outcome, &too_big)
+                    && let Some(mtu) = l.mtu_named(spec.addr, lease.id, seq)
+                {
+                    e.push_str(&format!(": next-hop MTU {mtu}"));
+                }
                 Ok(self.finish(flight, key, outcome, sent_ns).await)
             }
             ProbeKind::Tcp { .. } => {
                 let socket = sockets::tcp_socket(spec.from.as_ref(), spec.addr).await?;
                 let key = (Proto::Tcp, socket.port, 0);
-                let flight = Flight::begin(shared, key, lease.tag, None)?;
+                let flight = Flight::begin(shared, key, lease.tag, None, None)?;
                 let sent_ns = clock::monotonic_ns();
                 let outcome = socket.connect(target, spec.timeout).await;
                 Ok(self.finish(flight, key, outcome, sent_ns).await)
@@ -445,7 +506,7 @@ impl Engine {
                 let socket = sockets::udp_socket(spec.from.as_ref(), spec.addr).await?;
                 let key = (Proto::Udp, socket.port, 0);
                 let carried = (own.is_none() && spec.port() != 53).then_some(trace.trace_id);
-                let flight = Flight::begin(shared, key, lease.tag, carried)?;
+                let flight = Flight::begin(shared, key, lease.tag, carried, None)?;
                 let sent_ns = clock::monotonic_ns();
                 let dns;
                 let data: &[u8] = match own {

@@ -18,6 +18,7 @@ pub mod fuzzing;
 mod journey;
 mod kernel;
 mod names;
+mod pmtu;
 mod pods;
 mod prober;
 pub mod serve;

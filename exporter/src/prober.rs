@@ -4,9 +4,10 @@
 //! kernel's `PROBES` map before the packet leaves. One socket per address family serves
 //! every target; replies are matched by (address, id, seq).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use probe_common::payload;
@@ -74,6 +75,58 @@ pub enum ProbeError {
 pub struct Prober {
     v4: Client,
     v6: Option<Client>,
+    /// Sockets for sized and don't-fragment probes, by IPv6-ness and what they do about
+    /// fragmentation: opened on first use, as few nodes probe the MTU. A socket option is a
+    /// socket's, so probes that want another one cannot share the plain socket.
+    shaped: Mutex<HashMap<(bool, Fragmentation), Client>>,
+}
+
+/// What a probe's socket does about fragmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fragmentation {
+    /// As the kernel does for any socket (path MTU discovery by default: don't-fragment
+    /// while the probe fits the path MTU the kernel knows, fragmented at the sender beyond
+    /// it).
+    Default,
+    /// Don't-fragment, always, at the size asked even when the kernel has learned a smaller
+    /// path MTU (`IP_PMTUDISC_PROBE`): what finds a black hole again on every probe. A probe
+    /// larger than the first interface's MTU is refused at the sender (EMSGSIZE). IPv6
+    /// routers never fragment: the option only keeps the sender from doing it.
+    Never,
+    /// No don't-fragment bit: any router may fragment (`IP_PMTUDISC_DONT`); over IPv6 the
+    /// sender fragments to the interface MTU.
+    Allowed,
+}
+
+impl Fragmentation {
+    /// Sets the socket option on an ICMP client's socket.
+    pub fn apply(self, client: &Client, addr: IpAddr) -> std::io::Result<()> {
+        let value = match self {
+            Fragmentation::Default => return Ok(()),
+            Fragmentation::Never => 3,   // IP_PMTUDISC_PROBE, IPV6_PMTUDISC_PROBE
+            Fragmentation::Allowed => 0, // IP_PMTUDISC_DONT, IPV6_PMTUDISC_DONT
+        };
+        let (level, name) = match addr {
+            IpAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+            IpAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+        };
+        let fd = client.get_socket().get_native_sock();
+        let v: libc::c_int = value;
+        // SAFETY: setsockopt on a socket the client owns, with an int option of its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// A client with a raw ICMP socket in the calling thread's network namespace.
@@ -86,25 +139,51 @@ impl Prober {
     pub fn new() -> Result<Self, ProbeError> {
         let v4 = client(ICMP::V4).map_err(ProbeError::Socket)?;
         let v6 = client(ICMP::V6).ok();
-        Ok(Prober { v4, v6 })
+        Ok(Prober {
+            v4,
+            v6,
+            shaped: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Sends one echo request carrying `payload` ([`probe_common::payload`]: its length is
-    /// part of the contract with the kernel programs, which filter on the probe's IP length)
-    /// and waits for its reply.
+    /// The client for `fragmentation` over `addr`'s family, opened on first use.
+    fn shaped(&self, addr: IpAddr, fragmentation: Fragmentation) -> std::io::Result<Client> {
+        let key = (addr.is_ipv6(), fragmentation);
+        let mut all = self.shaped.lock().unwrap();
+        if let Some(c) = all.get(&key) {
+            return Ok(c.clone());
+        }
+        let c = client(if addr.is_ipv6() { ICMP::V6 } else { ICMP::V4 })?;
+        fragmentation.apply(&c, addr)?;
+        all.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Sends one echo request carrying `payload` ([`probe_common::payload`], padded to a
+    /// sized probe's length: its length is part of the contract with the kernel programs,
+    /// which filter on the probe's IP length) and waits for its reply.
     pub async fn probe(
         &self,
         addr: IpAddr,
         id: u16,
         seq: u16,
-        payload: &[u8; payload::LEN],
+        payload: &[u8],
         timeout: Duration,
+        fragmentation: Fragmentation,
     ) -> Outcome {
-        let client = match addr {
-            IpAddr::V4(_) => &self.v4,
-            IpAddr::V6(_) => match &self.v6 {
-                Some(c) => c,
-                None => return Outcome::SendError("IPv6 is not available on this host".into()),
+        if addr.is_ipv6() && self.v6.is_none() {
+            return Outcome::SendError("IPv6 is not available on this host".into());
+        }
+        let shaped;
+        let client = match (addr, fragmentation) {
+            (IpAddr::V4(_), Fragmentation::Default) => &self.v4,
+            (IpAddr::V6(_), Fragmentation::Default) => self.v6.as_ref().expect("checked above"),
+            _ => match self.shaped(addr, fragmentation) {
+                Ok(c) => {
+                    shaped = c;
+                    &shaped
+                }
+                Err(e) => return Outcome::SendError(format!("cannot open a probe socket: {e}")),
             },
         };
         ping(client, addr, id, seq, payload, timeout).await
@@ -112,14 +191,8 @@ impl Prober {
 }
 
 /// Sends one echo request carrying `payload` through `client` and waits for its reply.
-pub async fn ping(
-    client: &Client,
-    addr: IpAddr,
-    id: u16,
-    seq: u16,
-    payload: &[u8; payload::LEN],
-    timeout: Duration,
-) -> Outcome {
+pub async fn ping(client: &Client, addr: IpAddr, id: u16, seq: u16, payload: &[u8], timeout: Duration) -> Outcome {
+    debug_assert!(payload.len() >= payload::LEN);
     let mut pinger = client.pinger(addr, PingIdentifier(id)).await;
     pinger.timeout(timeout);
     // Timed here: on loopback the reply can land before the library takes its own send
@@ -149,6 +222,7 @@ fn icmp_error(packet: &IcmpPacket) -> Option<String> {
                 (3, 0) => "network unreachable",
                 (3, 1) => "host unreachable",
                 (3, 3) => "port unreachable",
+                (3, 4) => "fragmentation needed",
                 (3, 13) => "administratively prohibited",
                 (3, _) => "destination unreachable",
                 (11, _) => "time exceeded",
@@ -166,6 +240,7 @@ fn icmp_error(packet: &IcmpPacket) -> Option<String> {
                 (1, 1) => "administratively prohibited",
                 (1, 3) => "address unreachable",
                 (1, _) => "destination unreachable",
+                (2, _) => "packet too big",
                 (3, _) => "time exceeded",
                 _ => "ICMPv6 error",
             };

@@ -93,6 +93,13 @@ async fn probe_loop(p: Probing, start_after: Duration) {
     let mut ticker = tokio::time::interval(t.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq: u16 = 0;
+    // One probe of each size per round and per `count`; an unsized target's one probe is
+    // `None`.
+    let sizes: Vec<Option<u16>> = if t.sizes.is_empty() {
+        vec![None]
+    } else {
+        t.sizes.iter().copied().map(Some).collect()
+    };
     let mut dns_ids = dns::QueryIds::new();
     // The last DNS answer's shortcoming, if any: part of what `expect:` checks.
     let mut dns_violation: Option<String> = None;
@@ -111,7 +118,8 @@ async fn probe_loop(p: Probing, start_after: Duration) {
     };
     loop {
         ticker.tick().await;
-        for _ in 0..t.count {
+        let mut answered: Vec<(u16, bool)> = Vec::new();
+        for size in (0..t.count).flat_map(|_| sizes.iter().copied()) {
             let from = match (&t.from, &mut pod) {
                 (Some(Origin::Pod(_)), Some(locator)) => match locator.netns() {
                     Ok(path) => Some(path),
@@ -169,6 +177,8 @@ async fn probe_loop(p: Probing, start_after: Duration) {
             let spec = Spec {
                 addr,
                 kind,
+                size,
+                dont_fragment: t.dont_fragment,
                 from,
                 timeout: t.timeout,
             };
@@ -231,9 +241,15 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                 journey.violation = Some(v);
             }
             let trace = tracer.as_ref().and_then(|tr| tr.record(&info, Some(addr), &journey));
-            metrics.record(tag, &labels, &journey, trace);
+            metrics.record(tag, &labels, &journey, trace, size);
+            if let Some(size) = size {
+                answered.push((size, journey.replied()));
+            }
             board.record(&t.name, JourneyView::of(&journey, trace));
             seq = seq.wrapping_add(1);
+        }
+        if !t.sizes.is_empty() {
+            metrics.record_round(tag, &labels, &answered);
         }
     }
 }
@@ -252,6 +268,9 @@ impl Fleet {
     fn start(&mut self, t: Target, tag: u32, start_after: Duration) -> anyhow::Result<()> {
         let lease = self.engine.lease(tag).context("no free ICMP echo id")?;
         self.metrics.add_target(tag, labels_of(&t));
+        if !t.sizes.is_empty() {
+            self.metrics.set_sizes(tag, &labels_of(&t), &t.sizes);
+        }
         self.board.set_target(TargetView::of(&t));
         let probing = Probing {
             engine: self.engine.clone(),

@@ -20,7 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::prober::{self, Outcome};
 
 /// Runs `make` in the network namespace `ns` (a file such as `/run/netns/NAME`), or here.
-async fn in_netns<T: Send + 'static>(
+pub(crate) async fn in_netns<T: Send + 'static>(
     ns: Option<&PathBuf>,
     make: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {

@@ -67,6 +67,8 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     let spec = Spec {
         addr: target,
         kind,
+        size: args.size,
+        dont_fragment: args.df,
         from,
         timeout: Duration::from_secs_f64(args.timeout),
     };
@@ -252,11 +254,13 @@ fn row(hop: &Hop, netns_width: usize) -> String {
 fn summary(j: &Journey, seq: u16, count: u16, spec: &Spec) -> String {
     let head = match spec.kind {
         ProbeKind::Icmp => format!(
-            "probe {}/{} to {} (id {} seq {seq}):",
+            "probe {}/{} to {} (id {} seq {seq}{}{}):",
             seq + 1,
             count,
             spec.addr,
-            j.probe
+            j.probe,
+            spec.size.map(|s| format!(", {s} bytes")).unwrap_or_default(),
+            if spec.dont_fragment { ", don't fragment" } else { "" }
         ),
         ProbeKind::Tcp { port } | ProbeKind::Udp { port, .. } => format!(
             "probe {}/{} to {} over {} (from port {}):",
@@ -300,6 +304,12 @@ fn summary(j: &Journey, seq: u16, count: u16, spec: &Spec) -> String {
                 None => format!("{head} {why}; never seen by the kernel hooks"),
             }
         }
+    };
+    // Fragments carry no probe header the kernel programs could know them by.
+    let text = if spec.size.is_some() && j.hops.is_empty() {
+        format!("{text}; no hop seen: a probe sent in fragments (without --df, beyond a path MTU) is not followed")
+    } else {
+        text
     };
     if j.events_lost > 0 {
         format!(

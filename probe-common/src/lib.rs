@@ -36,6 +36,52 @@ pub const DNS_QUERY_LEN: usize = 128;
 pub const DNS_L3_LEN_V4: usize = 20 + 8 + DNS_QUERY_LEN;
 pub const DNS_L3_LEN_V6: usize = 40 + 8 + DNS_QUERY_LEN;
 
+/// The largest IP length a sized probe may have (`size:`): the IPv4 total length field's
+/// limit, which IPv6 probes share.
+pub const MAX_PROBE_LEN: usize = 65535;
+/// 64-bit words of the kernel programs' `PROBE_LENGTHS` bitmap: one bit per IP length
+/// 0..=[`MAX_PROBE_LEN`].
+pub const PROBE_LENGTH_WORDS: usize = (MAX_PROBE_LEN + 1) / 64;
+/// The lengths every probe-related packet may have whatever the configuration: an ICMP or UDP
+/// probe of the default size (IPv4 and IPv6), and the bare TCP segments (40, and 60 as
+/// IPv6), which refuse or end a TCP probe, and a DNS probe's padded query. A TCP SYN is 60 or 80 too.
+pub const FIXED_PROBE_LENGTHS: [usize; 5] = [
+    TCP_BARE_L3_LEN_V4,
+    PROBE_L3_LEN_V4,
+    PROBE_L3_LEN_V6,
+    DNS_L3_LEN_V4,
+    DNS_L3_LEN_V6,
+];
+
+/// The bitmap of IP lengths the kernel programs let past their first test: bit `n % 64` of
+/// word `n / 64` is set for each allowed length `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct ProbeLengths(pub [u64; PROBE_LENGTH_WORDS]);
+
+impl ProbeLengths {
+    /// Only [`FIXED_PROBE_LENGTHS`].
+    pub const fn fixed() -> Self {
+        let mut w = [0u64; PROBE_LENGTH_WORDS];
+        let mut i = 0;
+        while i < FIXED_PROBE_LENGTHS.len() {
+            let n = FIXED_PROBE_LENGTHS[i];
+            w[n / 64] |= 1 << (n % 64);
+            i += 1;
+        }
+        ProbeLengths(w)
+    }
+
+    pub fn allow(&mut self, len: u16) {
+        self.0[len as usize / 64] |= 1 << (len % 64);
+    }
+
+    #[inline(always)]
+    pub fn allows(&self, len: usize) -> bool {
+        len <= MAX_PROBE_LEN && (self.0[len / 64] >> (len % 64)) & 1 == 1
+    }
+}
+
 /// What a probe is sent over. The value is the IP protocol number (ICMPv6 probes are
 /// `Icmp` too).
 #[repr(u8)]
@@ -84,6 +130,8 @@ pub mod map {
     pub const PROBES: &str = "PROBES";
     /// The programs' writable globals: only `IN_FLIGHT`, the number of ids in `PROBES`.
     pub const BSS: &str = ".bss";
+    /// The programs' initialised writable globals: only `PROBE_LENGTHS`.
+    pub const DATA: &str = ".data";
     pub const EVENTS: &str = "EVENTS";
     pub const HOPS: &str = "HOPS";
     pub const VERDICTS: &str = "VERDICTS";
@@ -404,6 +452,7 @@ mod pod {
     unsafe impl aya::Pod for HopKey {}
     unsafe impl aya::Pod for VerdictKey {}
     unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for ProbeLengths {}
 }
 
 #[cfg(test)]
@@ -423,6 +472,18 @@ mod tests {
         assert_eq!(size_of::<VerdictKey>(), 16 + 2 * NAME_LEN);
         assert_eq!(size_of::<DropKey>(), 16);
         assert_eq!(size_of::<Offsets>(), 4 * Off::COUNT);
+    }
+
+    #[test]
+    fn probe_lengths_bitmap() {
+        let mut l = ProbeLengths::fixed();
+        for n in 0..=MAX_PROBE_LEN {
+            assert_eq!(l.allows(n), FIXED_PROBE_LENGTHS.contains(&n), "{n}");
+        }
+        l.allow(1500);
+        l.allow(u16::MAX);
+        assert!(l.allows(1500) && l.allows(MAX_PROBE_LEN) && !l.allows(1501) && !l.allows(MAX_PROBE_LEN + 1));
+        assert_eq!(size_of::<ProbeLengths>(), (MAX_PROBE_LEN + 1) / 8);
     }
 
     #[test]

@@ -29,7 +29,10 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
-use probe_common::{BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, Offsets, ProbeInfo, VerdictKey, stat};
+use probe_common::{
+    BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, MAX_PROBE_LEN, Offsets, ProbeInfo, ProbeLengths,
+    VerdictKey, stat,
+};
 
 /// Kernel offsets, filled in by the loader from BTF and tracefs before load. Frozen read-only,
 /// so the verifier sees the values as constants.
@@ -71,6 +74,24 @@ static mut IN_FLIGHT: u32 = 0;
 #[inline(always)]
 fn idle() -> bool {
     unsafe { core::ptr::read_volatile(&raw const IN_FLIGHT) == 0 }
+}
+
+/// The IP lengths a probe-related packet may have: the first test every packet meets. The
+/// fixed lengths are compiled in; user space adds a sized probe's length (`size:`) while it is
+/// in flight, through the `.data` map (this is its only variable). A bitmap rather than a list,
+/// so the test costs the same few instructions however many sizes are configured.
+#[unsafe(no_mangle)]
+static mut PROBE_LENGTHS: ProbeLengths = ProbeLengths::fixed();
+
+/// Whether an IP length is one a probe may have. Volatile: the bits are user space's, not the
+/// ones compiled in.
+#[inline(always)]
+fn probe_length(len: usize) -> bool {
+    if len > MAX_PROBE_LEN {
+        return false;
+    }
+    let word = unsafe { core::ptr::read_volatile(&raw const PROBE_LENGTHS.0[len / 64]) };
+    (word >> (len % 64)) & 1 == 1
 }
 
 #[map]

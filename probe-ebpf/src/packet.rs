@@ -2,7 +2,9 @@
 //!
 //! Foreign traffic must cost as little as possible, so checks run cheapest first, and most
 //! packets are turned away from the skb's own fields alone: first their IP length, which must
-//! be a probe's (`PROBE_L3_LEN_*`; on receive hooks that is one field), then the ethertype.
+//! be a probe's (one of the fixed `PROBE_L3_LEN_*`, or a configured `size:` while such a probe
+//! is in flight: one bit of the `PROBE_LENGTHS` bitmap; on receive hooks the length is one
+//! field), then the ethertype.
 //! Only then are packet bytes read: the IP protocol; for ICMP the echo type, the `PROBES` map
 //! and last the payload's magic and version; for TCP and UDP the ports, in the `PROBES` map. In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
 //! not helper calls: a foreign packet costs a load or two and a compare.
@@ -10,7 +12,7 @@
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use probe_common::{
     DNS_L3_LEN_V4, DNS_L3_LEN_V6, Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto,
-    TCP_BARE_L3_LEN_V4, payload, probe_key,
+    payload, probe_key,
 };
 
 use crate::PROBES;
@@ -83,15 +85,11 @@ unsafe fn read<T>(base: usize, off: usize) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off) as *const T).ok() }
 }
 
-/// Whether an IP length is a probe's: the first test every packet meets. 40 and 60 are also
-/// a bare TCP segment's, which refuses or ends a TCP probe; 156 and 176 a DNS probe's query.
+/// Whether an IP length is a probe's: the first test every packet meets (see
+/// `PROBE_LENGTHS`).
 #[inline(always)]
 fn probe_sized(l3_len: usize) -> bool {
-    l3_len == PROBE_L3_LEN_V4
-        || l3_len == PROBE_L3_LEN_V6
-        || l3_len == TCP_BARE_L3_LEN_V4
-        || l3_len == DNS_L3_LEN_V4
-        || l3_len == DNS_L3_LEN_V6
+    crate::probe_length(l3_len)
 }
 
 /// Returns the probe this skb carries, or `None` for every packet that is not one of ours.
@@ -183,7 +181,8 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     };
     match ipproto {
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            if l3_len != icmp_len || (ipproto == IPPROTO_ICMP) != (p.ip_version == 4) {
+            // A sized probe is longer: its payload starts the same, padded with zeros.
+            if l3_len < icmp_len || (ipproto == IPPROTO_ICMP) != (p.ip_version == 4) {
                 return None;
             }
             let echo: [u8; 8] = unsafe { read(l4, 0)? };
@@ -209,7 +208,9 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
             } else {
                 DNS_L3_LEN_V6
             };
-            if proto == Proto::Udp && l3_len != icmp_len && l3_len != dns_len {
+            if (proto == Proto::Udp && l3_len != icmp_len && l3_len != dns_len)
+                || (proto == Proto::Tcp && l3_len > PROBE_L3_LEN_V6)
+            {
                 return None;
             }
             let ports: [u8; 4] = unsafe { read(l4, 0)? };

@@ -43,6 +43,14 @@ struct ErrorLabels {
     reason: &'static str,
 }
 
+/// A sized target's probes of one size.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SizeLabels {
+    #[prometheus(flatten)]
+    target: TargetLabels,
+    size: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RcodeLabels {
     #[prometheus(flatten)]
@@ -136,13 +144,19 @@ impl ProbeError {
 #[derive(Default)]
 struct TargetSeries {
     last_hop: Option<LastHopLabels>,
-    signature: Option<u64>,
+    /// The last path, per probe size (`None`: an unsized target's probe): a sweep's sizes
+    /// take different paths when some die on the way, which is no path change.
+    signatures: HashMap<Option<u16>, u64>,
+    /// A sized target's sizes (`size:`); empty for the others.
+    sizes: Vec<u16>,
 }
 
 pub struct Metrics {
     pub registry: Registry,
     probes_sent: Family<TargetLabels, Counter>,
     success: Family<TargetLabels, Gauge>,
+    size_success: Family<SizeLabels, Gauge>,
+    path_mtu: Family<TargetLabels, Gauge>,
     rtt: Family<TargetLabels, HistogramWithExemplars<TraceExemplar>, RttHistogram>,
     stages: Family<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     path_changes: Family<TargetLabels, Counter>,
@@ -180,6 +194,8 @@ impl Metrics {
         }
         let probes_sent = Family::<TargetLabels, Counter>::default();
         let success = Family::<TargetLabels, Gauge>::default();
+        let size_success = Family::<SizeLabels, Gauge>::default();
+        let path_mtu = Family::<TargetLabels, Gauge>::default();
         let rtt = Family::new_with_constructor(RttHistogram(rtt_buckets.into()));
         let stages = Family::<StageLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let path_changes = Family::<TargetLabels, Counter>::default();
@@ -203,8 +219,19 @@ impl Metrics {
         );
         registry.register(
             "tracepkt_probe_success",
-            "Whether the last probe got its reply (1) or not (0)",
+            "Whether the last probe got its reply (1) or not (0); for a target with size:, whether any probe of the last round did",
             success.clone(),
+        );
+        registry.register(
+            "tracepkt_probe_size_success",
+            "Targets with size: whether the last round's probes of each size got their reply (1) or not (0)",
+            size_success.clone(),
+        );
+        registry.register_with_unit(
+            "tracepkt_path_mtu",
+            "Targets with size: the largest size whose probe got its reply in the last round; 0 when none did",
+            Unit::Bytes,
+            path_mtu.clone(),
         );
         registry.register_with_unit(
             "tracepkt_probe_rtt",
@@ -298,6 +325,8 @@ impl Metrics {
             registry,
             probes_sent,
             success,
+            size_success,
+            path_mtu,
             rtt,
             stages,
             path_changes,
@@ -326,6 +355,22 @@ impl Metrics {
         targets.insert(tag, t);
     }
 
+    /// Makes a target's sizes known (`size:`): its success is then set per round, by
+    /// [`Metrics::record_round`], and it gets the per-size series.
+    pub fn set_sizes(&self, tag: u32, t: &TargetLabels, sizes: &[u16]) {
+        self.if_current(tag, t, || {
+            self.series.lock().unwrap().entry(t.target.clone()).or_default().sizes = sizes.to_vec();
+        });
+    }
+
+    fn sized(&self, t: &TargetLabels) -> bool {
+        self.series
+            .lock()
+            .unwrap()
+            .get(&t.target)
+            .is_some_and(|s| !s.sizes.is_empty())
+    }
+
     /// Runs `write` only while `t` is still the target known under `tag`, holding the targets
     /// lock: a task stopped by a reload may still be finishing a probe on another thread, and
     /// must not bring back the series `remove_target` just deleted.
@@ -347,6 +392,7 @@ impl Metrics {
             fam.remove(&t);
         }
         self.success.remove(&t);
+        self.path_mtu.remove(&t);
         self.rtt.remove(&t);
         self.path_expected.remove(&t);
         self.path_hops.remove(&t);
@@ -370,10 +416,16 @@ impl Metrics {
                 stage: stage.as_str(),
             });
         }
-        if let Some(s) = self.series.lock().unwrap().remove(&t.target)
-            && let Some(l) = s.last_hop
-        {
-            self.last_hop.remove(&l);
+        if let Some(s) = self.series.lock().unwrap().remove(&t.target) {
+            if let Some(l) = s.last_hop {
+                self.last_hop.remove(&l);
+            }
+            for size in s.sizes {
+                self.size_success.remove(&SizeLabels {
+                    target: t.clone(),
+                    size: size.to_string(),
+                });
+            }
         }
         if forget_kernel_counters {
             self.kernel.forget(tag);
@@ -422,7 +474,9 @@ impl Metrics {
                     reason: reason.as_str(),
                 })
                 .inc();
-            self.success.get_or_create(t).set(0);
+            if !self.sized(t) {
+                self.success.get_or_create(t).set(0);
+            }
         });
     }
 
@@ -439,15 +493,45 @@ impl Metrics {
     }
 
     /// Records a finished journey; `trace` is its trace id when the journey was sent as a
-    /// trace, and becomes the RTT observation's exemplar.
-    pub fn record(&self, tag: u32, t: &TargetLabels, j: &Journey, trace: Option<TraceId>) {
-        self.if_current(tag, t, || self.record_current(t, j, trace));
+    /// trace, and becomes the RTT observation's exemplar. `size`: a sized probe's IP length.
+    pub fn record(&self, tag: u32, t: &TargetLabels, j: &Journey, trace: Option<TraceId>, size: Option<u16>) {
+        self.if_current(tag, t, || self.record_current(t, j, trace, size));
     }
 
-    fn record_current(&self, t: &TargetLabels, j: &Journey, trace: Option<TraceId>) {
+    /// Records a sized target's round: which sizes were answered (a size missing from
+    /// `answered` was not). Its success is whether any was, and its path MTU the largest
+    /// that was.
+    pub fn record_round(&self, tag: u32, t: &TargetLabels, answered: &[(u16, bool)]) {
+        self.if_current(tag, t, || {
+            let mut all = self.series.lock().unwrap();
+            let s = all.entry(t.target.clone()).or_default();
+            let ok = |size: u16| answered.iter().any(|&(sz, ok)| sz == size && ok);
+            for &size in &s.sizes {
+                self.size_success
+                    .get_or_create(&SizeLabels {
+                        target: t.clone(),
+                        size: size.to_string(),
+                    })
+                    .set(i64::from(ok(size)));
+            }
+            let largest = s.sizes.iter().copied().filter(|&sz| ok(sz)).max();
+            self.success.get_or_create(t).set(i64::from(largest.is_some()));
+            self.path_mtu.get_or_create(t).set(largest.map_or(0, i64::from));
+            // Where the round's last failed probe was seen stays until a round fails none.
+            if s.sizes.iter().all(|&sz| ok(sz))
+                && let Some(old) = s.last_hop.take()
+            {
+                self.last_hop.remove(&old);
+            }
+        });
+    }
+
+    fn record_current(&self, t: &TargetLabels, j: &Journey, trace: Option<TraceId>, size: Option<u16>) {
         self.labelling.learn_interfaces(j);
         let replied = j.replied();
-        self.success.get_or_create(t).set(i64::from(replied));
+        if size.is_none() {
+            self.success.get_or_create(t).set(i64::from(replied));
+        }
         self.path_hops.get_or_create(t).set(j.hops.len() as i64);
         if j.events_lost > 0 {
             self.incomplete.get_or_create(t).inc();
@@ -478,11 +562,13 @@ impl Metrics {
         let mut all = self.series.lock().unwrap();
         let s = all.entry(t.target.clone()).or_default();
         let sig = j.signature();
-        if s.signature.is_some_and(|old| old != sig) {
+        if s.signatures.insert(size, sig).is_some_and(|old| old != sig) {
             self.path_changes.get_or_create(t).inc();
         }
-        s.signature = Some(sig);
-        if let Some(old) = s.last_hop.take() {
+        // A sized probe's reply says nothing of the round's other sizes: `record_round` clears.
+        if (size.is_none() || !replied)
+            && let Some(old) = s.last_hop.take()
+        {
             self.last_hop.remove(&old);
         }
         if !replied && let Some(h) = j.last_hop() {

@@ -2,11 +2,12 @@
 //! ring buffer, the counters (`HOPS`, `VERDICTS`, `DROPS`) and the kernel's own health
 //! counters (`STATS`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use probe_common::{ProbeInfo, Tagged, map, stat};
+use probe_common::{ProbeInfo, ProbeLengths, Tagged, map, stat};
 use tokio::io::unix::AsyncFd;
 
 use super::events::KernelEvent;
@@ -42,6 +43,10 @@ pub struct ProbeRegistry {
     map: HashMap<MapData, u32, ProbeInfo>,
     count: Array<MapData, u32>,
     registered: u32,
+    /// The programs' `PROBE_LENGTHS` bitmap (the one variable of `.data`), and how many
+    /// probes in flight have each configured size.
+    lengths: Array<MapData, ProbeLengths>,
+    sized: BTreeMap<u16, u32>,
 }
 
 impl ProbeRegistry {
@@ -50,7 +55,45 @@ impl ProbeRegistry {
             map: take(kernel, map::PROBES)?,
             count: take(kernel, map::BSS)?,
             registered: 0,
+            lengths: take(kernel, map::DATA)?,
+            sized: BTreeMap::new(),
         })
+    }
+
+    /// Lets packets of IP length `len` past the programs' first test while a probe of that
+    /// size is in flight; to be undone with [`ProbeRegistry::release_length`]. Only a length
+    /// that becomes or stops being in use rewrites the bitmap.
+    pub fn allow_length(&mut self, len: u16) -> Result<(), MapError> {
+        let n = self.sized.entry(len).or_insert(0);
+        *n += 1;
+        if *n == 1
+            && let Err(e) = self.publish_lengths()
+        {
+            self.release_length(len);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn release_length(&mut self, len: u16) {
+        let Some(n) = self.sized.get_mut(&len) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.sized.remove(&len);
+            if let Err(e) = self.publish_lengths() {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    fn publish_lengths(&mut self) -> Result<(), MapError> {
+        let mut l = ProbeLengths::fixed();
+        for &len in self.sized.keys() {
+            l.allow(len);
+        }
+        self.lengths.set(0, l, 0).map_err(|e| MapError::Aya(map::DATA, e))
     }
 
     fn publish(&mut self, n: u32) -> Result<(), MapError> {

@@ -1,0 +1,206 @@
+//! Sized probes: the padded payload, and the MTU an ICMP "fragmentation needed" (IPv4 type 3
+//! code 4) or "packet too big" (ICMPv6 type 2) names for a don't-fragment probe.
+//!
+//! The reply matcher only says that such an error answered the probe; the MTU is in the ICMP
+//! header, which it does not keep. So a don't-fragment probe also opens a raw socket of its
+//! own, in the probe's namespace, that lets only those messages in (an ICMP filter, so
+//! nothing else queues on it) and reads them, without waiting, once the probe has ended.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use probe_common::{PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, payload};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sockets::in_netns;
+
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const ECHO_HEADER: usize = 8;
+
+/// The smallest probe, its IP length, for `addr`'s family.
+pub fn min_len(addr: IpAddr) -> usize {
+    if addr.is_ipv4() {
+        PROBE_L3_LEN_V4
+    } else {
+        PROBE_L3_LEN_V6
+    }
+}
+
+/// What an echo request to `addr` of IP length `size` carries: the probe's payload, then zeros.
+pub fn padded(payload: &[u8; payload::LEN], addr: IpAddr, size: Option<u16>) -> anyhow::Result<Vec<u8>> {
+    let mut data = payload.to_vec();
+    if let Some(size) = size {
+        let size = usize::from(size);
+        anyhow::ensure!(
+            size >= min_len(addr),
+            "size {size} is below the smallest probe to {addr}, {}",
+            min_len(addr)
+        );
+        let headers = if addr.is_ipv4() { IPV4_HEADER } else { IPV6_HEADER } + ECHO_HEADER;
+        data.resize(size - headers, 0);
+    }
+    Ok(data)
+}
+
+/// A raw socket that queues only the "too big" errors of its namespace.
+pub struct TooBig {
+    socket: Socket,
+}
+
+impl TooBig {
+    /// Opens the socket in `ns` (`None`: tracepkt's own namespace), before the probe leaves.
+    pub async fn listen(ns: Option<&PathBuf>, addr: IpAddr) -> anyhow::Result<Self> {
+        let socket = in_netns(ns, move || open(addr))
+            .await
+            .context("opening a socket for ICMP \"fragmentation needed\"")?;
+        Ok(TooBig { socket })
+    }
+
+    /// The MTU named by a "too big" error quoting the echo request (`id`, `seq`) to `addr`,
+    /// among those queued so far.
+    pub fn mtu_named(&self, addr: IpAddr, id: u16, seq: u16) -> Option<u32> {
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 2048];
+        let mut found = None;
+        // Drains the queue: messages about other probes are read and let go.
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            // SAFETY: recv initialised the first `n` bytes.
+            let msg: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
+            let hit = match addr {
+                IpAddr::V4(_) => mtu_v4(msg, addr, id, seq),
+                IpAddr::V6(_) => mtu_v6(msg, addr, id, seq),
+            };
+            found = found.or(hit);
+        }
+        found
+    }
+}
+
+fn open(addr: IpAddr) -> io::Result<Socket> {
+    let socket = if addr.is_ipv4() {
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+        // ICMP_FILTER (SOL_RAW): a bit set blocks that type; only 3 (destination unreachable)
+        // passes.
+        let blocked: u32 = !(1 << 3);
+        setsockopt(&s, 255, 1, &blocked)?;
+        s
+    } else {
+        let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+        // ICMP6_FILTER: 256 bits, a bit set blocks that type; only 2 (packet too big) passes.
+        let mut blocked = [u32::MAX; 8];
+        blocked[0] &= !(1 << 2);
+        setsockopt(&s, libc::IPPROTO_ICMPV6, 1, &blocked)?;
+        s
+    };
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn setsockopt<T>(s: &Socket, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `value` is a live T of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An IPv4 raw socket reads the IP header first, then the ICMP message: type 3 code 4, the
+/// next-hop MTU in bytes 6..8, then the quoted request's IP header and echo header.
+fn mtu_v4(msg: &[u8], addr: IpAddr, id: u16, seq: u16) -> Option<u32> {
+    let ihl = usize::from(*msg.first()? & 0x0f) * 4;
+    let icmp = msg.get(ihl..)?;
+    if icmp.len() < 8 || icmp[0] != 3 || icmp[1] != 4 {
+        return None;
+    }
+    let mtu = u16::from_be_bytes([icmp[6], icmp[7]]);
+    let quoted = &icmp[8..];
+    let qihl = usize::from(*quoted.first()? & 0x0f) * 4;
+    let dst: [u8; 4] = quoted.get(16..20)?.try_into().ok()?;
+    let echo = quoted.get(qihl..qihl + ECHO_HEADER)?;
+    (IpAddr::from(dst) == addr && quoted_echo(echo, 8, id, seq)).then_some(u32::from(mtu))
+}
+
+/// An ICMPv6 raw socket reads the message alone: type 2, the MTU in bytes 4..8, then the
+/// quoted request's IPv6 header (no extension headers: tracepkt sends none) and echo header.
+fn mtu_v6(msg: &[u8], addr: IpAddr, id: u16, seq: u16) -> Option<u32> {
+    if msg.len() < 8 || msg[0] != 2 {
+        return None;
+    }
+    let mtu = u32::from_be_bytes(msg[4..8].try_into().ok()?);
+    let quoted = &msg[8..];
+    let dst: [u8; 16] = quoted.get(24..40)?.try_into().ok()?;
+    let echo = quoted.get(IPV6_HEADER..IPV6_HEADER + ECHO_HEADER)?;
+    (IpAddr::from(dst) == addr && quoted_echo(echo, 128, id, seq)).then_some(mtu)
+}
+
+fn quoted_echo(echo: &[u8], request_type: u8, id: u16, seq: u16) -> bool {
+    echo[0] == request_type
+        && u16::from_be_bytes([echo[4], echo[5]]) == id
+        && u16::from_be_bytes([echo[6], echo[7]]) == seq
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_to_the_ip_length() {
+        let p = [7u8; payload::LEN];
+        let v4: IpAddr = "198.18.150.1".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(padded(&p, v4, None).unwrap(), p.to_vec());
+        let d = padded(&p, v4, Some(1500)).unwrap();
+        assert_eq!(d.len(), 1500 - 28);
+        assert_eq!(&d[..payload::LEN], &p);
+        assert!(d[payload::LEN..].iter().all(|&b| b == 0));
+        assert_eq!(padded(&p, v6, Some(1500)).unwrap().len(), 1500 - 48);
+        assert_eq!(padded(&p, v4, Some(60)).unwrap().len(), payload::LEN);
+        assert!(padded(&p, v6, Some(60)).is_err());
+    }
+
+    #[test]
+    fn reads_the_mtu_of_its_own_probe_only() {
+        let addr: IpAddr = "198.18.152.2".parse().unwrap();
+        let mut msg = vec![0x45u8; 1];
+        msg.resize(20, 0);
+        // ICMP type 3 code 4, MTU 1400.
+        msg.extend_from_slice(&[3, 4, 0, 0, 0, 0, 0x05, 0x78]);
+        let mut quoted = vec![0x45u8];
+        quoted.resize(20, 0);
+        quoted[16..20].copy_from_slice(&[198, 18, 152, 2]);
+        quoted.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 7]);
+        msg.extend_from_slice(&quoted);
+        assert_eq!(mtu_v4(&msg, addr, 0x1234, 7), Some(1400));
+        assert_eq!(mtu_v4(&msg, addr, 0x1234, 8), None);
+        assert_eq!(mtu_v4(&msg, "198.18.152.3".parse().unwrap(), 0x1234, 7), None);
+        let mut other = msg.clone();
+        other[21] = 1;
+        assert_eq!(mtu_v4(&other, addr, 0x1234, 7), None, "host unreachable names no MTU");
+
+        let addr6: IpAddr = "fd00:7470::2".parse().unwrap();
+        let mut m6 = vec![2u8, 0, 0, 0, 0, 0, 0x05, 0x00];
+        let mut q6 = vec![0x60u8];
+        q6.resize(40, 0);
+        q6[24..40].copy_from_slice(&match addr6 {
+            IpAddr::V6(a) => a.octets(),
+            _ => unreachable!(),
+        });
+        q6.extend_from_slice(&[128, 0, 0, 0, 0x12, 0x34, 0, 7]);
+        m6.extend_from_slice(&q6);
+        assert_eq!(mtu_v6(&m6, addr6, 0x1234, 7), Some(1280));
+        assert_eq!(mtu_v6(&m6, addr6, 0x1235, 7), None);
+    }
+}
