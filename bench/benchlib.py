@@ -507,14 +507,17 @@ class Report:
 
 # ---- 1. foreign traffic ----------------------------------------------------------------------
 
-CONFIGS = ["baseline", "always", "in-flight", "bpftrace", "floor"]
+CONFIGS = ["baseline", "always", "in-flight", "bpftrace", "floor", "sized"]
 LABEL = {
     "baseline": "a. nothing attached (baseline)",
     "always": "b. tracepkt serve, attach: always",
     "in-flight": "c. tracepkt serve, attach: in-flight",
     "bpftrace": "d. bpftrace bench/foreign.bt",
     "floor": "e. the floor (bench/floor)",
+    "sized": "f. tracepkt serve, attach: always, sized probes 1400/1450/1500 DF in flight",
 }
+# The configurations of tracepkt judged against the floor, and how their headlines name them.
+JUDGED = {"always": "tracepkt (always)", "sized": "tracepkt (always, sized probes)"}
 # The three kinds of foreign traffic of a round, in order, each between two bpftool snapshots.
 PHASES = ["udp", "tcp", "drop"]
 PHASE_LABEL = {"udp": "UDP 64 B flood", "tcp": "TCP stream", "drop": "UDP 64 B to a closed port"}
@@ -598,7 +601,7 @@ def foreign(raw, R):
     base = {r["round"]: r for r in by["baseline"]}
     nrounds = len({r["round"] for r in recs})
     R.add("### 1. Overhead on foreign traffic (veth into the bench namespace)", "",
-          f"{nrounds} interleaved rounds (the order of the five configurations rotates every round); median "
+          f"{nrounds} interleaved rounds (the order of the six configurations rotates every round); median "
           "(min–max) over rounds; ratio = median (min–max) of the per-round ratio to the baseline of the same "
           "round. Each round sends three kinds of foreign traffic one after the other. UDP: `iperf3 -u -l 64 -b 0` "
           "(client pinned to CPU 0, server in the namespace pinned to CPU 1, both nice -20); \"sent\" is the "
@@ -610,7 +613,9 @@ def foreign(raw, R):
           "processes; softirq work deferred to ksoftirqd), so it is usually the steadier of the two. TCP: one "
           "`iperf3` stream, receiver's Gbit/s. Closed port: 64-byte UDP datagrams from one Python socket (pinned "
           "to CPU 0, nice -20) to a port the namespace's input chain drops, so every datagram ends in "
-          "kfree_skb with reason NETFILTER_DROP.", "",
+          "kfree_skb with reason NETFILTER_DROP. f. is b. with its one target's probes sized (`size: [1400, 1450, "
+          "1500]`, `dont_fragment: true`): while one of them is in flight, foreign packets of those IP lengths "
+          "pass the programs' first (length) test and reach the next checks.", "",
           "| configuration | rounds | UDP 64 B sent pkt/s | ratio | sent pkt per sender CPU-second | ratio | "
           "UDP 64 B received pkt/s | ratio | TCP Gbit/s | ratio | closed-port UDP sent pkt/s | ratio | "
           "other processes' CPU % |",
@@ -714,80 +719,97 @@ def foreign(raw, R):
           "run, median (min–max) over rounds; ratios are per-round (same round) ratios, median (min–max). Each "
           "hook is judged on the traffic that reaches it most: the interface hooks on the UDP flood, kfree_skb on "
           "the closed-port flood. Almost every run is a foreign packet (the probes add 4 interface runs per "
-          "second).", "",
+          "second, the sized probes' sweep 12).", "",
           f"| hook | measured during | floor ns/run | tracepkt always ns/run | tracepkt / floor (goal {goal}) | "
+          f"tracepkt always, sized probes ns/run | sized / floor (goal {goal}) | "
           "tracepkt in-flight ns/run | bpftrace ns/run | bpftrace / floor | runs/s (floor) |",
-          "|---|---|---|---|---|---|---|---|---|")
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     hooks_res = {}
     for hook in HOOKS + ["pooled"]:
         if hook == "pooled":
             phase = "udp"
-            f, a, i, b = (pooled(c, IFACE_HOOKS, phase) for c in ("floor", "always", "in-flight", "bpftrace"))
+            f, a, z, i, b = (pooled(c, IFACE_HOOKS, phase) for c in ("floor", "always", "sized", "in-flight",
+                                                                        "bpftrace"))
             runs = runs_per_s("floor", IFACE_HOOKS, phase)
             name = "the four interface hooks, pooled (for reference)"
         else:
             phase = GOAL_PHASE[hook]
-            f, a, i, b = (nsrun(c, hook, phase) for c in ("floor", "always", "in-flight", "bpftrace"))
+            f, a, z, i, b = (nsrun(c, hook, phase) for c in ("floor", "always", "sized", "in-flight", "bpftrace"))
             runs = runs_per_s("floor", [hook], phase)
             name = hook
-        ra, rb = pair_ratio(a, f), pair_ratio(b, f)
-        reached = max(med(runs) or 0, med(runs_per_s("always", IFACE_HOOKS if hook == "pooled" else [hook],
-                                                     phase)) or 0) >= REACHED_RUNS_PER_S
-        hooks_res[hook] = {"phase": phase, "floor": f, "always": a, "in-flight": i, "bpftrace": b,
-                           "ratio_always_floor": ra, "ratio_bpftrace_floor": rb, "runs_per_s_floor": runs,
-                           "reached": reached}
+        ra, rz, rb = pair_ratio(a, f), pair_ratio(z, f), pair_ratio(b, f)
+        reached = max(med(runs) or 0, *(med(runs_per_s(c, IFACE_HOOKS if hook == "pooled" else [hook], phase)) or 0
+                                        for c in JUDGED)) >= REACHED_RUNS_PER_S
+        hooks_res[hook] = {"phase": phase, "floor": f, "always": a, "sized": z, "in-flight": i, "bpftrace": b,
+                           "ratio_always_floor": ra, "ratio_sized_floor": rz, "ratio_bpftrace_floor": rb,
+                           "runs_per_s_floor": runs, "reached": reached}
         if not reached:
             R.add(f"| {name} | {PHASE_LABEL[phase]} | not reached by this traffic (floor {mr(runs, 0)} runs/s; "
-                  f"judged from {REACHED_RUNS_PER_S:,}/s) | | | | | | |")
+                  f"judged from {REACHED_RUNS_PER_S:,}/s) | | | | | | | | |")
             continue
         R.add(f"| {name} | {PHASE_LABEL[phase]} | {mr(list(f.values()), 1)} | {mr(list(a.values()), 1)} | "
-              f"{ratio_str(ra, 2) if ra else '—'} | {mr(list(i.values()), 1)} | {mr(list(b.values()), 1)} | "
+              f"{ratio_str(ra, 2) if ra else '—'} | {mr(list(z.values()), 1)} | "
+              f"{ratio_str(rz, 2) if rz else '—'} | {mr(list(i.values()), 1)} | {mr(list(b.values()), 1)} | "
               f"{ratio_str(rb, 2) if rb else '—'} | {mr(runs, 0)} |")
     R.add("")
 
-    # Every hook under every kind of traffic: tracepkt (always) against the floor.
-    R.add("tracepkt (attach: always) ÷ the floor, ns/run, every hook under every kind of traffic (median (min–max) "
-          "of the per-round ratio; in brackets the two medians in ns; — where the traffic does not reach the hook):",
-          "", "| hook | " + " | ".join(PHASE_LABEL[p] for p in PHASES) + " |", "|---|" + "---|" * len(PHASES))
+    # Every hook under every kind of traffic: tracepkt (always, and with sized probes) against the
+    # floor. Only the TCP stream has packets of the sized probes' lengths: its full-size segments
+    # (on a veth most of its packets are GSO super-packets, longer than any probe).
+    R.add("tracepkt (attach: always, and with sized probes) ÷ the floor, ns/run, every hook under every kind of "
+          "traffic (median (min–max) of the per-round ratio; in brackets the two medians in ns; — where the "
+          "traffic does not reach the hook):",
+          "", "| hook | tracepkt | " + " | ".join(PHASE_LABEL[p] for p in PHASES) + " |",
+          "|---|---|" + "---|" * len(PHASES))
+    # A run from before the sized configuration existed has none of its rounds: no rows for it.
+    judged = [c for c in JUDGED if c == "always" or any(r["config"] == c for r in recs)]
     matrix = {}
     for hook in HOOKS:
-        cells = []
-        for ph in PHASES:
-            f, a = nsrun("floor", hook, ph), nsrun("always", hook, ph)
-            ra = pair_ratio(a, f)
-            matrix.setdefault(hook, {})[ph] = {"floor": f, "always": a, "ratio": ra}
-            cell = "—"
-            if ra:
-                cell = f"{ratio_str(ra, 2)} ({fmt(med(list(a.values())), 1)} / {fmt(med(list(f.values())), 1)})"
-                few = min(run_counts("floor", hook, ph) + run_counts("always", hook, ph))
-                if few < 10000:
-                    cell += f", only {few:,} runs in a round"
-            cells.append(cell)
-        R.add(f"| {hook} | " + " | ".join(cells) + " |")
+        for c in judged:
+            cells = []
+            for ph in PHASES:
+                f, a = nsrun("floor", hook, ph), nsrun(c, hook, ph)
+                ra = pair_ratio(a, f)
+                m = matrix.setdefault(hook, {}).setdefault(ph, {"floor": f})
+                if c == "always":
+                    m.update({"always": a, "ratio": ra})
+                else:
+                    m.update({c: a, f"ratio_{c}": ra})
+                cell = "—"
+                if ra:
+                    cell = f"{ratio_str(ra, 2)} ({fmt(med(list(a.values())), 1)} / {fmt(med(list(f.values())), 1)})"
+                    few = min(run_counts("floor", hook, ph) + run_counts(c, hook, ph))
+                    if few < 10000:
+                        cell += f", only {few:,} runs in a round"
+                cells.append(cell)
+            R.add(f"| {hook} | {JUDGED[c][len('tracepkt ('):-1]} | " + " | ".join(cells) + " |")
     R.add("")
 
-    verdicts = []
-    for hook in HOOKS:
-        h = hooks_res[hook]
-        label = f"ns/run on foreign packets, {hook} ({PHASE_LABEL[h['phase']]}): tracepkt (always)"
-        if not h["reached"]:
-            R.headline(label, f"not reached by this traffic (floor {mr(h['runs_per_s_floor'], 0)} runs/s; judged "
-                              f"from {REACHED_RUNS_PER_S:,}/s)", "—", goal, "—")
-        elif h["ratio_always_floor"]:
-            rm = med(h["ratio_always_floor"])
-            verdicts.append(rm <= GOAL_FLOOR_RATIO)
-            R.headline(label, f"{fmt(med(list(h['always'].values())), 1)} ns = {rm:.3f}× the floor "
-                              f"(rounds {min(h['ratio_always_floor']):.3f}–{max(h['ratio_always_floor']):.3f})",
-                       f"floor {fmt(med(list(h['floor'].values())), 1)} ns", goal,
-                       "yes" if rm <= GOAL_FLOOR_RATIO else "no")
-        else:
-            R.headline(label, "not measured: " + ("no floor runs" if not h["floor"] else "no tracepkt runs"),
-                       "—", goal, "no")
-            verdicts.append(False)
-    if verdicts:
-        R.headline("Foreign-packet cost, every hook the traffic reaches (kfree_skb included)",
-                   f"{sum(verdicts)} of {len(verdicts)} hooks within the goal", "the floor, same run", goal,
-                   "yes" if all(verdicts) else "no")
+    for c in judged:
+        who, verdicts = JUDGED[c], []
+        for hook in HOOKS:
+            h = hooks_res[hook]
+            ratios = h[f"ratio_{c}_floor"]
+            label = f"ns/run on foreign packets, {hook} ({PHASE_LABEL[h['phase']]}): {who}"
+            if not h["reached"]:
+                R.headline(label, f"not reached by this traffic (floor {mr(h['runs_per_s_floor'], 0)} runs/s; "
+                                  f"judged from {REACHED_RUNS_PER_S:,}/s)", "—", goal, "—")
+            elif ratios:
+                rm = med(ratios)
+                verdicts.append(rm <= GOAL_FLOOR_RATIO)
+                R.headline(label, f"{fmt(med(list(h[c].values())), 1)} ns = {rm:.3f}× the floor "
+                                  f"(rounds {min(ratios):.3f}–{max(ratios):.3f})",
+                           f"floor {fmt(med(list(h['floor'].values())), 1)} ns", goal,
+                           "yes" if rm <= GOAL_FLOOR_RATIO else "no")
+            else:
+                R.headline(label, "not measured: " + ("no floor runs" if not h["floor"] else "no tracepkt runs"),
+                           "—", goal, "no")
+                verdicts.append(False)
+        if verdicts:
+            R.headline("Foreign-packet cost, every hook the traffic reaches (kfree_skb included)"
+                       + (", sized probes in flight" if c == "sized" else ""),
+                       f"{sum(verdicts)} of {len(verdicts)} hooks within the goal", "the floor, same run", goal,
+                       "yes" if all(verdicts) else "no")
     h = hooks_res["pooled"]
     if h["bpftrace"]:
         R.headline("ns/run on foreign packets, 4 interface hooks pooled: bpftrace bench/foreign.bt",
@@ -814,7 +836,7 @@ def foreign(raw, R):
           "duty cycle (attached / wall time) | lost events at the end |",
           "|---|---|---|---|---|")
     wall_res = {}
-    for c in ("always", "in-flight", "bpftrace", "floor"):
+    for c in CONFIGS[1:]:
         if not by[c]:
             continue
         ms, perpkt = [], []
@@ -826,7 +848,7 @@ def foreign(raw, R):
             if d and r["udp"] and r["udp"]["packets"]:
                 perpkt.append(sum(x[0] for x in d["hooks"].values()) / r["udp"]["packets"])
         duty = [r["duty"] * 100 for r in by[c] if r.get("duty") is not None]
-        if c in ("always", "in-flight"):
+        if c in ("always", "in-flight", "sized"):
             ds = mr(duty, 3, " %") if duty else "n/a (no tracepkt_attached_seconds_total)"
             lost = ", ".join(str(int(r["lost"])) if r["lost"] is not None else "n/a" for r in by[c])
         else:
@@ -860,7 +882,7 @@ def foreign(raw, R):
                    f"attach: always {fmt(med(wall_res.get('always', {}).get('bpf_cpu_ms_per_s', [])), 2)} ms/s; "
                    f"floor {fmt(med(wall_res.get('floor', {}).get('bpf_cpu_ms_per_s', [])), 2)} ms/s")
     R.add("Caveat: with kernel.bpf_stats_enabled=1 every program run also pays two clock reads for the accounting; "
-          "that cost is outside run_time_ns but inside the throughput figures of b–e (not a).", "")
+          "that cost is outside run_time_ns but inside the throughput figures of b–f (not a).", "")
     others = [r["others"] for r in recs]
     if any(others):
         R.add(f"Other processes holding BPF programs during the rounds: {min(others)}–{max(others)} "

@@ -33,14 +33,17 @@
 #      script creates: a UDP 64-byte flood (iperf3 -u -l 64 -b 0), TCP (iperf3), and a UDP
 #      64-byte flood to a closed port in the namespace, dropped by its input chain (every packet
 #      freed with NETFILTER_DROP, so trace_kfree_skb sees it, and tracepkt's program has to look
-#      at the packet: NO_SOCKET frees it turns away from the reason alone). Configurations: a. nothing attached, b. tracepkt serve attach:
-#      always, c. tracepkt serve attach: in-flight, d. bench/foreign.bt under bpftrace, e. the
-#      floor (bench/floor: an empty tp_btf program on each of tracepkt's five hooks);
+#      at the packet: it turns NO_SOCKET frees away from the reason alone). Configurations:
+#      a. nothing attached, b. tracepkt serve attach: always, c. tracepkt serve attach:
+#      in-flight, d. bench/foreign.bt under bpftrace, e. the floor (bench/floor: an empty tp_btf
+#      program on each of tracepkt's five hooks), f. tracepkt serve attach: always with its
+#      target's probes sized (size: [1400, 1450, 1500], dont_fragment: true), so that while one
+#      is in flight full-size TCP segments pass the length test and reach the next checks;
 #      rounds interleaved, the order rotating every round. Per-program ns/run from the kernel's
 #      accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), and the
 #      in-flight duty cycle from tracepkt_attached_seconds_total.
-#      Goal: tracepkt (attach: always) ≤ 1.05× the floor's ns/run on every hook the traffic
-#      reaches, kfree_skb included.
+#      Goal: tracepkt (attach: always, with and without sized probes) ≤ 1.05× the floor's
+#      ns/run on every hook the traffic reaches, kfree_skb included.
 #   2. journey: probe rates stepped upward until the first step that fails (lost events,
 #      incomplete journeys, or an achieved rate below 95 % of the asked one); no step is tried
 #      after it. The ceiling, and what bounds it: tracepkt's CPU, the machine's CPU, ring-buffer
@@ -215,8 +218,8 @@ pick_port() {
     die "no free port among 29977-29986"
 }
 
-write_config() { # file targets interval timeout attach(""=default) address
-    local f=$1 n=$2 interval=$3 timeout=$4 attach=$5 addr=$6
+write_config() { # file targets interval timeout attach(""=default) address [extra target fields]
+    local f=$1 n=$2 interval=$3 timeout=$4 attach=$5 addr=$6 extra=${7:+, $7}
     {
         echo "# written by scripts/bench.sh"
         echo "listen: $LISTEN"
@@ -224,7 +227,7 @@ write_config() { # file targets interval timeout attach(""=default) address
         echo "timeout: $timeout"
         [ -n "$attach" ] && echo "attach: $attach"
         echo "targets:"
-        awk -v n="$n" -v a="$addr" 'BEGIN { for (i = 1; i <= n; i++) printf "  - {name: t%05d, address: %s}\n", i, a }'
+        awk -v n="$n" -v a="$addr" -v x="$extra" 'BEGIN { for (i = 1; i <= n; i++) printf "  - {name: t%05d, address: %s%s}\n", i, a, x }'
     } >"$f"
 }
 
@@ -343,7 +346,7 @@ part_startup() {
 }
 
 # ------------------------------------------------------------------------------------------
-# 1. Foreign traffic: throughput and per-program cost, five configurations, interleaved.
+# 1. Foreign traffic: throughput and per-program cost, six configurations, interleaved.
 
 IPERF_PID=
 start_iperf_server() {
@@ -386,8 +389,14 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
     ATT_PID=
     case $cfg in
         baseline) return 0 ;;
-        always | in-flight)
-            write_config "$d/config.yaml" 1 1s 1s "$cfg" "$NS_IP"
+        always | in-flight | sized)
+            if [ "$cfg" = sized ]; then
+                # A 1500-byte size lets full-size TCP segments past the first (length) test
+                # while such a probe is in flight: the worst case for foreign packets.
+                write_config "$d/config.yaml" 1 1s 1s always "$NS_IP" "size: [1400, 1450, 1500], dont_fragment: true"
+            else
+                write_config "$d/config.yaml" 1 1s 1s "$cfg" "$NS_IP"
+            fi
             start_serve "$d/config.yaml" "$d/attacher.log"
             ATT_PID=$SERVE_PID
             if ! wait_serving "$ATT_PID" "$d/attacher.log" 20; then
@@ -443,7 +452,7 @@ foreign_round() { # round config
     fi
     python3 "$lib" bpf-others ${ATT_PID:+"$ATT_PID"} "$IPERF_PID" "$$" >"$d/others.json" 2>/dev/null
     local serve=0
-    [ "$cfg" = always ] || [ "$cfg" = in-flight ] && serve=1
+    case $cfg in always | in-flight | sized) serve=1 ;; esac
     # Snapshots: bpf0 | UDP flood | bpf1 | TCP | bpf2 | closed-port flood | bpf3
     {
         echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -492,7 +501,7 @@ part_foreign() {
     mkdir -p "$raw/foreign"
     start_iperf_server
     bpf_stats on
-    local configs=(baseline always in-flight bpftrace floor) n=5 r k
+    local configs=(baseline always in-flight bpftrace floor sized) n=6 r k
     for ((r = 1; r <= ROUNDS; r++)); do
         for ((k = 0; k < n; k++)); do
             foreign_round "$r" "${configs[$(((k + r - 1) % n))]}"
@@ -661,7 +670,7 @@ log "output in $out (raw samples in $raw); listen $LISTEN"
 for part in $PARTS; do
     case $part in
         startup) log "== 5. start-up"; part_startup ;;
-        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 5 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
+        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 6 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
         journey) log "== 2. journey throughput (rates: $RATES; up to $JROUNDS rounds × ${JSECS}s each, until the first failure)"; part_journey ;;
         scale) log "== 3./4. scale, scrape, memory (sizes: $SCALE_SIZES; soak ${SOAK_SECS}s)"; part_scale ;;
     esac
