@@ -349,6 +349,8 @@ def prom_summary(text):
         "lost": total("tracepkt_events_lost_total"),
         "unmatched": total("tracepkt_events_unmatched_total"),
         "errors": total("tracepkt_probe_errors_total") if "tracepkt_probe_errors_total" in s else None,
+        "timeouts": sum(v for labels, v in s.get("tracepkt_probe_errors_total", [])
+                        if labels.get("reason") == "timeout"),
         "hops": total("tracepkt_hops_total"),
         "attached_seconds": (total("tracepkt_attached_seconds_total")
                              if "tracepkt_attached_seconds_total" in s else None),
@@ -514,10 +516,11 @@ LABEL = {
     "in-flight": "c. tracepkt serve, attach: in-flight",
     "bpftrace": "d. bpftrace bench/foreign.bt",
     "floor": "e. the floor (bench/floor)",
-    "sized": "f. tracepkt serve, attach: always, sized probes 1400/1450/1500 DF in flight",
+    "sized": "f. tracepkt serve, attach: always, sized probes [92, 1500] always in flight "
+             "(worst case: the flood's own length allowed)",
 }
 # The configurations of tracepkt judged against the floor, and how their headlines name them.
-JUDGED = {"always": "tracepkt (always)", "sized": "tracepkt (always, sized probes)"}
+JUDGED = {"always": "tracepkt (always)", "sized": "tracepkt (always, worst-case sized probes)"}
 # The three kinds of foreign traffic of a round, in order, each between two bpftool snapshots.
 PHASES = ["udp", "tcp", "drop"]
 PHASE_LABEL = {"udp": "UDP 64 B flood", "tcp": "TCP stream", "drop": "UDP 64 B to a closed port"}
@@ -563,12 +566,30 @@ def foreign_records(raw):
             wall = float(t.get("prom2", 0)) - float(t.get("prom0", 0))
             if wall > 0:
                 rec["duty"] = (p2["attached_seconds"] - p0["attached_seconds"]) / wall
+        # The share of wall time each target of f. has a probe out: its probes are never answered,
+        # so every one that timed out was out for the whole timeout (one ended early, by an ICMP
+        # error say, counts for nothing). Good to one timeout per target over the window.
+        rec["probes_out"] = None
+        tmo = config_timeout_s(os.path.join(d, "config.yaml"))
+        if p0 and p2 and p2["targets"] and tmo:
+            wall = float(t.get("prom2", 0)) - float(t.get("prom0", 0))
+            if wall > 0:
+                rec["probes_out"] = (p2["timeouts"] - p0["timeouts"]) * tmo / p2["targets"] / wall
         rec["lost"] = p2["lost"] if p2 else None
         rec["others"] = len(load_json(os.path.join(d, "others.json")) or [])
         rec["others_cpu"] = cpu_others(load_json(os.path.join(d, "cpu0.json")),
                                        load_json(os.path.join(d, "cpu2.json")))
         recs.append(rec)
     return recs
+
+
+def config_timeout_s(path):
+    """the top-level `timeout:` of a config scripts/bench.sh wrote, in seconds (None if absent)"""
+    for line in read_lines(path):
+        m = re.match(r"timeout: (\d+(?:\.\d+)?)(ms|s)\s*$", line)
+        if m:
+            return float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    return None
 
 
 def round_line(d):
@@ -613,9 +634,19 @@ def foreign(raw, R):
           "processes; softirq work deferred to ksoftirqd), so it is usually the steadier of the two. TCP: one "
           "`iperf3` stream, receiver's Gbit/s. Closed port: 64-byte UDP datagrams from one Python socket (pinned "
           "to CPU 0, nice -20) to a port the namespace's input chain drops, so every datagram ends in "
-          "kfree_skb with reason NETFILTER_DROP. f. is b. with its one target's probes sized (`size: [1400, 1450, "
-          "1500]`, `dont_fragment: true`): while one of them is in flight, foreign packets of those IP lengths "
-          "pass the programs' first (length) test and reach the next checks.", "",
+          "kfree_skb with reason NETFILTER_DROP. f. is the worst case for sized probes: b. with two targets at "
+          "an address on the veth's subnet that nobody holds, one `size: [92]` and one `size: [1500]` "
+          "(`dont_fragment: true`), every 1s with a 1s timeout. A sized probe's IP length passes the programs' "
+          "first (length) test only while such a probe is in flight; these are never answered, so each is out for "
+          "its whole timeout and the next follows at once: a probe of each size is out nearly all the time (the "
+          "duty-cycle table below gives the share, from the probes that timed out; tracepkt_attached_seconds_total "
+          "says nothing here, as attach: always is attached throughout). The address has a fixed neighbour entry "
+          "to a MAC nobody has, so the probes cross the veth and are dropped on arrival, rather than wait for an "
+          "ARP answer whose failure would end them early with an ICMP error. 92 is the IP length of every packet of "
+          "both 64-byte UDP floods (20 + 8 + 64) and 1500 that of a full-size TCP segment, so those packets go on "
+          "to the next checks (ethertype, protocol, the probe map lookup on their ports). One target per size, "
+          "because a target's sizes go out one after the other: a sweep `[92, 1500]` would let 92 past only "
+          "half the time.", "",
           "| configuration | rounds | UDP 64 B sent pkt/s | ratio | sent pkt per sender CPU-second | ratio | "
           "UDP 64 B received pkt/s | ratio | TCP Gbit/s | ratio | closed-port UDP sent pkt/s | ratio | "
           "other processes' CPU % |",
@@ -718,8 +749,9 @@ def foreign(raw, R):
           "`bpftool prog show` snapshots taken just before and just after each kind of traffic; ns per program "
           "run, median (min–max) over rounds; ratios are per-round (same round) ratios, median (min–max). Each "
           "hook is judged on the traffic that reaches it most: the interface hooks on the UDP flood, kfree_skb on "
-          "the closed-port flood. Almost every run is a foreign packet (the probes add 4 interface runs per "
-          "second, the sized probes' sweep 12).", "",
+          "the closed-port flood. Almost every run is a foreign packet (the probes of b. and c. add 4 interface "
+          "runs per second; f.'s two, dropped on arrival in the namespace, 3 interface runs and a kfree_skb run "
+          "per second each).", "",
           f"| hook | measured during | floor ns/run | tracepkt always ns/run | tracepkt / floor (goal {goal}) | "
           f"tracepkt always, sized probes ns/run | sized / floor (goal {goal}) | "
           "tracepkt in-flight ns/run | bpftrace ns/run | bpftrace / floor | runs/s (floor) |",
@@ -754,8 +786,9 @@ def foreign(raw, R):
     R.add("")
 
     # Every hook under every kind of traffic: tracepkt (always, and with sized probes) against the
-    # floor. Only the TCP stream has packets of the sized probes' lengths: its full-size segments
-    # (on a veth most of its packets are GSO super-packets, longer than any probe).
+    # floor. The sized probes' lengths are those of every packet of both UDP floods (92) and of the
+    # TCP stream's full-size segments (1500; on a veth most of its packets are GSO super-packets,
+    # longer than any probe).
     R.add("tracepkt (attach: always, and with sized probes) ÷ the floor, ns/run, every hook under every kind of "
           "traffic (median (min–max) of the per-round ratio; in brackets the two medians in ns; — where the "
           "traffic does not reach the hook):",
@@ -831,7 +864,10 @@ def foreign(raw, R):
     R.add("Cost over wall time and per packet, and the duty cycle. BPF CPU ms/s = Σ Δrun_time_ns / Δwall over the "
           "whole round (UDP flood + TCP + closed-port flood, all the process's programs), i.e. ns per run × runs / "
           "wall time; BPF ns per UDP packet = Σ Δrun_time_ns during the UDP flood / packets sent; duty cycle = "
-          "Δtracepkt_attached_seconds_total / Δwall time between two scrapes around the round.", "",
+          "Δtracepkt_attached_seconds_total / Δwall time between two scrapes around the round; for f., the share "
+          "of that wall time each target has a probe out = Δtimed-out probes × timeout / targets / Δwall (to "
+          "within one timeout per target over the window; a probe ended early, by an ICMP error say, counts for "
+          "nothing).", "",
           "| configuration | BPF CPU ms per s (1000 = one core) | BPF ns per UDP packet sent | "
           "duty cycle (attached / wall time) | lost events at the end |",
           "|---|---|---|---|---|")
@@ -848,13 +884,18 @@ def foreign(raw, R):
             if d and r["udp"] and r["udp"]["packets"]:
                 perpkt.append(sum(x[0] for x in d["hooks"].values()) / r["udp"]["packets"])
         duty = [r["duty"] * 100 for r in by[c] if r.get("duty") is not None]
+        out = [r["probes_out"] * 100 for r in by[c] if r.get("probes_out") is not None]
         if c in ("always", "in-flight", "sized"):
             ds = mr(duty, 3, " %") if duty else "n/a (no tracepkt_attached_seconds_total)"
+            if c == "sized":
+                ds += "; probes out " + (mr(out, 1, " %") if out else "n/a") + " of the time (per target)"
             lost = ", ".join(str(int(r["lost"])) if r["lost"] is not None else "n/a" for r in by[c])
         else:
             ds, lost = "100 % (attached for the whole round)", "—"
         R.add(f"| {LABEL[c]} | {mr(ms, 3)} | {mr(perpkt, 0)} | {ds} | {lost} |")
         wall_res[c] = {"bpf_cpu_ms_per_s": ms, "bpf_ns_per_udp_packet": perpkt, "duty_pct": duty}
+        if c == "sized":
+            wall_res[c]["probes_out_pct"] = out
     est = []
     for r in by["in-flight"]:
         a = next((x for x in by["always"] if x["round"] == r["round"]), None)
@@ -881,6 +922,9 @@ def foreign(raw, R):
                    f"{fmt(med(w['bpf_cpu_ms_per_s']), 2)} ms/s",
                    f"attach: always {fmt(med(wall_res.get('always', {}).get('bpf_cpu_ms_per_s', [])), 2)} ms/s; "
                    f"floor {fmt(med(wall_res.get('floor', {}).get('bpf_cpu_ms_per_s', [])), 2)} ms/s")
+    if wall_res.get("sized", {}).get("probes_out_pct"):
+        R.headline("worst-case sized probes: share of wall time a probe of each size is out (timed out × timeout)",
+                   mr(wall_res["sized"]["probes_out_pct"], 1, " %"), "interval 1s, timeout 1s, never answered")
     R.add("Caveat: with kernel.bpf_stats_enabled=1 every program run also pays two clock reads for the accounting; "
           "that cost is outside run_time_ns but inside the throughput figures of b–f (not a).", "")
     others = [r["others"] for r in recs]

@@ -36,12 +36,18 @@
 #      at the packet: it turns NO_SOCKET frees away from the reason alone). Configurations:
 #      a. nothing attached, b. tracepkt serve attach: always, c. tracepkt serve attach:
 #      in-flight, d. bench/foreign.bt under bpftrace, e. the floor (bench/floor: an empty tp_btf
-#      program on each of tracepkt's five hooks), f. tracepkt serve attach: always with its
-#      target's probes sized (size: [1400, 1450, 1500], dont_fragment: true), so that while one
-#      is in flight full-size TCP segments pass the length test and reach the next checks;
+#      program on each of tracepkt's five hooks), f. the worst case for sized probes: tracepkt
+#      serve attach: always with two targets at an address on the veth's subnet that nobody
+#      holds (UNHELD_IP, with a fixed neighbour entry to a MAC nobody has), sized 92 (the
+#      floods' own IP length: 20 + 8 + 64) and 1500, with dont_fragment: true, every 1s with a
+#      1s timeout: never answered, a probe of each size is in flight nearly all the time, so
+#      nearly every UDP flood packet (and every full-size TCP segment) passes the length test
+#      and meets the next checks (ethertype, protocol, the PROBES map lookup on its ports);
 #      rounds interleaved, the order rotating every round. Per-program ns/run from the kernel's
-#      accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), and the
-#      in-flight duty cycle from tracepkt_attached_seconds_total.
+#      accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), the
+#      in-flight duty cycle from tracepkt_attached_seconds_total, and for f. the share of time
+#      its probes are out, from those that timed out (tracepkt_probe_errors_total, reason
+#      timeout) × the timeout.
 #      Goal: tracepkt (attach: always, with and without sized probes) ≤ 1.05× the floor's
 #      ns/run on every hook the traffic reaches, kfree_skb included.
 #   2. journey: probe rates stepped upward until the first step that fails (lost events,
@@ -94,6 +100,7 @@ NS=tpkbench
 HOST_IF=tpkbench0
 HOST_IP=198.18.40.1
 NS_IP=198.18.40.2
+UNHELD_IP=198.18.40.99 # on the veth's subnet, held by nobody (setup_netns gives it a MAC nobody has)
 IPERF_PORT=5299
 CLOSED_PORT=5399 # nothing listens there, and the namespace's input chain drops it: NETFILTER_DROP
 SOAK_EVERY=30
@@ -198,6 +205,11 @@ setup_netns() {
         ip -n "$NS" addr add "$NS_IP/24" dev eth0 &&
         ip -n "$NS" link set eth0 up &&
         ip -n "$NS" link set lo up || die "cannot create namespace $NS"
+    # A fixed neighbour for UNHELD_IP, at a MAC nobody has: probes to it cross the veth and are
+    # dropped on arrival, never answered. Without it they would wait for ARP, which gives up
+    # after 3 s and ends the probes still out with an ICMP error, well before their timeout.
+    ip neigh replace "$UNHELD_IP" lladdr 02:00:00:00:00:63 dev "$HOST_IF" nud permanent ||
+        die "cannot add the neighbour entry for $UNHELD_IP"
     ip netns exec "$NS" nft "add table inet tpkbench; add chain inet tpkbench in { type filter hook input priority 0; }; add rule inet tpkbench in udp dport $CLOSED_PORT drop" ||
         die "cannot add the drop rule in $NS (nftables)"
     # An ICMP echo from Python's raw socket: needs neither iputils nor the binary under test.
@@ -391,9 +403,15 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
         baseline) return 0 ;;
         always | in-flight | sized)
             if [ "$cfg" = sized ]; then
-                # A 1500-byte size lets full-size TCP segments past the first (length) test
-                # while such a probe is in flight: the worst case for foreign packets.
-                write_config "$d/config.yaml" 1 1s 1s always "$NS_IP" "size: [1400, 1450, 1500], dont_fragment: true"
+                # The worst case for foreign packets: a sized probe's length passes the first
+                # (length) test only while such a probe is in flight. Unanswered, each probe is
+                # out for its whole timeout, and with interval = timeout the next follows at
+                # once. 92 is the 64-byte floods' own IP length (20 IP + 8 UDP + 64, as -l 64
+                # sends), 1500 a full-size TCP segment's. One target per size: a target's sizes
+                # go out one after the other, so a sweep [92, 1500] would let 92 past only half
+                # of the time.
+                write_config "$d/config.yaml" 1 1s 1s always "$UNHELD_IP" "size: [92], dont_fragment: true"
+                echo "  - {name: t00002, address: $UNHELD_IP, size: [1500], dont_fragment: true}" >>"$d/config.yaml"
             else
                 write_config "$d/config.yaml" 1 1s 1s "$cfg" "$NS_IP"
             fi
