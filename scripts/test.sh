@@ -6,7 +6,9 @@
 #   2. vm:   the privileged integration tests again, inside VMs on Debian's 6.1 and 6.12
 #            kernels, where kprobes exist and netfilter lives in modules (scripts/vm.sh); then
 #            the netfilter contention test in a VM whose NIC sits on a bridge made here, with
-#            this machine flooding it (scripts/flood.py; only the VM's address on that bridge).
+#            this machine flooding it (scripts/flood.py; only the VM's address on that bridge);
+#            then the cross-node journeys: a tracepkt here and one in the first series' VM, on
+#            a bridge made here, with VXLAN between them.
 # Skips are logged with their reason and summed up per kernel at the end; never a silent pass.
 #   scripts/test.sh [all|host|vm]      TRACEPKT_VM_SERIES_LIST="6.1 6.12" picks the VM kernels,
 #                                      TRACEPKT_VM_CONTENTION_LIST="6.1" those flooded on a bridge
@@ -63,7 +65,7 @@ a_name_that_stops_resolving_and_a_namespace_deleted_while_probed alert_rules_pas
 the_page_shows_each_target_and_where_failing_probes_stop a_pods_namespace_is_shown_by_its_pod_name \
 a_probe_starts_inside_a_pod_named_on_the_command_line serve_probes_from_a_pod_and_labels_its_namespace \
 serve_exports_the_answer_check serve_gives_up_the_capabilities_it_never_uses \
-bad_config_files config_files_that_cannot_be_read bad_command_lines bad_namespace_names \
+bad_config_files config_files_that_cannot_be_read bad_command_lines bad_namespace_names chart_turns_cross_node_on \
 targets_that_resolve_to_nothing"
 # Kernel-dependent but slow under emulation, where one kernel with kprobes proves them: run in
 # the first VM series only.
@@ -88,6 +90,8 @@ vm_series() { # series bins
         for b in $bins; do
             case $b in
                 */contention-*) echo "$b --test-threads=1 --skip netfilter_rows_carry$skips || rc=1" ;;
+                # The two-kernel test runs on this machine, which boots its VM: see crossnode().
+                */crossnode-*) echo "$b --test-threads=1 --skip across_two_kernels$skips || rc=1" ;;
                 *) echo "$b --test-threads=1$skips || rc=1" ;;
             esac
         done
@@ -128,6 +132,17 @@ vm() {
         return
     fi
     for s in $series_list; do vm_series "$s" "$bins"; done
+    crossnode "$bins"
+}
+
+crossnode() { # bins: this machine and the first series' VM, one tracepkt on each
+    local bin s=$first_series
+    bin=$(echo "$1" | tr ' ' '\n' | grep '/crossnode-' | head -n1)
+    [ -n "$bin" ] && [ -n "$s" ] || return
+    echo "=== kernels $(uname -r) (this machine) and $(TRACEPKT_VM_SERIES=$s scripts/vm.sh kernel) (VM on a bridge): cross-node journeys" >&2
+    TRACEPKT_CROSSNODE_VM=$s "$bin" --test-threads=1 --nocapture across_two_kernels 2>&1 |
+        tee "$results/host-crossnode.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
 }
 
 case $mode in
@@ -144,12 +159,12 @@ echo "=== summary"
 kernel_of() { # log file
     local s
     case $(basename "$1") in
-        host.log | host-fuzz.log) uname -r ;;
+        host.log | host-fuzz.log | host-crossnode.log) uname -r ;;
         vm-*) s=${1##*/vm-}; s=${s%.log}; s=${s%-contention}; TRACEPKT_VM_SERIES=$s scripts/vm.sh kernel ;;
     esac
 }
 declare -A seen_kernel=()
-for log in "$results"/host.log "$results"/host-fuzz.log "$results"/vm-*.log; do
+for log in "$results"/host.log "$results"/host-fuzz.log "$results"/host-crossnode.log "$results"/vm-*.log; do
     [ -f "$log" ] || continue
     k=$(kernel_of "$log")
     p=$(sed -nE 's/^test result: .*\. ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$log" | paste -sd+ | bc)

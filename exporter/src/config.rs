@@ -4,7 +4,7 @@
 //! listen: 127.0.0.1:19977      # optional, default 127.0.0.1:DEFAULT_PORT
 //! interval: 10s                # optional, default 10s, at least 100ms
 //! timeout: 2s                  # optional, default 2s, > 0 and <= each target's interval
-//! targets:                     # at least one
+//! targets:                     # at least one, unless cross_node is on
 //!   - address: 192.0.2.10      # IP address or host name (resolved at each probe)
 //!     name: gateway            # optional, default: the address; unique
 //!     ip_version: 4            # optional: 4, 6 or any (default)
@@ -37,7 +37,12 @@
 //!   sample_ratio: 1.0          # fraction of answered probes traced, 0..=1; failures always are
 //!   service_name: tracepkt     # default OTEL_SERVICE_NAME, else tracepkt
 //!   trace_url: http://tempo.example/trace/{trace_id}  # optional: where the page links traces
-//! attach: in-flight            # optional: in-flight (default) or always
+//! attach: in-flight            # optional: in-flight (default) or always; always when
+//!                              #   cross_node is on
+//! cross_node:                  # optional: follow other nodes' probes across this node
+//!   enabled: true              #   default false
+//!   budget: 1000               #   events a second at most, 1..=1000000; default 1000
+//!   tunnels: true              #   also look inside VXLAN, Geneve and IPIP; default true
 //! rtt_buckets: [0.001, 0.01]   # optional RTT histogram buckets (seconds); default none
 //! mechanisms: [tracepoint]     # optional: attach only by these (tp_btf, tracepoint, kprobe)
 //! ring_buffer_bytes: 1048576   # optional: the kernel's event ring buffer, a power of two from
@@ -130,7 +135,7 @@ pub struct Config {
     pub interval: Duration,
     /// Top-level timeout (targets may override it: see [`Target::timeout`]).
     pub timeout: Duration,
-    /// In file order; never empty; names unique.
+    /// In file order; names unique; empty only when `cross_node` is on.
     pub targets: Vec<Target>,
     pub otlp: Option<Otlp>,
     /// When the kernel programs are attached.
@@ -142,7 +147,34 @@ pub struct Config {
     pub mechanisms: Vec<Mechanism>,
     /// The size of the kernel's event ring buffer, when the file sets it.
     pub ring_buffer_bytes: Option<u32>,
+    /// Following other nodes' probes, when on.
+    pub cross_node: Option<CrossNode>,
 }
+
+/// Following other tracepkts' probes as they cross this node (`cross_node:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossNode {
+    /// Events a second the kernel programs may report for other nodes' probes; more are
+    /// counted, not reported.
+    pub budget: u32,
+    /// Look one level into VXLAN, Geneve and IPIP packets.
+    pub tunnels: bool,
+}
+
+impl Default for CrossNode {
+    fn default() -> Self {
+        CrossNode {
+            budget: DEFAULT_FOREIGN_BUDGET,
+            tunnels: true,
+        }
+    }
+}
+
+/// Events a second from other nodes' probes, unless `cross_node.budget` says otherwise: a
+/// probe crossing a node makes about ten.
+pub const DEFAULT_FOREIGN_BUDGET: u32 = 1000;
+/// The largest `cross_node.budget` accepted.
+pub const MAX_FOREIGN_BUDGET: u32 = 1_000_000;
 
 /// When the kernel programs are attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
@@ -479,13 +511,60 @@ struct RawConfig {
     #[serde(default)]
     otlp: Option<RawOtlp>,
     #[serde(default)]
-    attach: AttachMode,
+    attach: Option<AttachMode>,
     #[serde(default, deserialize_with = "rtt_buckets")]
     rtt_buckets: Option<Vec<f64>>,
     #[serde(default)]
     mechanisms: Vec<MechanismName>,
     #[serde(default, deserialize_with = "ring_buffer_bytes")]
     ring_buffer_bytes: Option<u32>,
+    #[serde(default)]
+    cross_node: Option<RawCrossNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    expecting = "a mapping with enabled:, and optionally budget: and tunnels:",
+    deny_unknown_fields
+)]
+struct RawCrossNode {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default, deserialize_with = "foreign_budget")]
+    budget: Option<u32>,
+    #[serde(default)]
+    tunnels: Option<bool>,
+}
+
+fn foreign_budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct BudgetVisitor;
+
+    impl<'de> Visitor<'de> for BudgetVisitor {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "events a second, from 1 to {MAX_FOREIGN_BUDGET}")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.visit_i128(i128::from(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.visit_i128(i128::from(v))
+        }
+
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+            match u32::try_from(v) {
+                Ok(v) if (1..=MAX_FOREIGN_BUDGET).contains(&v) => Ok(Some(v)),
+                _ => Err(E::custom(format!(
+                    "budget {v} is out of range: events a second, from 1 to {MAX_FOREIGN_BUDGET} (leave cross_node off to recognise none)"
+                ))),
+            }
+        }
+    }
+
+    d.deserialize_any(BudgetVisitor)
 }
 
 /// An attach mechanism as the config names it.
@@ -939,11 +1018,7 @@ fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawTarget>, D::Error> 
                 }
                 targets.push(target);
             }
-            if targets.is_empty() {
-                return Err(de::Error::custom(
-                    "the list of targets is empty: at least one target is needed",
-                ));
-            }
+            // Empty is refused after reading, unless cross_node is on: see `build`.
             Ok(targets)
         }
     }
@@ -1191,6 +1266,30 @@ fn path_string(path: &[Seg]) -> String {
 fn build(raw: RawConfig) -> Result<Config, Problem> {
     let interval = raw.interval.unwrap_or(DEFAULT_INTERVAL);
     let timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let cross_node = raw.cross_node.as_ref().filter(|c| c.enabled).map(|c| CrossNode {
+        budget: c.budget.unwrap_or(DEFAULT_FOREIGN_BUDGET),
+        tunnels: c.tunnels.unwrap_or(true),
+    });
+    if raw.targets.is_empty() && cross_node.is_none() {
+        return Err(Problem {
+            path: vec![Seg::Key("targets")],
+            message: "the list of targets is empty: at least one target is needed (or cross_node: {enabled: true}, to only follow other nodes' probes)".into(),
+        });
+    }
+    // Another node's probe may cross at any moment: the programs stay attached.
+    let attach = match (raw.attach, cross_node) {
+        (Some(AttachMode::InFlight), Some(_)) => {
+            return Err(Problem {
+                path: vec![Seg::Key("attach")],
+                message:
+                    "cross_node needs the kernel programs attached all the time: attach: always, or leave attach: out"
+                        .into(),
+            });
+        }
+        (Some(mode), _) => mode,
+        (None, Some(_)) => AttachMode::Always,
+        (None, None) => AttachMode::default(),
+    };
     let mut targets: Vec<Target> = Vec::with_capacity(raw.targets.len());
     let mut index_of: HashMap<String, usize> = HashMap::new();
     for (i, t) in raw.targets.into_iter().enumerate() {
@@ -1449,10 +1548,11 @@ fn build(raw: RawConfig) -> Result<Config, Problem> {
             sample_ratio: o.sample_ratio.unwrap_or(1.0),
             trace_url: o.trace_url,
         }),
-        attach: raw.attach,
+        attach,
         rtt_buckets: raw.rtt_buckets.unwrap_or_default(),
         mechanisms: raw.mechanisms.into_iter().map(|m| m.0).collect(),
         ring_buffer_bytes: raw.ring_buffer_bytes,
+        cross_node,
     })
 }
 
@@ -1713,6 +1813,7 @@ mod tests {
             rtt_buckets: vec![],
             mechanisms: vec![],
             ring_buffer_bytes: None,
+            cross_node: None,
         };
         assert_eq!(config, expected);
     }
@@ -1847,6 +1948,7 @@ mod tests {
                 rtt_buckets: vec![],
                 mechanisms: vec![],
                 ring_buffer_bytes: None,
+                cross_node: None,
             }
         );
         assert_eq!(default_listen().to_string(), format!("127.0.0.1:{DEFAULT_PORT}"));
@@ -1996,6 +2098,47 @@ mod tests {
             );
             assert_contains(&message, &format!("ring_buffer_bytes {bad} is not a power of two"));
         }
+    }
+
+    #[test]
+    fn cross_node() {
+        let t = "targets: [{address: 127.0.0.1}]";
+        let config = parse(&[t]);
+        assert_eq!((config.cross_node, config.attach), (None, AttachMode::InFlight));
+        let config = parse(&[t, "cross_node: {enabled: false, budget: 5}"]);
+        assert_eq!(config.cross_node, None);
+        let config = parse(&[t, "cross_node: {enabled: true}"]);
+        assert_eq!(config.cross_node, Some(CrossNode::default()));
+        assert_eq!(
+            config.attach,
+            AttachMode::Always,
+            "another node's probe may come at any time"
+        );
+        let config = parse(&[
+            t,
+            "attach: always",
+            "cross_node: {enabled: true, budget: 50, tunnels: false}",
+        ]);
+        assert_eq!(
+            config.cross_node,
+            Some(CrossNode {
+                budget: 50,
+                tunnels: false
+            })
+        );
+        let message = error(&[t, "attach: in-flight", "cross_node: {enabled: true}"], 2, 9, "attach");
+        assert_contains(&message, "cross_node needs the kernel programs attached all the time");
+        for bad in ["0", "1000001", "-3"] {
+            let message = error(
+                &[t, &format!("cross_node: {{enabled: true, budget: {bad}}}")],
+                2,
+                37,
+                "cross_node.budget",
+            );
+            assert_contains(&message, &format!("budget {bad} is out of range"));
+        }
+        let message = error(&[t, "cross_node: {enabeld: true}"], 2, 14, "cross_node");
+        assert_contains(&message, "unknown field `enabeld`");
     }
 
     #[test]
@@ -2224,6 +2367,8 @@ mod tests {
         assert_contains(&message, "the list of targets is empty");
         let message = error(&["listen: 127.0.0.1:9000"], 1, 1, "");
         assert_contains(&message, "missing field `targets`");
+        let config = parse(&["targets: []", "cross_node: {enabled: true}"]);
+        assert!(config.targets.is_empty(), "a node may only follow other nodes' probes");
     }
 
     #[test]

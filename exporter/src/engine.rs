@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use probe_common::payload::{self, TraceContext};
 use probe_common::{DropKey, HopKey, Proto, VerdictKey, map, probe_key};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{error, warn};
 
@@ -25,11 +26,12 @@ use crate::clock;
 use crate::config::AttachMode;
 use crate::journey::Journey;
 use crate::kernel::events::KernelEvent;
-use crate::kernel::loader::{self, Attach, DropReasons, Kernel, Mechanisms, Sizing};
+use crate::kernel::loader::{self, Attach, DropReasons, Foreign, Kernel, Mechanisms, Sizing};
 use crate::kernel::maps::{Counters, EventReader, KernelStats, ProbeRegistry};
 use crate::names::Names;
 use crate::pmtu;
 use crate::prober::{self, Fragmentation, IdPool, Outcome, Prober};
+use crate::remote::{self, Gatherer, RemoteJourney};
 use crate::sockets;
 
 /// How long a journey stays open after its probe ended, for events still in the ring buffer.
@@ -136,7 +138,10 @@ struct Shared {
     counts: Arc<EngineCounts>,
     /// Read around each journey: events the kernel could not queue while it was out.
     stats: Arc<KernelStats>,
-    pump: Mutex<Option<AbortHandle>>,
+    /// The pump's task, and the one that hands other nodes' probes over.
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// Other nodes' probes being gathered, while recognising them is on.
+    remote: Option<Mutex<Gatherer>>,
 }
 
 /// The engine's own counts of what did not fit anywhere: never hidden.
@@ -149,6 +154,9 @@ pub struct EngineCounts {
     /// Events with the echo id and sequence of a probe in flight but another trace in their
     /// payload: another tracepkt's probe, or a forged one.
     pub foreign_trace: AtomicU64,
+    /// Other nodes' probe events not kept (too many probes or events at once), and their
+    /// journeys not handed over (nobody reading them fast enough).
+    pub remote_dropped: AtomicU64,
 }
 
 /// What the engine hands to the metrics: the attach report and handles on the kernel's
@@ -234,6 +242,8 @@ pub struct Options {
     pub attach: AttachMode,
     pub sizing: Sizing,
     pub mechanisms: Mechanisms,
+    /// Recognise other nodes' probes; needs `attach: always`.
+    pub foreign: Option<Foreign>,
 }
 
 /// The engine. Cheap to clone: clones share everything.
@@ -364,14 +374,25 @@ impl Drop for Flight<'_> {
 impl Engine {
     /// Loads and attaches the kernel programs, opens the probe sockets and starts reading the
     /// ring buffer.
-    pub fn start(opts: Options) -> anyhow::Result<(Engine, Telemetry)> {
-        let mut kernel = loader::load(opts.sizing, &opts.mechanisms)?;
-        let registry = ProbeRegistry::take(&mut kernel)?;
+    /// With `opts.foreign`, other nodes' probes come out of the returned channel.
+    pub fn start(opts: Options) -> anyhow::Result<(Engine, Telemetry, Option<mpsc::Receiver<RemoteJourney>>)> {
+        anyhow::ensure!(
+            opts.foreign.is_none() || opts.attach == AttachMode::Always,
+            "recognising other nodes' probes needs the programs attached all the time"
+        );
+        let mut kernel = loader::load(opts.sizing, &opts.mechanisms, opts.foreign)?;
+        let mut registry = ProbeRegistry::take(&mut kernel)?;
+        if let Some(f) = opts.foreign {
+            registry
+                .listen(f.tunnels)
+                .context("letting the programs look for other nodes' probes")?;
+        }
         let reader = EventReader::take(&mut kernel)?;
         let counts = Arc::new(EngineCounts {
             unmatched: AtomicU64::new(0),
             undecodable: reader.undecodable(),
             foreign_trace: AtomicU64::new(0),
+            remote_dropped: AtomicU64::new(0),
         });
         let clock = Arc::new(AttachClock::default());
         let names = Arc::new(Mutex::new(Names::new(kernel.drop_reasons.clone())));
@@ -400,11 +421,18 @@ impl Engine {
             names,
             counts,
             stats,
-            pump: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            remote: opts.foreign.map(|_| Mutex::new(Gatherer::default())),
         });
         let pump = tokio::spawn(pump(Arc::downgrade(&shared), reader));
-        *shared.pump.lock().unwrap() = Some(pump.abort_handle());
-        Ok((Engine { shared }, telemetry))
+        shared.tasks.lock().unwrap().push(pump.abort_handle());
+        let remote = opts.foreign.map(|_| {
+            let (tx, rx) = mpsc::channel(REMOTE_QUEUE);
+            let task = tokio::spawn(hand_over(Arc::downgrade(&shared), tx));
+            shared.tasks.lock().unwrap().push(task.abort_handle());
+            rx
+        });
+        Ok((Engine { shared }, telemetry, remote))
     }
 
     /// An echo id for `tag`'s probes, or `None` when all 65,535 are taken.
@@ -543,8 +571,8 @@ impl Engine {
 
     /// Stops reading events and detaches every program.
     pub fn shutdown(&self) {
-        if let Some(pump) = self.shared.pump.lock().unwrap().take() {
-            pump.abort();
+        for task in self.shared.tasks.lock().unwrap().drain(..) {
+            task.abort();
         }
         if let Err(e) = self.shared.state.lock().unwrap().gate.kernel.detach_all() {
             warn!("detaching the programs at exit failed: {e}");
@@ -565,7 +593,18 @@ async fn pump(shared: std::sync::Weak<Shared>, mut reader: EventReader) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let (mut unmatched, mut foreign) = (0, 0);
+        let (mut unmatched, mut foreign, mut remote_dropped) = (0, 0, 0);
+        if let Some(remote) = &shared.remote
+            && batch.iter().any(|e| e.foreign)
+        {
+            let now = Instant::now();
+            let mut g = remote.lock().unwrap();
+            for ev in batch.extract_if(.., |e| e.foreign) {
+                if !g.add(ev, now) {
+                    remote_dropped += 1;
+                }
+            }
+        }
         {
             let mut st = shared.state.lock().unwrap();
             for ev in batch.drain(..) {
@@ -578,5 +617,41 @@ async fn pump(shared: std::sync::Weak<Shared>, mut reader: EventReader) {
         }
         shared.counts.unmatched.fetch_add(unmatched, Ordering::Relaxed);
         shared.counts.foreign_trace.fetch_add(foreign, Ordering::Relaxed);
+        shared
+            .counts
+            .remote_dropped
+            .fetch_add(remote_dropped, Ordering::Relaxed);
+    }
+}
+
+/// Other nodes' journeys queued for the front-end at most.
+const REMOTE_QUEUE: usize = 1024;
+
+/// Hands other nodes' probes over once each has been quiet for a moment. Holds the engine
+/// weakly, so it ends when the engine does, or when nobody reads the journeys any more.
+async fn hand_over(shared: std::sync::Weak<Shared>, tx: mpsc::Sender<RemoteJourney>) {
+    let mut tick = tokio::time::interval(remote::QUIET / 4);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Some(remote) = &shared.remote else {
+            return;
+        };
+        let due = {
+            let mut g = remote.lock().unwrap();
+            let mut names = shared.names.lock().unwrap();
+            g.due(Instant::now(), &mut names)
+        };
+        for j in due {
+            match tx.try_send(j) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    shared.counts.remote_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
     }
 }

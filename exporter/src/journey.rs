@@ -80,6 +80,10 @@ pub struct Hop {
     pub ts_ns: u64,
     /// Kernel hooks that saw this hop, in order.
     pub sources: Vec<&'static str>,
+    /// The tunnel (`vxlan`, `geneve`, `ipip`) the probe was inside at this hop, whose outer
+    /// addresses `saddr` and `daddr` are then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<&'static str>,
     #[serde(flatten)]
     pub detail: HopDetail,
 }
@@ -120,10 +124,12 @@ impl Hop {
         }
     }
 
-    /// The addresses as they are at this hop, with the ports for TCP and UDP.
+    /// The addresses as they are at this hop, with the ports for TCP and UDP; inside a tunnel,
+    /// the tunnel and its outer addresses.
     pub fn addresses(&self) -> String {
-        match (self.sport, self.dport) {
-            (Some(sp), Some(dp)) => format!(
+        match (self.tunnel, self.sport, self.dport) {
+            (Some(t), _, _) => format!("{t} {} -> {}", self.saddr, self.daddr),
+            (None, Some(sp), Some(dp)) => format!(
                 "{} -> {}",
                 std::net::SocketAddr::new(self.saddr, sp),
                 std::net::SocketAddr::new(self.daddr, dp)
@@ -262,6 +268,7 @@ impl Journey {
                 && last.direction == ev.direction
                 && last.netns == ev.netns
                 && last.ifindex == ev.ifindex
+                && last.tunnel == ev.tunnel.map(|t| t.as_str())
                 && !last.sources.contains(&ev.hook.name())
             {
                 last.sources.push(ev.hook.name());
@@ -283,6 +290,7 @@ impl Journey {
                 daddr: ev.daddr,
                 ts_ns: ev.ts_ns,
                 sources: vec![ev.hook.name()],
+                tunnel: ev.tunnel.map(|t| t.as_str()),
                 detail,
             });
         }
@@ -402,6 +410,9 @@ mod tests {
             ifindex,
             ifname: ifname.into(),
             trace_id: [0; 16],
+            parent_span_id: [0; 8],
+            foreign: false,
+            tunnel: None,
             detail,
         }
     }

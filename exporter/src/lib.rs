@@ -21,6 +21,7 @@ mod names;
 mod pmtu;
 mod pods;
 mod prober;
+mod remote;
 pub mod serve;
 mod sockets;
 pub mod trace;

@@ -23,7 +23,7 @@ use crate::export::http;
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
 use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
 use crate::export::web::{self, WebConfig};
-use crate::kernel::loader::{Mechanisms, Sizing};
+use crate::kernel::loader::{Foreign, Mechanisms, Sizing};
 use crate::pods::{self, Locator};
 use crate::prober::{self, Outcome};
 use crate::{dns, expect};
@@ -343,13 +343,17 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     } else {
         mechanisms
     };
-    let (engine, telemetry) = Engine::start(engine::Options {
+    let (engine, telemetry, remote) = Engine::start(engine::Options {
         attach: config.attach,
         sizing: Sizing {
             events: config.ring_buffer_bytes.unwrap_or(Sizing::for_targets(0).events),
             ..Sizing::for_targets(config.targets.len())
         },
         mechanisms: Mechanisms::only(mechanisms),
+        foreign: config.cross_node.map(|c| Foreign {
+            budget: c.budget,
+            tunnels: c.tunnels,
+        }),
     })?;
     for line in telemetry.blind_spots() {
         warn!("not visible on this kernel: {line}");
@@ -367,6 +371,28 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         AttachMode::InFlight => "only while a probe is in flight",
         AttachMode::Always => "for the whole run",
     });
+    if let (Some(c), Some(mut remote)) = (config.cross_node, remote) {
+        info!(
+            budget = c.budget,
+            tunnels = c.tunnels,
+            "following other nodes' probes across this node{}",
+            if tracer.is_some() {
+                ", as spans in their senders' traces"
+            } else {
+                " (no OTLP endpoint: counted only)"
+            }
+        );
+        let (metrics, tracer) = (metrics.clone(), tracer.clone());
+        // Ends when the engine stops handing journeys over.
+        tokio::spawn(async move {
+            while let Some(j) = remote.recv().await {
+                metrics.remote_journey(&j);
+                if let Some(t) = &tracer {
+                    t.record_remote(&j);
+                }
+            }
+        });
+    }
 
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {} (set `listen:` in the config)", config.listen))?;
@@ -419,8 +445,10 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
                         if new.rtt_buckets != config.rtt_buckets
                             || new.mechanisms != config.mechanisms
                             || new.otlp != config.otlp
+                            || new.cross_node != config.cross_node
+                            || new.attach != config.attach
                         {
-                            warn!("new RTT buckets, attach mechanisms or OTLP settings take effect at restart");
+                            warn!("new RTT buckets, attach mechanisms or mode, OTLP or cross_node settings take effect at restart");
                         }
                         match fleet.apply(&new.targets) {
                             Ok(()) => {

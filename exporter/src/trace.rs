@@ -74,10 +74,11 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     };
     // A trace lives for a few probes: gating the programs per probe would save nothing, and
     // would patch kernel text (tracepoint static keys) for every probe.
-    let (engine, telemetry) = Engine::start(engine::Options {
+    let (engine, telemetry, _) = Engine::start(engine::Options {
         attach: AttachMode::Always,
         sizing: Sizing::for_targets(1),
         mechanisms: Mechanisms::only(mechanisms),
+        foreign: None,
     })?;
     let blind = telemetry.blind_spots();
     if !blind.is_empty() {
@@ -159,8 +160,15 @@ pub async fn run(args: TraceArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
             summary.push_str(&text);
             all_replied &= ok;
         }
-        if let Some(id) = tracer.as_ref().and_then(|t| t.record(&info, Some(target), &journey)) {
-            summary.push_str(&format!("; trace {id}"));
+        // The trace id is the probe's whether or not this run exports it: other nodes' tracepkts
+        // (cross_node:) file the hops they saw under it.
+        match tracer.as_ref().and_then(|t| t.record(&info, Some(target), &journey)) {
+            Some(id) => summary.push_str(&format!("; trace {id}")),
+            None if journey.sent_ns != 0 && journey.proto != probe_common::Proto::Tcp => summary.push_str(&format!(
+                "; trace {} (not exported here; other nodes' hops are under it)",
+                opentelemetry::trace::TraceId::from_bytes(journey.trace.trace_id)
+            )),
+            None => {}
         }
         if args.json {
             eprintln!("{summary}");

@@ -261,6 +261,38 @@ fn chart_lints_renders_and_validates() {
 }
 
 #[test]
+fn chart_turns_cross_node_on() {
+    let test = "chart_turns_cross_node_on";
+    let Some(chart) = Chart::new(test) else { return };
+    let on = ["--set", "config.cross_node.enabled=true"];
+    // A node that only follows the others' probes has no target of its own.
+    let rendered = docs(&chart.render(&[&on[..], &["--set", "config.targets=null"]].concat()));
+    let map = rendered
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["config.yaml"].is_string())
+        .expect("the config ConfigMap");
+    let config: Value = serde_norway::from_str(map["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(config["cross_node"]["enabled"], true, "{config:?}");
+    assert_eq!(config["targets"].as_array().map(|t| t.len()), Some(0), "{config:?}");
+    assert!(
+        config.get("attach").is_none(),
+        "attach left to tracepkt's default with cross_node: {config:?}"
+    );
+    let dir = chart.dir();
+    let out = Command::new(&chart.helm)
+        .args(["template", "tpk", dir.to_str().unwrap()])
+        .args(on)
+        .args(["--set", "config.attach=in-flight"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("config.cross_node needs the programs attached all the time"),
+        "{err}"
+    );
+}
+
+#[test]
 fn chart_grants_least_privilege() {
     let test = "chart_grants_least_privilege";
     let Some(chart) = Chart::new(test) else { return };

@@ -72,6 +72,17 @@ impl ProbeLengths {
         ProbeLengths(w)
     }
 
+    /// [`ProbeLengths::fixed`] and the same lengths inside each [`Tunnel`].
+    pub fn fixed_and_tunnelled() -> Self {
+        let mut l = Self::fixed();
+        for n in FIXED_PROBE_LENGTHS {
+            for t in Tunnel::ALL {
+                l.allow((n + t.overhead()) as u16);
+            }
+        }
+        l
+    }
+
     pub fn allow(&mut self, len: u16) {
         self.0[len as usize / 64] |= 1 << (len % 64);
     }
@@ -116,6 +127,60 @@ impl Proto {
 /// id or the TCP/UDP port tracepkt bound its socket to.
 pub const fn probe_key(proto: Proto, id: u16) -> u32 {
     ((proto as u32) << 16) | id as u32
+}
+
+/// The tag of another node's probe: no target of this node's. Its counters and events are
+/// the cross-node ones.
+pub const FOREIGN_TAG: u32 = u32::MAX;
+
+/// [`Event::flags`]: the packet is another tracepkt's probe (its id is in no `PROBES` entry
+/// of this node), recognised by its payload.
+pub const FLAG_FOREIGN: u8 = 1;
+/// [`Event::flags`]: bits 1-2 name the tunnel the probe was seen inside ([`Tunnel`]); the
+/// event's addresses are then the outer header's.
+pub const FLAG_TUNNEL_SHIFT: u8 = 1;
+
+/// Encapsulations the programs look one level into: the outer packet's IP length is the
+/// probe's plus [`Tunnel::overhead`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tunnel {
+    Vxlan = 1,
+    Geneve = 2,
+    Ipip = 3,
+}
+
+impl Tunnel {
+    pub const ALL: [Tunnel; 3] = [Tunnel::Vxlan, Tunnel::Geneve, Tunnel::Ipip];
+    /// Well-known UDP destination ports.
+    pub const VXLAN_PORT: u16 = 4789;
+    pub const GENEVE_PORT: u16 = 6081;
+
+    pub const fn from_flags(flags: u8) -> Option<Self> {
+        match (flags >> FLAG_TUNNEL_SHIFT) & 3 {
+            1 => Some(Tunnel::Vxlan),
+            2 => Some(Tunnel::Geneve),
+            3 => Some(Tunnel::Ipip),
+            _ => None,
+        }
+    }
+
+    /// Bytes an IPv4 outer header adds: VXLAN and Geneve (without options) an IP, a UDP, an
+    /// 8-byte tunnel header and the inner Ethernet header; IPIP an IP header.
+    pub const fn overhead(self) -> usize {
+        match self {
+            Tunnel::Vxlan | Tunnel::Geneve => 20 + 8 + 8 + 14,
+            Tunnel::Ipip => 20,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Tunnel::Vxlan => "vxlan",
+            Tunnel::Geneve => "geneve",
+            Tunnel::Ipip => "ipip",
+        }
+    }
 }
 
 /// Ring buffer size in bytes (power of two, multiple of the page size). One buffer for all
@@ -281,7 +346,9 @@ pub mod stat {
     pub const NF_STASH_MISMATCH: u32 = 3;
     /// A netfilter entry could not stash: its verdict row is missing.
     pub const NF_STASH_FULL: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Another node's probe seen past the foreign-probe budget: not reported.
+    pub const FOREIGN_OVER_BUDGET: u32 = 5;
+    pub const COUNT: u32 = 6;
 
     /// Every anomaly with its `kind` label, in `STATS` order.
     pub const ANOMALIES: [(u32, &str); 4] = [
@@ -332,7 +399,9 @@ pub struct Event {
     pub dport: u16,
     /// [`Proto`] value.
     pub proto: u8,
-    pub _pad1: [u8; 3],
+    /// [`FLAG_FOREIGN`], and the [`Tunnel`] at [`FLAG_TUNNEL_SHIFT`].
+    pub flags: u8,
+    pub _pad1: [u8; 2],
 }
 
 impl Event {
@@ -370,7 +439,8 @@ impl Event {
             sport: 0,
             dport: 0,
             proto: 0,
-            _pad1: [0; 3],
+            flags: 0,
+            _pad1: [0; 2],
         }
     }
 }
@@ -465,7 +535,7 @@ mod tests {
     fn no_implicit_padding() {
         assert_eq!(
             size_of::<Event>(),
-            8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2 + 8 * 3 + 2 * 2 + 1 + 3
+            8 * 3 + 4 * 2 + 4 + 2 * 2 + 16 * 3 + 4 + 4 + NAME_LEN * 2 + 8 * 3 + 2 * 2 + 1 + 1 + 2
         );
         assert_eq!(size_of::<Event>() % 8, 0);
         assert_eq!(size_of::<HopKey>(), 16);
@@ -484,6 +554,28 @@ mod tests {
         l.allow(u16::MAX);
         assert!(l.allows(1500) && l.allows(MAX_PROBE_LEN) && !l.allows(1501) && !l.allows(MAX_PROBE_LEN + 1));
         assert_eq!(size_of::<ProbeLengths>(), (MAX_PROBE_LEN + 1) / 8);
+
+        // Inside a tunnel: each fixed length plus the outer headers, and nothing else.
+        let t = ProbeLengths::fixed_and_tunnelled();
+        let want = |n: usize| {
+            FIXED_PROBE_LENGTHS.contains(&n) || FIXED_PROBE_LENGTHS.iter().any(|f| n == f + 50 || n == f + 20)
+        };
+        for n in 0..=MAX_PROBE_LEN {
+            assert_eq!(t.allows(n), want(n), "{n}");
+        }
+        assert!(t.allows(PROBE_L3_LEN_V4 + 50) && t.allows(PROBE_L3_LEN_V4 + 20));
+    }
+
+    #[test]
+    fn tunnels_round_trip_through_the_event_flags() {
+        for t in Tunnel::ALL {
+            assert_eq!(
+                Tunnel::from_flags(FLAG_FOREIGN | (t as u8) << FLAG_TUNNEL_SHIFT),
+                Some(t)
+            );
+        }
+        assert_eq!(Tunnel::from_flags(FLAG_FOREIGN), None);
+        assert_eq!(Tunnel::from_flags(0), None);
     }
 
     #[test]

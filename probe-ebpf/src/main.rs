@@ -26,7 +26,7 @@ use packet::Access;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
@@ -92,6 +92,57 @@ fn probe_length(len: usize) -> bool {
     }
     let word = unsafe { core::ptr::read_volatile(&raw const PROBE_LENGTHS.0[len / 64]) };
     (word >> (len % 64)) & 1 == 1
+}
+
+/// Another node's probes: how many events a second the programs may report, over all CPUs;
+/// 0 turns recognising them off. While on, user space keeps `IN_FLIGHT` above zero, as such a
+/// probe may arrive at any time.
+#[unsafe(no_mangle)]
+static FOREIGN_BUDGET: u32 = 0;
+
+/// Whether to look one level into VXLAN, Geneve and IPIP packets for a probe (1) or not (0).
+/// User space then also lets the tunnelled probe lengths past the first test.
+#[unsafe(no_mangle)]
+static TUNNELS: u32 = 0;
+
+#[inline(always)]
+fn foreign_budget() -> u32 {
+    unsafe { core::ptr::read_volatile(&raw const FOREIGN_BUDGET) }
+}
+
+#[inline(always)]
+fn tunnels() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const TUNNELS) != 0 }
+}
+
+/// The foreign-probe budget's window: its start (CLOCK_MONOTONIC ns) and the events reported
+/// in it. Shared by every CPU; CPUs racing at a window's start or at its limit may let a few
+/// events more through, at most one per CPU.
+#[map]
+static FOREIGN_WINDOW: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Whether one more foreign-probe event fits in this second's budget; counts it if not.
+#[inline(always)]
+fn foreign_admit() -> bool {
+    let budget = foreign_budget() as u64;
+    let (Some(start), Some(count)) = (FOREIGN_WINDOW.get_ptr_mut(0), FOREIGN_WINDOW.get_ptr_mut(1)) else {
+        return false;
+    };
+    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    unsafe {
+        if now.wrapping_sub(*start) >= 1_000_000_000 {
+            *start = now;
+            *count = 0;
+        }
+    }
+    // Compared before the add: the generic BPF target has no fetching atomic add, so CPUs
+    // racing at the limit may each take one event more than the budget.
+    if unsafe { core::ptr::read_volatile(count) } >= budget {
+        stat_inc(stat::FOREIGN_OVER_BUDGET);
+        return false;
+    }
+    add(count);
+    true
 }
 
 #[map]

@@ -6,13 +6,19 @@
 //! is in flight: one bit of the `PROBE_LENGTHS` bitmap; on receive hooks the length is one
 //! field), then the ethertype.
 //! Only then are packet bytes read: the IP protocol; for ICMP the echo type, the `PROBES` map
-//! and last the payload's magic and version; for TCP and UDP the ports, in the `PROBES` map. In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
+//! and last the payload's magic and version; for TCP and UDP the ports, in the `PROBES` map.
+//! In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
 //! not helper calls: a foreign packet costs a load or two and a compare.
+//!
+//! Another node's probe is in no `PROBES` entry here: while recognising those is on
+//! (`FOREIGN_BUDGET`), an echo or UDP packet that misses the map is taken when its payload is
+//! a tracepkt one and the budget has room. While `TUNNELS` is on, a VXLAN, Geneve or IPIP
+//! packet is looked into once, and the probe inside reported with the outer addresses.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use probe_common::{
-    DNS_L3_LEN_V4, DNS_L3_LEN_V6, Direction, Event, Hook, Kind, PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto,
-    payload, probe_key,
+    DNS_L3_LEN_V4, DNS_L3_LEN_V6, Direction, Event, FLAG_FOREIGN, FLAG_TUNNEL_SHIFT, FOREIGN_TAG, Hook, Kind,
+    PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto, Tunnel, payload, probe_key,
 };
 
 use crate::PROBES;
@@ -20,9 +26,12 @@ use crate::PROBES;
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86DDu16.to_be();
 const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
+/// Transparent Ethernet bridging: a Geneve packet carrying an Ethernet frame.
+const ETH_P_TEB: u16 = 0x6558;
 /// `(typeof(skb->network_header))~0U`: header offset not set.
 const HEADER_UNSET: u16 = 0xffff;
 
@@ -74,10 +83,31 @@ pub struct Probe {
     pub daddr: [u8; 16],
     /// Payload bytes 8..32: trace id and parent span id.
     pub trace: [u64; 3],
-    /// Makes the padding a field. LLVM copies padding as undefined bytes, and may fill them
-    /// from a register that holds a pointer; the 6.1 verifier refuses such a partial pointer
-    /// spill ("invalid size of register spill") when the probe is stashed.
-    pub _pad: u8,
+    /// `FLAG_FOREIGN` and the tunnel, as [`Event::flags`]. Also makes what would be padding a
+    /// field: LLVM copies padding as undefined bytes, and may fill them from a register that
+    /// holds a pointer; the 6.1 verifier refuses such a partial pointer spill ("invalid size
+    /// of register spill") when the probe is stashed.
+    pub flags: u8,
+}
+
+impl Probe {
+    #[inline(always)]
+    fn empty() -> Self {
+        Probe {
+            info: ProbeInfo { tag: 0 },
+            ip_version: 0,
+            proto: Proto::Icmp,
+            direction: Direction::Request,
+            id: 0,
+            seq: 0,
+            sport: 0,
+            dport: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            trace: [0; 3],
+            flags: 0,
+        }
+    }
 }
 
 #[inline(always)]
@@ -139,23 +169,50 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         return None;
     }
     let ethertype: u16 = field(skb, off!(SkbProtocol), access)?;
-    let mut p = Probe {
-        info: ProbeInfo { tag: 0 },
-        ip_version: 0,
-        proto: Proto::Icmp,
-        direction: Direction::Request,
-        id: 0,
-        seq: 0,
-        sport: 0,
-        dport: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        trace: [0; 3],
-        _pad: 0,
-    };
-    // The transport protocol and where its header starts. Extension headers are not
-    // followed: tracepkt's own probes carry none.
-    let (ipproto, l4) = if ethertype == ETH_P_IP_BE {
+    let mut p = Probe::empty();
+    let (ipproto, l4) = network(&mut p, ethertype, ip)?;
+    // A probe inside a tunnel: the outer packet passed the first test only if the tunnelled
+    // lengths are allowed, which user space does only while `TUNNELS` is on.
+    if crate::tunnels()
+        && p.ip_version == 4
+        && let Some((tunnel, inner_ip)) = tunnel_inner(ipproto, l4, l3_len)
+    {
+        // The same `Probe` for the inner packet: the programs' stack, shared with the event
+        // and the callers' frames, has no room for a second one.
+        let outer: [u8; 8] = [
+            p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3], p.daddr[0], p.daddr[1], p.daddr[2], p.daddr[3],
+        ];
+        p = Probe::empty();
+        let (inner_proto, inner_l4) = network(&mut p, ETH_P_IP_BE, inner_ip)?;
+        transport(
+            &mut p,
+            inner_proto,
+            inner_l4,
+            l3_len.wrapping_sub(inner_ip.wrapping_sub(ip)),
+        )?;
+        // The hop is the tunnel's: it shows the outer addresses.
+        p.saddr[..4].copy_from_slice(&outer[..4]);
+        p.daddr[..4].copy_from_slice(&outer[4..]);
+        p.flags |= (tunnel as u8) << FLAG_TUNNEL_SHIFT;
+        return Some(p);
+    }
+    transport(&mut p, ipproto, l4, l3_len)?;
+    if p.ip_version == 6 {
+        // Only for our own packets: the addresses are the bulk of an IPv6 header.
+        unsafe {
+            bpf_probe_read_kernel_buf((ip + 8) as *const u8, &mut p.saddr).ok()?;
+            bpf_probe_read_kernel_buf((ip + 24) as *const u8, &mut p.daddr).ok()?;
+        }
+    }
+    Some(p)
+}
+
+/// Reads the IP header at `ip`: the version and, for IPv4, the addresses into `p`. Returns
+/// the transport protocol and where its header starts. Extension headers are not followed:
+/// tracepkt's own probes carry none.
+#[inline(always)]
+fn network(p: &mut Probe, ethertype: u16, ip: usize) -> Option<(u8, usize)> {
+    if ethertype == ETH_P_IP_BE {
         let hdr: [u8; 20] = unsafe { read(ip, 0)? };
         if hdr[0] >> 4 != 4 {
             return None;
@@ -163,17 +220,48 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         p.ip_version = 4;
         p.saddr[..4].copy_from_slice(&hdr[12..16]);
         p.daddr[..4].copy_from_slice(&hdr[16..20]);
-        (hdr[9], ip + ((hdr[0] & 0x0f) as usize) * 4)
+        Some((hdr[9], ip + ((hdr[0] & 0x0f) as usize) * 4))
     } else if ethertype == ETH_P_IPV6_BE {
         let hdr: [u8; 8] = unsafe { read(ip, 0)? };
         if hdr[0] >> 4 != 6 {
             return None;
         }
         p.ip_version = 6;
-        (hdr[6], ip + 40)
+        Some((hdr[6], ip + 40))
     } else {
-        return None;
-    };
+        None
+    }
+}
+
+/// Where the inner IPv4 header of a VXLAN, Geneve or IPIP packet starts, if this is one that
+/// may carry a probe (not itself a UDP probe's length).
+#[inline(always)]
+fn tunnel_inner(ipproto: u8, l4: usize, l3_len: usize) -> Option<(Tunnel, usize)> {
+    match ipproto {
+        IPPROTO_IPIP => Some((Tunnel::Ipip, l4)),
+        IPPROTO_UDP if l3_len != PROBE_L3_LEN_V4 && l3_len != DNS_L3_LEN_V4 => {
+            // The UDP header and the 8-byte VXLAN or Geneve header after it.
+            let h: [u8; 16] = unsafe { read(l4, 0)? };
+            let dport = u16::from_be_bytes([h[2], h[3]]);
+            let (tunnel, eth) = if dport == Tunnel::VXLAN_PORT {
+                (Tunnel::Vxlan, l4 + 16)
+            } else if dport == Tunnel::GENEVE_PORT && u16::from_be_bytes([h[10], h[11]]) == ETH_P_TEB {
+                // Geneve's option length is in 4-byte words.
+                (Tunnel::Geneve, l4 + 16 + ((h[8] & 0x3f) as usize) * 4)
+            } else {
+                return None;
+            };
+            let ethertype: u16 = unsafe { read(eth, 12)? };
+            (ethertype == ETH_P_IP_BE).then_some((tunnel, eth + 14))
+        }
+        _ => None,
+    }
+}
+
+/// Recognises the probe from its transport header (and payload), given the IP protocol, where
+/// the transport header starts and the IP length.
+#[inline(always)]
+fn transport(p: &mut Probe, ipproto: u8, l4: usize, l3_len: usize) -> Option<()> {
     let icmp_len = if p.ip_version == 4 {
         PROBE_L3_LEN_V4
     } else {
@@ -192,12 +280,17 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
                 _ => return None,
             };
             p.id = u16::from_be_bytes([echo[4], echo[5]]);
-            p.info = unsafe { *PROBES.get(probe_key(Proto::Icmp, p.id))? };
             p.seq = u16::from_be_bytes([echo[6], echo[7]]);
-            // The payload's magic and version, so that a foreign echo reusing a registered id
-            // is not taken for ours: one fixed-size read, for packets that passed every
-            // cheaper test.
-            p.trace = payload_trace(l4 + 8)?;
+            match unsafe { PROBES.get(probe_key(Proto::Icmp, p.id)) } {
+                Some(info) => {
+                    p.info = *info;
+                    // The payload's magic and version, so that a foreign echo reusing a
+                    // registered id is not taken for ours: one fixed-size read, for packets
+                    // that passed every cheaper test.
+                    p.trace = payload_trace(l4 + 8)?;
+                }
+                None => p.trace = foreign(p, l4 + 8)?,
+            }
         }
         IPPROTO_TCP | IPPROTO_UDP => {
             let proto = if ipproto == IPPROTO_TCP { Proto::Tcp } else { Proto::Udp };
@@ -222,10 +315,18 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
             if let Some(info) = unsafe { PROBES.get(probe_key(proto, p.sport)) } {
                 p.info = *info;
                 p.id = p.sport;
-            } else {
-                p.info = unsafe { *PROBES.get(probe_key(proto, p.dport))? };
+            } else if let Some(info) = unsafe { PROBES.get(probe_key(proto, p.dport)) } {
+                p.info = *info;
                 p.id = p.dport;
                 p.direction = Direction::Reply;
+            } else if proto == Proto::Udp {
+                // Another node's UDP probe, told by its payload; which way it goes is not
+                // known here, so it is taken as a request.
+                p.id = p.sport;
+                p.trace = foreign(p, l4 + 8)?;
+                return Some(());
+            } else {
+                return None;
             }
             if proto == Proto::Udp {
                 // A payload of the user's own carries no trace context.
@@ -234,14 +335,23 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
         }
         _ => return None,
     }
-    if p.ip_version == 6 {
-        // Only for our own packets: the addresses are the bulk of an IPv6 header.
-        unsafe {
-            bpf_probe_read_kernel_buf((ip + 8) as *const u8, &mut p.saddr).ok()?;
-            bpf_probe_read_kernel_buf((ip + 24) as *const u8, &mut p.daddr).ok()?;
-        }
+    Some(())
+}
+
+/// Another node's probe, recognised by its payload while recognising them is on and this
+/// second's budget has room: marks `p` as foreign and returns its trace context.
+#[inline(always)]
+fn foreign(p: &mut Probe, payload: usize) -> Option<[u64; 3]> {
+    if crate::foreign_budget() == 0 {
+        return None;
     }
-    Some(p)
+    let trace = payload_trace(payload)?;
+    if !crate::foreign_admit() {
+        return None;
+    }
+    p.info = ProbeInfo { tag: FOREIGN_TAG };
+    p.flags |= FLAG_FOREIGN;
+    Some(trace)
 }
 
 /// The trace context of a tracepkt payload at `at`, or `None` for any other payload.
@@ -328,4 +438,5 @@ pub fn fill(ev: &mut Event, p: &Probe, skb: usize, kind: Kind, hook: Hook) {
     ev.sport = p.sport;
     ev.dport = p.dport;
     ev.proto = p.proto as u8;
+    ev.flags = p.flags;
 }

@@ -26,6 +26,7 @@ use super::otlp::SpanCounts;
 use crate::engine::Telemetry;
 use crate::journey::{Journey, Stage};
 use crate::prober::Outcome;
+use crate::remote::RemoteJourney;
 use opentelemetry::trace::TraceId;
 
 /// What the metrics know of a target: its name and the extra labels of its config.
@@ -79,6 +80,16 @@ struct StageLabels {
 struct LastHopLabels {
     #[prometheus(flatten)]
     target: TargetLabels,
+    netns: String,
+    interface: String,
+    kind: &'static str,
+}
+
+/// A hop of another node's probe on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RemoteHopLabels {
+    /// Where the probe came from: its source address as this node first saw it.
+    origin_node: String,
     netns: String,
     interface: String,
     kind: &'static str,
@@ -169,6 +180,7 @@ pub struct Metrics {
     path_expected: Family<TargetLabels, Gauge>,
     probe_errors: Family<ErrorLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    remote_hops: Family<RemoteHopLabels, Counter>,
     labelling: Arc<Labelling>,
     kernel: Arc<collectors::Kernel>,
     series: Mutex<HashMap<String, TargetSeries>>,
@@ -209,6 +221,7 @@ impl Metrics {
         let probe_errors = Family::<ErrorLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let attached = Family::<AttachedLabels, Gauge>::default();
+        let remote_hops = Family::<RemoteHopLabels, Counter>::default();
 
         // Names are spelled in full (no registry prefix) so they read the same here and in
         // the collectors, which write their own.
@@ -296,6 +309,11 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register(
+            "tracepkt_remote_hops",
+            "Hops of other nodes' probes seen on this node (cross_node:), by where the probe came from, namespace, interface and kind",
+            remote_hops.clone(),
+        );
+        registry.register(
             "tracepkt_program_attached",
             "Kernel hooks attached (1) or not (0), and by which mechanism",
             attached.clone(),
@@ -339,9 +357,25 @@ impl Metrics {
             path_expected,
             probe_errors,
             reloads,
+            remote_hops,
             labelling,
             kernel,
             series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts the hops of another node's probe seen here.
+    pub fn remote_journey(&self, j: &RemoteJourney) {
+        let origin_node = j.origin.to_string();
+        for h in &j.hops {
+            self.remote_hops
+                .get_or_create(&RemoteHopLabels {
+                    origin_node: origin_node.clone(),
+                    netns: h.netns_label(),
+                    interface: h.ifname.clone(),
+                    kind: h.kind().as_str(),
+                })
+                .inc();
         }
     }
 

@@ -44,6 +44,7 @@ use crate::clock;
 use crate::config::{Otlp, OtlpProtocol};
 use crate::journey::{Hop, HopDetail, Journey};
 use crate::prober::Outcome;
+use crate::remote::RemoteJourney;
 use probe_common::Direction;
 
 /// Spans waiting to be sent, at most: a journey is a dozen spans, so this holds about 170
@@ -377,6 +378,62 @@ impl Tracer {
         Some(TraceId::from_bytes(journey.trace.trace_id))
     }
 
+    /// Sends the hops another node's probe made here as spans in the sender's trace: children
+    /// of the sender's root span, which the probe's payload names, under this node's resource
+    /// (`host.name`, `k8s.node.name`). Sampled as the sender decided: its probe carries only
+    /// sampled traces.
+    pub fn record_remote(&self, j: &RemoteJourney) -> usize {
+        let offset = clock::wall_offset_ns();
+        let wall = |ns: u64| clock::to_wall(ns, offset);
+        let trace_id = TraceId::from_bytes(j.trace.trace_id);
+        let parent = SpanId::from_bytes(j.trace.parent_span_id);
+        let last = j.hops.last().map(|h| h.ts_ns).unwrap_or(0);
+        let spans: Vec<SpanData> = j
+            .hops
+            .iter()
+            .enumerate()
+            .map(|(i, hop)| {
+                let next = j.hops.get(i + 1).map(|h| h.ts_ns).unwrap_or(last);
+                let ctx = SpanContext::new(
+                    trace_id,
+                    self.ids.new_span_id(),
+                    TraceFlags::SAMPLED,
+                    false,
+                    TraceState::default(),
+                );
+                let mut attrs = hop_attributes(hop, i);
+                attrs.push(KeyValue::new("tracepkt.remote", true));
+                attrs.push(KeyValue::new("tracepkt.origin", j.origin.to_string()));
+                attrs.push(KeyValue::new("tracepkt.protocol", j.proto.as_str()));
+                let status = if hop.is_fatal() {
+                    Status::error(hop.verdict_text())
+                } else {
+                    Status::Unset
+                };
+                let mut span = self.span(
+                    (ctx, parent),
+                    SpanKind::Internal,
+                    hop_name(hop),
+                    (wall(hop.ts_ns), wall(next.max(hop.ts_ns))),
+                    attrs,
+                    status,
+                );
+                span.parent_span_is_remote = true;
+                span
+            })
+            .collect();
+        let n = spans.len();
+        if self.pending.fetch_add(n, Ordering::Relaxed) + n > QUEUE_SPANS {
+            self.pending.fetch_sub(n, Ordering::Relaxed);
+            self.counts.queue_full.inc_by(n as u64);
+            return 0;
+        }
+        for s in spans {
+            self.processor.on_end(s);
+        }
+        n
+    }
+
     /// Sends what is queued, waiting at most a few seconds: a hung collector must not hold
     /// up the exit.
     pub async fn shutdown(&self) {
@@ -587,6 +644,10 @@ fn hop_attributes(h: &Hop, index: usize) -> Vec<KeyValue> {
         KeyValue::new("destination.address", h.daddr.to_string()),
         KeyValue::new("tracepkt.hooks", h.sources.join(",")),
     ];
+    if let Some(t) = h.tunnel {
+        // The addresses above are then the tunnel's outer ones.
+        kv.push(KeyValue::new("tracepkt.tunnel", t));
+    }
     if let (Some(sp), Some(dp)) = (h.sport, h.dport) {
         kv.push(KeyValue::new("source.port", i64::from(sp)));
         kv.push(KeyValue::new("destination.port", i64::from(dp)));

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use probe_common::{Direction, Event, Hook, Kind, Proto};
+use probe_common::{Direction, Event, FLAG_FOREIGN, Hook, Kind, Proto, Tunnel};
 
 /// What an event says beyond where the packet was.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,12 @@ pub struct KernelEvent {
     pub ifname: String,
     /// The trace id the probe's payload carries.
     pub trace_id: [u8; 16],
+    /// The span the probe's payload names as its parent: the sender's root span.
+    pub parent_span_id: [u8; 8],
+    /// Another node's probe.
+    pub foreign: bool,
+    /// Seen inside this tunnel: the addresses are the outer header's.
+    pub tunnel: Option<Tunnel>,
     pub detail: Detail,
 }
 
@@ -110,6 +116,9 @@ impl KernelEvent {
             ifindex: e.ifindex,
             ifname: cstr(&e.ifname),
             trace_id: e.trace_ids().0,
+            parent_span_id: e.trace_ids().1,
+            foreign: e.flags & FLAG_FOREIGN != 0,
+            tunnel: Tunnel::from_flags(e.flags),
             detail,
         })
     }
@@ -186,6 +195,20 @@ pub(crate) mod tests {
         assert_eq!(ev.ifname, "veth0");
         assert_eq!(ev.netns, 4026531840);
         assert_eq!(ev.detail, Detail::Interface);
+        assert!(!ev.foreign && ev.tunnel.is_none());
+    }
+
+    #[test]
+    fn decodes_another_nodes_probe_seen_inside_a_tunnel() {
+        let mut e = raw(Kind::Interface, Hook::NetifReceiveSkb, Direction::Request);
+        e.flags = probe_common::FLAG_FOREIGN | (Tunnel::Geneve as u8) << probe_common::FLAG_TUNNEL_SHIFT;
+        e.trace = [1u64.to_be(), 2u64.to_be(), 3u64.to_be()];
+        let ev = KernelEvent::decode(&bytes(&e)).unwrap();
+        assert!(ev.foreign);
+        assert_eq!(ev.tunnel, Some(Tunnel::Geneve));
+        assert_eq!(ev.trace_id[7], 1);
+        assert_eq!(ev.trace_id[15], 2);
+        assert_eq!(ev.parent_span_id, 3u64.to_be_bytes());
     }
 
     #[test]

@@ -507,7 +507,15 @@ fn attach_hook(ebpf: &mut Ebpf, env: &Env, spec: &HookSpec, links: &mut Vec<Link
 
 /// Loads the programs, with maps sized by `sizing`, and attaches everything the running
 /// kernel supports by the mechanisms `allowed`.
-pub fn load(sizing: Sizing, allowed: &Mechanisms) -> Result<Kernel, LoadError> {
+/// Recognising other nodes' probes (see the programs' `FOREIGN_BUDGET` and `TUNNELS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Foreign {
+    /// Events a second at most.
+    pub budget: u32,
+    pub tunnels: bool,
+}
+
+pub fn load(sizing: Sizing, allowed: &Mechanisms, foreign: Option<Foreign>) -> Result<Kernel, LoadError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(LoadError::NotRoot);
@@ -569,6 +577,8 @@ pub fn load(sizing: Sizing, allowed: &Mechanisms) -> Result<Kernel, LoadError> {
         .override_global("REASON_NOT_DROPPED_YET", &not_dropped_yet, true)
         .override_global("REASON_NO_SOCKET", &no_socket, true)
         .override_global("REASON_NETFILTER_DROP", &netfilter_drop, true)
+        .override_global("FOREIGN_BUDGET", &foreign.map_or(0u32, |f| f.budget), true)
+        .override_global("TUNNELS", &u32::from(foreign.is_some_and(|f| f.tunnels)), true)
         .load(PROGRAMS)
         .map_err(|e| match missing.program_eperm() {
             Some(m) if missing.lacks_bpf() && caps::is_eperm(&e) => LoadError::Capability(m),

@@ -47,6 +47,11 @@ pub struct ProbeRegistry {
     /// probes in flight have each configured size.
     lengths: Array<MapData, ProbeLengths>,
     sized: BTreeMap<u16, u32>,
+    /// The lengths allowed with no sized probe in flight.
+    base: ProbeLengths,
+    /// 1 while another node's probe may arrive at any time (see [`ProbeRegistry::listen`]):
+    /// added to the in-flight count the programs see.
+    listening: u32,
 }
 
 impl ProbeRegistry {
@@ -57,7 +62,21 @@ impl ProbeRegistry {
             registered: 0,
             lengths: take(kernel, map::DATA)?,
             sized: BTreeMap::new(),
+            base: ProbeLengths::fixed(),
+            listening: 0,
         })
+    }
+
+    /// Keeps the programs looking at every packet from now on, for other nodes' probes, which
+    /// are in no entry here; with `tunnels`, also lets probes inside a tunnel past the length
+    /// test.
+    pub fn listen(&mut self, tunnels: bool) -> Result<(), MapError> {
+        if tunnels {
+            self.base = ProbeLengths::fixed_and_tunnelled();
+            self.publish_lengths()?;
+        }
+        self.listening = 1;
+        self.publish(self.registered)
     }
 
     /// Lets packets of IP length `len` past the programs' first test while a probe of that
@@ -89,7 +108,7 @@ impl ProbeRegistry {
     }
 
     fn publish_lengths(&mut self) -> Result<(), MapError> {
-        let mut l = ProbeLengths::fixed();
+        let mut l = self.base;
         for &len in self.sized.keys() {
             l.allow(len);
         }
@@ -97,7 +116,9 @@ impl ProbeRegistry {
     }
 
     fn publish(&mut self, n: u32) -> Result<(), MapError> {
-        self.count.set(0, n, 0).map_err(|e| MapError::Aya(map::BSS, e))?;
+        self.count
+            .set(0, n + self.listening, 0)
+            .map_err(|e| MapError::Aya(map::BSS, e))?;
         self.registered = n;
         Ok(())
     }
@@ -207,6 +228,11 @@ impl KernelStats {
     /// Events the kernel could not put in the ring buffer because it was full.
     pub fn events_lost(&self) -> Result<u64, MapError> {
         self.sum(stat::EVENTS_LOST)
+    }
+
+    /// Other nodes' probe events the kernel did not report, past the foreign-probe budget.
+    pub fn foreign_over_budget(&self) -> Result<u64, MapError> {
+        self.sum(stat::FOREIGN_OVER_BUDGET)
     }
 
     /// Each anomaly the kernel side counted, by kind.

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -175,7 +175,8 @@ impl Store {
     }
 }
 
-/// An OTLP trace receiver on 127.0.0.1, serving on a background thread until dropped.
+/// An OTLP trace receiver (on 127.0.0.1 unless asked otherwise), serving on a background thread
+/// until dropped.
 pub struct Receiver {
     /// `http://127.0.0.1:PORT`: the base address, without `/v1/traces` for OTLP/HTTP.
     pub endpoint: String,
@@ -233,9 +234,9 @@ async fn http_export(store: Arc<Store>, headers: HeaderMap, body: Bytes) -> Resp
         .into_response()
 }
 
-/// Binds 127.0.0.1 on a free port, for a server about to run on its own runtime.
-fn bind_loopback() -> (std::net::TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+/// Binds `ip` on a free port, for a server about to run on its own runtime.
+fn bind(ip: IpAddr) -> (std::net::TcpListener, SocketAddr) {
+    let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
@@ -244,7 +245,12 @@ fn bind_loopback() -> (std::net::TcpListener, SocketAddr) {
 impl Receiver {
     /// An OTLP/gRPC TraceService; `endpoint` is `http://127.0.0.1:PORT`.
     pub fn grpc() -> Receiver {
-        Self::start("otlp-grpc", |listener, store| async move {
+        Self::grpc_on(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// The same on another address of this machine, for senders elsewhere (a VM on a bridge).
+    pub fn grpc_on(ip: IpAddr) -> Receiver {
+        Self::start(ip, "otlp-grpc", |listener, store| async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
             tonic::transport::Server::builder()
                 .add_service(TraceServiceServer::new(Grpc(store)))
@@ -257,24 +263,28 @@ impl Receiver {
     /// OTLP/HTTP with protobuf bodies on `POST /v1/traces`; `endpoint` is the base address
     /// `http://127.0.0.1:PORT`.
     pub fn http() -> Receiver {
-        Self::start("otlp-http", |listener, store| async move {
-            let app = axum::Router::new().route(
-                "/v1/traces",
-                axum::routing::post(move |headers: HeaderMap, body: Bytes| http_export(store, headers, body)),
-            );
-            axum::serve(listener, app).await.expect("OTLP/HTTP receiver");
-        })
+        Self::start(
+            IpAddr::from([127, 0, 0, 1]),
+            "otlp-http",
+            |listener, store| async move {
+                let app = axum::Router::new().route(
+                    "/v1/traces",
+                    axum::routing::post(move |headers: HeaderMap, body: Bytes| http_export(store, headers, body)),
+                );
+                axum::serve(listener, app).await.expect("OTLP/HTTP receiver");
+            },
+        )
     }
 
     /// Runs `serve` on a current-thread runtime on its own thread. Stopping drops the runtime,
     /// which cancels every connection task too: a graceful shutdown could wait forever on a
     /// client that keeps its connection open.
-    fn start<F, Fut>(name: &str, serve: F) -> Receiver
+    fn start<F, Fut>(ip: IpAddr, name: &str, serve: F) -> Receiver
     where
         F: FnOnce(tokio::net::TcpListener, Arc<Store>) -> Fut + Send + 'static,
         Fut: Future<Output = ()>,
     {
-        let (listener, addr) = bind_loopback();
+        let (listener, addr) = bind(ip);
         let store = Arc::new(Store::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let shared = store.clone();
@@ -350,7 +360,7 @@ pub struct Hung {
 
 impl Hung {
     pub fn start() -> Hung {
-        let (listener, addr) = bind_loopback();
+        let (listener, addr) = bind(IpAddr::from([127, 0, 0, 1]));
         let connections = Arc::new(AtomicUsize::new(0));
         let open = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -60,8 +60,15 @@ tracepkt's config file: the `config` tree, with `listen` from `metrics` and `otl
 {{- if hasKey $c "otlp" }}
 {{- fail "config.otlp: set the otlp values instead (otlp.endpoint, otlp.protocol, ...)" }}
 {{- end }}
+{{- $crossNode := and (kindIs "map" $c.cross_node) $c.cross_node.enabled }}
+{{- if and (not $c.targets) (not $crossNode) }}
+{{- fail "config.targets: list at least one target (or turn config.cross_node on, to only follow other nodes' probes)" }}
+{{- end }}
 {{- if not $c.targets }}
-{{- fail "config.targets: list at least one target" }}
+{{- $_ := set $c "targets" list }}
+{{- end }}
+{{- if and $crossNode (eq (toString $c.attach) "in-flight") }}
+{{- fail "config.cross_node needs the programs attached all the time: config.attach: always, or leave attach out" }}
 {{- end }}
 {{- $_ := set $c "listen" (printf "%s:%d" .Values.metrics.bindAddress (int .Values.metrics.port)) }}
 {{- with .Values.otlp }}

@@ -60,6 +60,12 @@ impl Collect for Stats {
         )?;
         counter(
             encoder,
+            "tracepkt_foreign_events_over_budget",
+            "Events of other nodes' probes the kernel programs did not report, past cross_node.budget",
+            ConstCounter::new(self.stats.foreign_over_budget()?),
+        )?;
+        counter(
+            encoder,
             "tracepkt_events_unmatched",
             "Kernel events that arrived after their probe's journey was closed",
             ConstCounter::new(self.counts.unmatched.load(Ordering::Relaxed)),
@@ -73,6 +79,10 @@ impl Collect for Stats {
                 .chain([
                     ("undecodable_event", self.counts.undecodable.load(Ordering::Relaxed)),
                     ("foreign_trace_event", self.counts.foreign_trace.load(Ordering::Relaxed)),
+                    (
+                        "remote_event_dropped",
+                        self.counts.remote_dropped.load(Ordering::Relaxed),
+                    ),
                 ])
                 .map(|(kind, v)| (AnomalyLabels { kind }, v)),
         )?;
