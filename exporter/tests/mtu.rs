@@ -223,6 +223,12 @@ fn a_sweep_exports_the_path_mtu() {
         .then_some(text)
     });
     let at = |prefix: &str| sample(&text, prefix);
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("tracepkt_path_mtu_bytes{") || l.starts_with("tracepkt_probe_size_success{"))
+    {
+        println!("{l}");
+    }
     assert_eq!(at("tracepkt_path_mtu_bytes{target=\"sweep\"}"), Some(1400.0), "{text}");
     for (size, ok) in [(1300, 1.0), (1400, 1.0), (1450, 0.0), (1500, 0.0)] {
         assert_eq!(
