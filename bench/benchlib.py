@@ -509,7 +509,7 @@ class Report:
 
 # ---- 1. foreign traffic ----------------------------------------------------------------------
 
-CONFIGS = ["baseline", "always", "in-flight", "bpftrace", "floor", "sized"]
+CONFIGS = ["baseline", "always", "in-flight", "bpftrace", "floor", "sized", "cross-node"]
 LABEL = {
     "baseline": "a. nothing attached (baseline)",
     "always": "b. tracepkt serve, attach: always",
@@ -518,9 +518,13 @@ LABEL = {
     "floor": "e. the floor (bench/floor)",
     "sized": "f. tracepkt serve, attach: always, sized probes [92, 1500] always in flight "
              "(worst case: the flood's own length allowed)",
+    "cross-node": "g. tracepkt serve, cross_node on (every packet checked, all the time)",
 }
 # The configurations of tracepkt judged against the floor, and how their headlines name them.
-JUDGED = {"always": "tracepkt (always)", "sized": "tracepkt (always, worst-case sized probes)"}
+JUDGED = {"always": "tracepkt (always)", "sized": "tracepkt (always, worst-case sized probes)",
+          "cross-node": "tracepkt (cross_node on)"}
+# What each judged configuration's roll-up headline adds to its name.
+JUDGED_ROLLUP = {"always": "", "sized": ", sized probes in flight", "cross-node": ", cross_node on"}
 # The three kinds of foreign traffic of a round, in order, each between two bpftool snapshots.
 PHASES = ["udp", "tcp", "drop"]
 PHASE_LABEL = {"udp": "UDP 64 B flood", "tcp": "TCP stream", "drop": "UDP 64 B to a closed port"}
@@ -622,7 +626,7 @@ def foreign(raw, R):
     base = {r["round"]: r for r in by["baseline"]}
     nrounds = len({r["round"] for r in recs})
     R.add("### 1. Overhead on foreign traffic (veth into the bench namespace)", "",
-          f"{nrounds} interleaved rounds (the order of the six configurations rotates every round); median "
+          f"{nrounds} interleaved rounds (the order of the seven configurations rotates every round); median "
           "(min–max) over rounds; ratio = median (min–max) of the per-round ratio to the baseline of the same "
           "round. Each round sends three kinds of foreign traffic one after the other. UDP: `iperf3 -u -l 64 -b 0` "
           "(client pinned to CPU 0, server in the namespace pinned to CPU 1, both nice -20); \"sent\" is the "
@@ -646,7 +650,11 @@ def foreign(raw, R):
           "both 64-byte UDP floods (20 + 8 + 64) and 1500 that of a full-size TCP segment, so those packets go on "
           "to the next checks (ethertype, protocol, the probe map lookup on their ports). One target per size, "
           "because a target's sizes go out one after the other: a sweep `[92, 1500]` would let 92 past only "
-          "half the time.", "",
+          "half the time. g. is b. (one target at the namespace address, every 1s with a 1s timeout, attach: "
+          "always) with `cross_node: {enabled: true}`: following other nodes' probes, which may cross at any "
+          "moment, tracepkt holds the programs' in-flight gate open for good, so every packet goes through the "
+          "length test all the time, not only while one of this node's probes is out, and a packet of a probe's "
+          "length goes on to the next checks.", "",
           "| configuration | rounds | UDP 64 B sent pkt/s | ratio | sent pkt per sender CPU-second | ratio | "
           "UDP 64 B received pkt/s | ratio | TCP Gbit/s | ratio | closed-port UDP sent pkt/s | ratio | "
           "other processes' CPU % |",
@@ -749,52 +757,57 @@ def foreign(raw, R):
           "`bpftool prog show` snapshots taken just before and just after each kind of traffic; ns per program "
           "run, median (min–max) over rounds; ratios are per-round (same round) ratios, median (min–max). Each "
           "hook is judged on the traffic that reaches it most: the interface hooks on the UDP flood, kfree_skb on "
-          "the closed-port flood. Almost every run is a foreign packet (the probes of b. and c. add 4 interface "
-          "runs per second; f.'s two, dropped on arrival in the namespace, 3 interface runs and a kfree_skb run "
-          "per second each).", "",
+          "the closed-port flood. Almost every run is a foreign packet (the probes of b., c. and g. add 4 "
+          "interface runs per second; f.'s two, dropped on arrival in the namespace, 3 interface runs and a "
+          "kfree_skb run per second each).", "",
           f"| hook | measured during | floor ns/run | tracepkt always ns/run | tracepkt / floor (goal {goal}) | "
           f"tracepkt always, sized probes ns/run | sized / floor (goal {goal}) | "
+          f"tracepkt cross_node on ns/run | cross_node / floor (goal {goal}) | "
           "tracepkt in-flight ns/run | bpftrace ns/run | bpftrace / floor | runs/s (floor) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     hooks_res = {}
     for hook in HOOKS + ["pooled"]:
         if hook == "pooled":
             phase = "udp"
-            f, a, z, i, b = (pooled(c, IFACE_HOOKS, phase) for c in ("floor", "always", "sized", "in-flight",
-                                                                        "bpftrace"))
+            f, a, z, g, i, b = (pooled(c, IFACE_HOOKS, phase) for c in ("floor", "always", "sized", "cross-node",
+                                                                           "in-flight", "bpftrace"))
             runs = runs_per_s("floor", IFACE_HOOKS, phase)
             name = "the four interface hooks, pooled (for reference)"
         else:
             phase = GOAL_PHASE[hook]
-            f, a, z, i, b = (nsrun(c, hook, phase) for c in ("floor", "always", "sized", "in-flight", "bpftrace"))
+            f, a, z, g, i, b = (nsrun(c, hook, phase) for c in ("floor", "always", "sized", "cross-node", "in-flight",
+                                                                "bpftrace"))
             runs = runs_per_s("floor", [hook], phase)
             name = hook
-        ra, rz, rb = pair_ratio(a, f), pair_ratio(z, f), pair_ratio(b, f)
+        ra, rz, rg, rb = pair_ratio(a, f), pair_ratio(z, f), pair_ratio(g, f), pair_ratio(b, f)
         reached = max(med(runs) or 0, *(med(runs_per_s(c, IFACE_HOOKS if hook == "pooled" else [hook], phase)) or 0
                                         for c in JUDGED)) >= REACHED_RUNS_PER_S
-        hooks_res[hook] = {"phase": phase, "floor": f, "always": a, "sized": z, "in-flight": i, "bpftrace": b,
-                           "ratio_always_floor": ra, "ratio_sized_floor": rz, "ratio_bpftrace_floor": rb,
+        hooks_res[hook] = {"phase": phase, "floor": f, "always": a, "sized": z, "cross-node": g, "in-flight": i,
+                           "bpftrace": b, "ratio_always_floor": ra, "ratio_sized_floor": rz,
+                           "ratio_cross-node_floor": rg, "ratio_bpftrace_floor": rb,
                            "runs_per_s_floor": runs, "reached": reached}
         if not reached:
             R.add(f"| {name} | {PHASE_LABEL[phase]} | not reached by this traffic (floor {mr(runs, 0)} runs/s; "
-                  f"judged from {REACHED_RUNS_PER_S:,}/s) | | | | | | | | |")
+                  f"judged from {REACHED_RUNS_PER_S:,}/s) | | | | | | | | | | |")
             continue
         R.add(f"| {name} | {PHASE_LABEL[phase]} | {mr(list(f.values()), 1)} | {mr(list(a.values()), 1)} | "
               f"{ratio_str(ra, 2) if ra else '—'} | {mr(list(z.values()), 1)} | "
-              f"{ratio_str(rz, 2) if rz else '—'} | {mr(list(i.values()), 1)} | {mr(list(b.values()), 1)} | "
+              f"{ratio_str(rz, 2) if rz else '—'} | {mr(list(g.values()), 1)} | "
+              f"{ratio_str(rg, 2) if rg else '—'} | {mr(list(i.values()), 1)} | {mr(list(b.values()), 1)} | "
               f"{ratio_str(rb, 2) if rb else '—'} | {mr(runs, 0)} |")
     R.add("")
 
-    # Every hook under every kind of traffic: tracepkt (always, and with sized probes) against the
-    # floor. The sized probes' lengths are those of every packet of both UDP floods (92) and of the
-    # TCP stream's full-size segments (1500; on a veth most of its packets are GSO super-packets,
-    # longer than any probe).
-    R.add("tracepkt (attach: always, and with sized probes) ÷ the floor, ns/run, every hook under every kind of "
-          "traffic (median (min–max) of the per-round ratio; in brackets the two medians in ns; — where the "
-          "traffic does not reach the hook):",
+    # Every hook under every kind of traffic: tracepkt (always, with sized probes, with cross_node
+    # on) against the floor. The sized probes' lengths are those of every packet of both UDP floods
+    # (92) and of the TCP stream's full-size segments (1500; on a veth most of its packets are GSO
+    # super-packets, longer than any probe).
+    R.add("tracepkt (attach: always, with sized probes, and with cross_node on) ÷ the floor, ns/run, every hook "
+          "under every kind of traffic (median (min–max) of the per-round ratio; in brackets the two medians in "
+          "ns; — where the traffic does not reach the hook):",
           "", "| hook | tracepkt | " + " | ".join(PHASE_LABEL[p] for p in PHASES) + " |",
           "|---|---|" + "---|" * len(PHASES))
-    # A run from before the sized configuration existed has none of its rounds: no rows for it.
+    # A run from before the sized or cross-node configuration existed has none of its rounds: no
+    # rows for it.
     judged = [c for c in JUDGED if c == "always" or any(r["config"] == c for r in recs)]
     matrix = {}
     for hook in HOOKS:
@@ -840,7 +853,7 @@ def foreign(raw, R):
                 verdicts.append(False)
         if verdicts:
             R.headline("Foreign-packet cost, every hook the traffic reaches (kfree_skb included)"
-                       + (", sized probes in flight" if c == "sized" else ""),
+                       + JUDGED_ROLLUP[c],
                        f"{sum(verdicts)} of {len(verdicts)} hooks within the goal", "the floor, same run", goal,
                        "yes" if all(verdicts) else "no")
     h = hooks_res["pooled"]
@@ -885,7 +898,7 @@ def foreign(raw, R):
                 perpkt.append(sum(x[0] for x in d["hooks"].values()) / r["udp"]["packets"])
         duty = [r["duty"] * 100 for r in by[c] if r.get("duty") is not None]
         out = [r["probes_out"] * 100 for r in by[c] if r.get("probes_out") is not None]
-        if c in ("always", "in-flight", "sized"):
+        if c in ("always", "in-flight", "sized", "cross-node"):
             ds = mr(duty, 3, " %") if duty else "n/a (no tracepkt_attached_seconds_total)"
             if c == "sized":
                 ds += "; probes out " + (mr(out, 1, " %") if out else "n/a") + " of the time (per target)"
@@ -926,7 +939,7 @@ def foreign(raw, R):
         R.headline("worst-case sized probes: share of wall time a probe of each size is out (timed out × timeout)",
                    mr(wall_res["sized"]["probes_out_pct"], 1, " %"), "interval 1s, timeout 1s, never answered")
     R.add("Caveat: with kernel.bpf_stats_enabled=1 every program run also pays two clock reads for the accounting; "
-          "that cost is outside run_time_ns but inside the throughput figures of b–f (not a).", "")
+          "that cost is outside run_time_ns but inside the throughput figures of b–g (not a).", "")
     others = [r["others"] for r in recs]
     if any(others):
         R.add(f"Other processes holding BPF programs during the rounds: {min(others)}–{max(others)} "

@@ -42,14 +42,17 @@
 #      floods' own IP length: 20 + 8 + 64) and 1500, with dont_fragment: true, every 1s with a
 #      1s timeout: never answered, a probe of each size is in flight nearly all the time, so
 #      nearly every UDP flood packet (and every full-size TCP segment) passes the length test
-#      and meets the next checks (ethertype, protocol, the PROBES map lookup on its ports);
-#      rounds interleaved, the order rotating every round. Per-program ns/run from the kernel's
-#      accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), the
+#      and meets the next checks (ethertype, protocol, the PROBES map lookup on its ports),
+#      g. tracepkt serve attach: always as in b., with cross_node: {enabled: true}: following
+#      other nodes' probes, it holds the programs' in-flight gate open for good, so every packet
+#      goes through the length test all the time (and one of a probe's length on to the next
+#      checks); rounds interleaved, the order rotating every round. Per-program ns/run from the
+#      kernel's accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), the
 #      in-flight duty cycle from tracepkt_attached_seconds_total, and for f. the share of time
 #      its probes are out, from those that timed out (tracepkt_probe_errors_total, reason
 #      timeout) × the timeout.
-#      Goal: tracepkt (attach: always, with and without sized probes) ≤ 1.05× the floor's
-#      ns/run on every hook the traffic reaches, kfree_skb included.
+#      Goal: tracepkt (attach: always, with and without sized probes, and with cross_node on)
+#      ≤ 1.05× the floor's ns/run on every hook the traffic reaches, kfree_skb included.
 #   2. journey: probe rates stepped upward until the first step that fails (lost events,
 #      incomplete journeys, or an achieved rate below 95 % of the asked one); no step is tried
 #      after it. The ceiling, and what bounds it: tracepkt's CPU, the machine's CPU, ring-buffer
@@ -230,14 +233,15 @@ pick_port() {
     die "no free port among 29977-29986"
 }
 
-write_config() { # file targets interval timeout attach(""=default) address [extra target fields]
-    local f=$1 n=$2 interval=$3 timeout=$4 attach=$5 addr=$6 extra=${7:+, $7}
+write_config() { # file targets interval timeout attach(""=default) address [extra target fields [extra top-level lines]]
+    local f=$1 n=$2 interval=$3 timeout=$4 attach=$5 addr=$6 extra=${7:+, $7} top=${8:-}
     {
         echo "# written by scripts/bench.sh"
         echo "listen: $LISTEN"
         echo "interval: $interval"
         echo "timeout: $timeout"
         [ -n "$attach" ] && echo "attach: $attach"
+        [ -n "$top" ] && printf '%s\n' "$top"
         echo "targets:"
         awk -v n="$n" -v a="$addr" -v x="$extra" 'BEGIN { for (i = 1; i <= n; i++) printf "  - {name: t%05d, address: %s%s}\n", i, a, x }'
     } >"$f"
@@ -401,7 +405,7 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
     ATT_PID=
     case $cfg in
         baseline) return 0 ;;
-        always | in-flight | sized)
+        always | in-flight | sized | cross-node)
             if [ "$cfg" = sized ]; then
                 # The worst case for foreign packets: a sized probe's length passes the first
                 # (length) test only while such a probe is in flight. Unanswered, each probe is
@@ -412,6 +416,12 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
                 # of the time.
                 write_config "$d/config.yaml" 1 1s 1s always "$UNHELD_IP" "size: [92], dont_fragment: true"
                 echo "  - {name: t00002, address: $UNHELD_IP, size: [1500], dont_fragment: true}" >>"$d/config.yaml"
+            elif [ "$cfg" = cross-node ]; then
+                # b. with cross_node on: another node's probe may cross at any moment, so the
+                # programs' in-flight gate stays open and every packet meets the length test,
+                # whether or not a probe of this node is out. attach: always as in b. (cross_node
+                # refuses in-flight), so that cross_node is the only difference.
+                write_config "$d/config.yaml" 1 1s 1s always "$NS_IP" "" "cross_node: {enabled: true}"
             else
                 write_config "$d/config.yaml" 1 1s 1s "$cfg" "$NS_IP"
             fi
@@ -470,7 +480,7 @@ foreign_round() { # round config
     fi
     python3 "$lib" bpf-others ${ATT_PID:+"$ATT_PID"} "$IPERF_PID" "$$" >"$d/others.json" 2>/dev/null
     local serve=0
-    case $cfg in always | in-flight | sized) serve=1 ;; esac
+    case $cfg in always | in-flight | sized | cross-node) serve=1 ;; esac
     # Snapshots: bpf0 | UDP flood | bpf1 | TCP | bpf2 | closed-port flood | bpf3
     {
         echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -519,7 +529,7 @@ part_foreign() {
     mkdir -p "$raw/foreign"
     start_iperf_server
     bpf_stats on
-    local configs=(baseline always in-flight bpftrace floor sized) n=6 r k
+    local configs=(baseline always in-flight bpftrace floor sized cross-node) n=7 r k
     for ((r = 1; r <= ROUNDS; r++)); do
         for ((k = 0; k < n; k++)); do
             foreign_round "$r" "${configs[$(((k + r - 1) % n))]}"
@@ -688,7 +698,7 @@ log "output in $out (raw samples in $raw); listen $LISTEN"
 for part in $PARTS; do
     case $part in
         startup) log "== 5. start-up"; part_startup ;;
-        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 6 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
+        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 7 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
         journey) log "== 2. journey throughput (rates: $RATES; up to $JROUNDS rounds × ${JSECS}s each, until the first failure)"; part_journey ;;
         scale) log "== 3./4. scale, scrape, memory (sizes: $SCALE_SIZES; soak ${SOAK_SECS}s)"; part_scale ;;
     esac
