@@ -172,6 +172,10 @@ static NF_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SCRATCH: PerCpuArray<probe_common::Event> = PerCpuArray::with_max_entries(1, 0);
 
+/// One stash's room per CPU, where a netfilter entry builds it (see `netfilter::stash`).
+#[map]
+static STASH_SCRATCH: PerCpuArray<netfilter::Stash> = PerCpuArray::with_max_entries(1, 0);
+
 /// Netfilter entry arguments stashed for the return probe, keyed by the invocation's stack
 /// frame. Holds only our packets' chain walks in progress: a few per CPU at most.
 #[map]

@@ -22,7 +22,7 @@ use aya_ebpf::{
 use probe_common::{Event, Hook, Kind, VerdictKey, stat};
 
 use crate::packet::{self, Access, Dev, L3, Probe};
-use crate::{EVENTS, NF_ARGS, NF_DROPPED, SCRATCH, VERDICTS, bump, stat_inc};
+use crate::{EVENTS, NF_ARGS, NF_DROPPED, SCRATCH, STASH_SCRATCH, VERDICTS, bump, stat_inc};
 
 /// `NF_VERDICT_MASK`: the upper bits carry a queue number or errno.
 const VERDICT_MASK: u32 = 0xff;
@@ -192,7 +192,15 @@ fn stash(frame: u64, skb: usize, state: usize, table: usize) -> u32 {
     let Some(seen) = observe(skb) else {
         return 0;
     };
-    let s = Stash {
+    // Built in per-CPU map memory: on the stack, next to the probe being recognised, it
+    // would pass the 512 bytes the verifier allows a whole call chain. Kprobe programs never
+    // nest on a CPU, so the slot is this invocation's until it is copied into `NF_ARGS`.
+    let Some(slot) = STASH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, see above.
+    let s = unsafe { &mut *slot };
+    *s = Stash {
         seen,
         state,
         table,
@@ -200,7 +208,7 @@ fn stash(frame: u64, skb: usize, state: usize, table: usize) -> u32 {
     };
     // A stash already in this frame is one whose return was never taken (its probe ended
     // first, or the kernel missed the return): nothing can pair with it any more.
-    if NF_ARGS.insert(frame, s, 0).is_err() {
+    if NF_ARGS.insert(frame, &*s, 0).is_err() {
         stat_inc(stat::NF_STASH_FULL);
     }
     0
