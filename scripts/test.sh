@@ -70,7 +70,8 @@ targets_that_resolve_to_nothing"
 # Kernel-dependent but slow under emulation, where one kernel with kprobes proves them: run in
 # the first VM series only.
 FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology \
-a_full_ring_buffer_is_counted_and_marks_journeys_incomplete"
+a_full_ring_buffer_is_counted_and_marks_journeys_incomplete \
+fragmentation_needed_names_the_mtu a_sweep_exports_the_path_mtu"
 first_series=${series_list%% *}
 
 vm_series() { # series bins
