@@ -31,7 +31,7 @@ use crate::kernel::maps::{Counters, EventReader, KernelStats, ProbeRegistry};
 use crate::names::Names;
 use crate::pmtu;
 use crate::prober::{self, Fragmentation, IdPool, Outcome, Prober};
-use crate::remote::{self, Gatherer, RemoteJourney};
+use crate::remote::{self, Filed, Gatherer, RemoteJourney};
 use crate::sockets;
 
 /// How long a journey stays open after its probe ended, for events still in the ring buffer.
@@ -457,6 +457,9 @@ impl Engine {
             parent_span_id: shared.ids.new_span_id().to_bytes(),
             flags: payload::FLAG_SAMPLED,
         };
+        if let Some(remote) = &shared.remote {
+            remote.lock().unwrap().own(trace.trace_id);
+        }
         let g = match self.send(lease, seq, spec, &trace).await {
             Ok(done) => done,
             Err(e) => Gathered {
@@ -600,8 +603,10 @@ async fn pump(shared: std::sync::Weak<Shared>, mut reader: EventReader) {
             let now = Instant::now();
             let mut g = remote.lock().unwrap();
             for ev in batch.extract_if(.., |e| e.foreign) {
-                if !g.add(ev, now) {
-                    remote_dropped += 1;
+                match g.add(ev, now) {
+                    Filed::Kept => {}
+                    Filed::Full => remote_dropped += 1,
+                    Filed::Own => unmatched += 1,
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! [`RemoteJourney`]: the hops this node saw, to be sent as spans in the sender's trace and
 //! counted by origin.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ pub const QUIET: Duration = Duration::from_millis(500);
 /// Probes gathered at once, and events per probe: more are counted, not kept.
 const MAX_OPEN: usize = 1024;
 const MAX_EVENTS: usize = 256;
+/// This node's own latest probes remembered, far more than can be out at once.
+const OWN_REMEMBERED: usize = 4096;
 
 /// Another node's probe as this node saw it.
 #[derive(Debug, Clone)]
@@ -42,25 +44,52 @@ struct Group {
     last: Instant,
 }
 
+/// What became of an event the kernel reported as another node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filed {
+    Kept,
+    /// Too many probes or events at once.
+    Full,
+    /// One of this node's own probes, seen after its journey closed (a late reply): it is
+    /// in `PROBES` no more, so the kernel took it for another node's.
+    Own,
+}
+
 /// The other nodes' probes being gathered.
 #[derive(Default)]
 pub struct Gatherer {
     open: HashMap<[u8; 16], Group>,
+    own: HashSet<[u8; 16]>,
+    own_order: VecDeque<[u8; 16]>,
 }
 
 impl Gatherer {
-    /// Files one event of another node's probe; `false` when it is not kept (too many
-    /// probes or events at once).
-    pub fn add(&mut self, ev: KernelEvent, now: Instant) -> bool {
+    /// Remembers the trace id of one of this node's probes, before it is sent.
+    pub fn own(&mut self, trace_id: [u8; 16]) {
+        if self.own.insert(trace_id) {
+            self.own_order.push_back(trace_id);
+        }
+        while self.own_order.len() > OWN_REMEMBERED {
+            if let Some(old) = self.own_order.pop_front() {
+                self.own.remove(&old);
+            }
+        }
+    }
+
+    /// Files one event of another node's probe.
+    pub fn add(&mut self, ev: KernelEvent, now: Instant) -> Filed {
+        if self.own.contains(&ev.trace_id) {
+            return Filed::Own;
+        }
         let full = self.open.len() >= MAX_OPEN;
         match self.open.get_mut(&ev.trace_id) {
             Some(g) if g.events.len() < MAX_EVENTS => {
                 g.last = now;
                 g.events.push(ev);
-                true
+                Filed::Kept
             }
-            Some(_) => false,
-            None if full => false,
+            Some(_) => Filed::Full,
+            None if full => Filed::Full,
             None => {
                 self.open.insert(
                     ev.trace_id,
@@ -70,7 +99,7 @@ impl Gatherer {
                         last: now,
                     },
                 );
-                true
+                Filed::Kept
             }
         }
     }
@@ -157,9 +186,12 @@ mod tests {
     fn a_probe_is_handed_over_once_quiet_with_its_origin_and_parent() {
         let mut g = Gatherer::default();
         let t0 = Instant::now();
-        assert!(g.add(ev(1, 10, Direction::Request, Some(Tunnel::Vxlan)), t0));
-        assert!(g.add(ev(1, 20, Direction::Request, None), t0));
-        assert!(g.add(ev(2, 30, Direction::Request, None), t0 + QUIET));
+        assert_eq!(
+            g.add(ev(1, 10, Direction::Request, Some(Tunnel::Vxlan)), t0),
+            Filed::Kept
+        );
+        assert_eq!(g.add(ev(1, 20, Direction::Request, None), t0), Filed::Kept);
+        assert_eq!(g.add(ev(2, 30, Direction::Request, None), t0 + QUIET), Filed::Kept);
         let mut n = names();
         assert!(g.due(t0 + QUIET / 2, &mut n).is_empty());
         let due = g.due(t0 + QUIET, &mut n);
@@ -182,21 +214,32 @@ mod tests {
         let mut g = Gatherer::default();
         let t0 = Instant::now();
         for i in 0..MAX_EVENTS {
-            assert!(g.add(ev(1, i as u64, Direction::Request, None), t0));
+            assert_eq!(g.add(ev(1, i as u64, Direction::Request, None), t0), Filed::Kept);
         }
-        assert!(
-            !g.add(ev(1, 0, Direction::Request, None), t0),
-            "one probe's events are bounded"
-        );
+        let over = g.add(ev(1, 0, Direction::Request, None), t0);
+        assert_eq!(over, Filed::Full, "one probe's events are bounded");
         for i in 1..MAX_OPEN {
             let mut e = ev(0, 1, Direction::Request, None);
             e.trace_id[..8].copy_from_slice(&(i as u64).to_le_bytes());
             e.trace_id[8] = 0xee;
-            assert!(g.add(e, t0));
+            assert_eq!(g.add(e, t0), Filed::Kept);
         }
-        assert!(
-            !g.add(ev(9, 1, Direction::Request, None), t0),
-            "probes at once are bounded"
-        );
+        let over = g.add(ev(9, 1, Direction::Request, None), t0);
+        assert_eq!(over, Filed::Full, "probes at once are bounded");
+    }
+
+    #[test]
+    fn a_late_packet_of_this_nodes_own_probe_is_not_another_nodes() {
+        let mut g = Gatherer::default();
+        g.own([5; 16]);
+        assert_eq!(g.add(ev(5, 1, Direction::Reply, None), Instant::now()), Filed::Own);
+        for i in 0..OWN_REMEMBERED as u64 {
+            let mut id = [0xaa; 16];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            g.own(id);
+        }
+        assert_eq!(g.own.len(), OWN_REMEMBERED, "bounded");
+        let late = g.add(ev(5, 1, Direction::Reply, None), Instant::now());
+        assert_eq!(late, Filed::Kept, "forgotten once older than the last {OWN_REMEMBERED}");
     }
 }
