@@ -475,3 +475,135 @@ fn across_two_kernels_one_trace_holds_both_nodes_hops() {
     println!("the VM counted {remote} hops of probes from 198.18.162.2");
     assert!(remote > 0.0, "the VM's remote hops by origin:\n{vm_metrics}");
 }
+
+/// A probe inside each kind of tunnel the programs look into: the tunnel's hop shows the tunnel
+/// and its outer addresses, on the way out and back. Two namespaces joined by a veth carry the
+/// tunnels; one tracepkt (cross_node on, so tunnels are looked into) probes across each. A
+/// tunnel this kernel cannot make is skipped with its reason.
+#[test]
+fn a_probe_inside_vxlan_geneve_or_ipip_shows_the_tunnel_hop() {
+    let test = "a_probe_inside_vxlan_geneve_or_ipip_shows_the_tunnel_hop";
+    require_privileges!(test);
+    let mut c = Cleanup::new();
+    let a = c.netns("tpk-tun-a");
+    let b = c.netns("tpk-tun-b");
+    sh(&format!("ip -n {a} link add eth0 type veth peer name eth0 netns {b}"));
+    addr_up(&a, "eth0", "198.18.166.1/24");
+    addr_up(&b, "eth0", "198.18.166.2/24");
+    let kinds = [
+        (
+            "vxlan",
+            "type vxlan id 42 dstport 4789 local {l} remote {r} dev eth0",
+            167,
+        ),
+        ("geneve", "type geneve id 42 remote {r}", 168),
+        ("ipip", "type ipip local {l} remote {r}", 169),
+    ];
+    let (mut made, mut missing) = (Vec::new(), Vec::new());
+    for (kind, spec, net) in kinds {
+        let spec = |l: &str, r: &str| spec.replace("{l}", l).replace("{r}", r);
+        let out = Command::new("ip")
+            .args(["-n", &a, "link", "add", &format!("t{kind}")])
+            .args(spec("198.18.166.1", "198.18.166.2").split_whitespace())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            missing.push(format!("{kind} ({})", String::from_utf8_lossy(&out.stderr).trim()));
+            continue;
+        }
+        sh(&format!(
+            "ip -n {b} link add t{kind} {}",
+            spec("198.18.166.2", "198.18.166.1")
+        ));
+        addr_up(&a, &format!("t{kind}"), &format!("198.18.{net}.1/24"));
+        addr_up(&b, &format!("t{kind}"), &format!("198.18.{net}.2/24"));
+        made.push((kind, net));
+    }
+    assert!(
+        !made.is_empty(),
+        "no tunnel at all could be made; vxlan at least should"
+    );
+    if !missing.is_empty() {
+        let kinds: Vec<&str> = missing.iter().filter_map(|m| m.split(' ').next()).collect();
+        skip(
+            &format!("{test} ({})", kinds.join(", ")),
+            &format!("this kernel cannot make the devices: {}", missing.join("; ")),
+        );
+    }
+
+    let rx = Receiver::grpc();
+    let dir = TempDir::new("crossnode-tunnels");
+    let port = free_port();
+    let targets: String = made
+        .iter()
+        .map(|(kind, net)| format!("  - {{name: {kind}, address: 198.18.{net}.2, from: {{netns: {a}}}}}\n"))
+        .collect();
+    let cfg = config(
+        &dir,
+        "config.yaml",
+        &format!(
+            "listen: 127.0.0.1:{port}\ninterval: 500ms\ntimeout: 400ms\ncross_node: {{enabled: true}}\n\
+             otlp:\n  endpoint: {}\ntargets:\n{targets}",
+            rx.endpoint
+        ),
+    );
+    let log = dir.path("serve.log");
+    let _serve = serve_as("node-a", &cfg, &log);
+    let tunnel_hop = |spans: &[Span], root: &Span, dir: &str, kind: &str| -> bool {
+        spans.iter().any(|s| {
+            s.trace_id == root.trace_id
+                && s.attr_str("tracepkt.tunnel").as_deref() == Some(kind)
+                && s.attr_str("tracepkt.direction").as_deref() == Some(dir)
+                && s.attr_str("network.interface.name").as_deref() == Some("eth0")
+        })
+    };
+    let seen = |spans: &[Span], kind: &str| {
+        spans.iter().any(|root| {
+            root.name == format!("probe {kind}")
+                && root.attr_str("tracepkt.outcome").as_deref() == Some("replied")
+                && tunnel_hop(spans, root, "request", kind)
+                && tunnel_hop(spans, root, "reply", kind)
+        })
+    };
+    let spans = rx.wait_for(Duration::from_secs(60), |spans| {
+        made.iter().all(|(k, _)| seen(spans, k))
+    });
+    for (kind, _) in &made {
+        let root = spans
+            .iter()
+            .find(|r| r.name == format!("probe {kind}") && seen(&spans, kind))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{kind}: no answered trace with the tunnel's hop both ways; {} spans\n{}",
+                    spans.len(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let hops: Vec<String> = spans
+            .iter()
+            .filter(|s| s.trace_id == root.trace_id && s.attributes.contains_key("tracepkt.hop.index"))
+            .map(|s| {
+                format!(
+                    "{}{} {}->{}",
+                    s.name,
+                    s.attr_str("tracepkt.tunnel")
+                        .map(|t| format!("[{t}]"))
+                        .unwrap_or_default(),
+                    s.attr_str("source.address").unwrap_or_default(),
+                    s.attr_str("destination.address").unwrap_or_default()
+                )
+            })
+            .collect();
+        println!("{kind}: {}", hops.join(", "));
+        let outer = spans
+            .iter()
+            .find(|s| s.trace_id == root.trace_id && s.attr_str("tracepkt.tunnel").as_deref() == Some(*kind))
+            .expect("checked above");
+        let pair = (outer.attr_str("source.address"), outer.attr_str("destination.address"));
+        assert!(
+            pair == (Some("198.18.166.1".into()), Some("198.18.166.2".into()))
+                || pair == (Some("198.18.166.2".into()), Some("198.18.166.1".into())),
+            "{kind}: the tunnel hop shows the outer addresses, not {pair:?}"
+        );
+    }
+}
