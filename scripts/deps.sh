@@ -101,18 +101,21 @@ helm_tool() {
 
 # Offline validation of rendered manifests: kubernetes-validate carries the Kubernetes JSON
 # schemas but none for custom resources; the prometheus-operator models (generated from its
-# CRDs) check ServiceMonitor, PodMonitor and PrometheusRule.
+# CRDs) check ServiceMonitor, PodMonitor and PrometheusRule. The venv lives outside the work
+# tree (TRACEPKT_VENV, default ~/.cache/tracepkt/venv): it is third-party code, not the project's.
 chart_validators() {
     local want="kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0"
-    local stamp="$tools/venv/.tracepkt-pins"
-    if [ -x "$tools/venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    local venv=${TRACEPKT_VENV:-$HOME/.cache/tracepkt/venv}
+    local stamp="$venv/.tracepkt-pins"
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return 0
     fi
     apt_install python3-venv
     log "python venv with $want"
-    python3 -m venv "$tools/venv"
+    mkdir -p "$(dirname "$venv")"
+    python3 -m venv "$venv"
     # shellcheck disable=SC2086
-    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check $want
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $want
     echo "$want" >"$stamp"
 }
 

@@ -8,7 +8,8 @@ each VERSION. The prometheus-operator kinds (ServiceMonitor, PodMonitor, Prometh
 for which kubernetes-validate has no schema, are checked by the cloudcoil models that are
 generated from the operator's CRDs; a field the model does not know is reported as unknown.
 Any other kind is an error: nothing is passed unchecked.
-Run it with the venv scripts/deps.sh test makes (.tools/venv/bin/python).
+Run it with the venv scripts/deps.sh test makes ($TRACEPKT_VENV, default
+~/.cache/tracepkt/venv: bin/python).
 """
 
 import argparse

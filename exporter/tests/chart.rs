@@ -170,11 +170,18 @@ fn privileged(v: &Value, out: &mut Vec<Value>) {
 fn chart_lints_renders_and_validates() {
     let test = "chart_lints_renders_and_validates";
     let Some(chart) = Chart::new(test) else { return };
-    let python = repo().join(".tools/venv/bin/python");
+    // Where scripts/deps.sh makes it: outside the work tree, as it is third-party code.
+    let venv = std::env::var_os("TRACEPKT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tracepkt/venv"));
+    let python = venv.join("bin/python");
     if !python.exists() {
         common::skip(
             test,
-            "no .tools/venv (scripts/deps.sh test makes it with kubernetes-validate)",
+            &format!(
+                "no {} (scripts/deps.sh test makes it with kubernetes-validate)",
+                venv.display()
+            ),
         );
         return;
     }
