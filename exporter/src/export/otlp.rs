@@ -366,23 +366,29 @@ impl Tracer {
         }
         self.counts.kept.inc();
         let spans = self.spans(target, addr, journey, clock::wall_offset_ns());
+        self.enqueue(spans).then(|| TraceId::from_bytes(journey.trace.trace_id))
+    }
+
+    /// Hands a journey's spans to the exporter together, or drops them together (counted) when
+    /// the queue has no room for all of them.
+    fn enqueue(&self, spans: Vec<SpanData>) -> bool {
         let n = spans.len();
         if self.pending.fetch_add(n, Ordering::Relaxed) + n > QUEUE_SPANS {
             self.pending.fetch_sub(n, Ordering::Relaxed);
             self.counts.queue_full.inc_by(n as u64);
-            return None;
+            return false;
         }
         for s in spans {
             self.processor.on_end(s);
         }
-        Some(TraceId::from_bytes(journey.trace.trace_id))
+        true
     }
 
     /// Sends the hops another node's probe made here as spans in the sender's trace: children
     /// of the sender's root span, which the probe's payload names, under this node's resource
-    /// (`host.name`, `k8s.node.name`). Sampled as the sender decided: its probe carries only
-    /// sampled traces.
-    pub fn record_remote(&self, j: &RemoteJourney) -> usize {
+    /// (`host.name`, `k8s.node.name`). Every probe seen is sent: the sender's sample ratio is
+    /// not known here.
+    pub fn record_remote(&self, j: &RemoteJourney) {
         let offset = clock::wall_offset_ns();
         let wall = |ns: u64| clock::to_wall(ns, offset);
         let trace_id = TraceId::from_bytes(j.trace.trace_id);
@@ -405,33 +411,19 @@ impl Tracer {
                 attrs.push(KeyValue::new("tracepkt.remote", true));
                 attrs.push(KeyValue::new("tracepkt.origin", j.origin.to_string()));
                 attrs.push(KeyValue::new("tracepkt.protocol", j.proto.as_str()));
-                let status = if hop.is_fatal() {
-                    Status::error(hop.verdict_text())
-                } else {
-                    Status::Unset
-                };
                 let mut span = self.span(
                     (ctx, parent),
                     SpanKind::Internal,
                     hop_name(hop),
                     (wall(hop.ts_ns), wall(next.max(hop.ts_ns))),
                     attrs,
-                    status,
+                    hop_status(hop),
                 );
                 span.parent_span_is_remote = true;
                 span
             })
             .collect();
-        let n = spans.len();
-        if self.pending.fetch_add(n, Ordering::Relaxed) + n > QUEUE_SPANS {
-            self.pending.fetch_sub(n, Ordering::Relaxed);
-            self.counts.queue_full.inc_by(n as u64);
-            return 0;
-        }
-        for s in spans {
-            self.processor.on_end(s);
-        }
-        n
+        self.enqueue(spans);
     }
 
     /// Sends what is queued, waiting at most a few seconds: a hung collector must not hold
@@ -589,18 +581,13 @@ impl Tracer {
                 Direction::Request => request_id,
                 Direction::Reply => reply_id,
             };
-            let status = if hop.is_fatal() {
-                Status::error(hop.verdict_text())
-            } else {
-                Status::Unset
-            };
             out.push(self.span(
                 (self.context(j, self.ids.new_span_id()), parent),
                 SpanKind::Internal,
                 hop_name(hop),
                 (wall(hop.ts_ns), wall(next.max(hop.ts_ns))),
                 hop_attributes(hop, i),
-                status,
+                hop_status(hop),
             ));
         }
         out
@@ -622,6 +609,15 @@ fn keep(j: &Journey, ratio: f64) -> bool {
     }
     let x = u64::from_be_bytes(j.trace.trace_id[8..16].try_into().expect("8 bytes"));
     (x >> 1) < (ratio * (1u64 << 63) as f64) as u64
+}
+
+/// A hop where the packet ended is an error span, with what ended it.
+fn hop_status(h: &Hop) -> Status {
+    if h.is_fatal() {
+        Status::error(h.verdict_text())
+    } else {
+        Status::Unset
+    }
 }
 
 fn hop_name(h: &Hop) -> String {
