@@ -307,20 +307,16 @@ impl<'a> Flight<'a> {
                 .allow_length(len)
                 .context("letting the probe's size past the kernel's filter")?;
         }
-        let registered = match st
+        // Each step undone if a later one fails: the length, then the registration.
+        let registered = st
             .registry
             .register(probe_key(proto, id), tag)
             .context("registering the probe in the kernel")
-        {
-            Ok(()) => {
-                let armed = st.gate.arm(key);
-                if armed.is_err() {
-                    st.registry.unregister(probe_key(proto, id));
-                }
-                armed
-            }
-            Err(e) => Err(e),
-        };
+            .and_then(|()| {
+                st.gate
+                    .arm(key)
+                    .inspect_err(|_| st.registry.unregister(probe_key(proto, id)))
+            });
         if let Err(e) = registered {
             if let Some(len) = len {
                 st.registry.release_length(len);
