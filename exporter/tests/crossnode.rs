@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::otlp::{Receiver, Span};
@@ -16,16 +16,7 @@ use common::*;
 
 /// `tracepkt serve` with `K8S_NODE_NAME` set, as the chart's downward API sets it.
 fn serve_as(node: &str, config: &Path, log: &Path) -> Proc {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tracepkt"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("K8S_NODE_NAME", node)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start tracepkt serve");
-    Proc(child)
+    serve_with_env(config, log, &[("K8S_NODE_NAME", node)])
 }
 
 fn config(dir: &TempDir, name: &str, body: &str) -> PathBuf {

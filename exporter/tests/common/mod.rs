@@ -266,10 +266,16 @@ impl Drop for Proc {
 }
 
 pub fn serve(config: &Path, log: &Path) -> Proc {
+    serve_with_env(config, log, &[])
+}
+
+/// `tracepkt serve` with these environment variables added (`K8S_NODE_NAME`, say).
+pub fn serve_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Proc {
     let log = std::fs::File::create(log).unwrap();
     let child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
