@@ -116,8 +116,10 @@ fn tunnels() -> bool {
 }
 
 /// The foreign-probe budget's window: its start (CLOCK_MONOTONIC ns) and the events reported
-/// in it. Shared by every CPU; CPUs racing at a window's start or at its limit may let a few
-/// events more through, at most one per CPU.
+/// in it. Shared by every CPU, without a lock: CPUs racing at the limit may each take one
+/// event more, and a CPU that opens a new window just after another may reset the count the
+/// other had begun, so a window can admit a few events more than the budget. The overshoot
+/// comes only from such races, never from time passing.
 #[map]
 static FOREIGN_WINDOW: Array<u64> = Array::with_max_entries(2, 0);
 
