@@ -46,13 +46,16 @@
 #      g. tracepkt serve attach: always as in b., with cross_node: {enabled: true}: following
 #      other nodes' probes, it holds the programs' in-flight gate open for good, so every packet
 #      goes through the length test all the time (and one of a probe's length on to the next
-#      checks); rounds interleaved, the order rotating every round. Per-program ns/run from the
+#      checks), h. b. and e. attached together, so that each hook runs tracepkt's program and the
+#      floor's on the same packets, one after the other (the order alternates by round: odd rounds
+#      attach the floor first); rounds interleaved, the order rotating every round. Per-program ns/run from the
 #      kernel's accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), the
 #      in-flight duty cycle from tracepkt_attached_seconds_total, and for f. the share of time
 #      its probes are out, from those that timed out (tracepkt_probe_errors_total, reason
 #      timeout) × the timeout.
-#      Goal: tracepkt (attach: always, with and without sized probes, and with cross_node on)
-#      ≤ 1.05× the floor's ns/run on every hook the traffic reaches, kfree_skb included.
+#      Goal: tracepkt (attach: always) ≤ 1.05× the floor's ns/run on every hook the traffic
+#      reaches, kfree_skb included, judged side by side (h.: the same packets, the same cache
+#      state). b., f. and g. against e. (separate rounds) are reported beside it.
 #   2. journey: probe rates stepped upward until the first step that fails (lost events,
 #      incomplete journeys, or an achieved rate below 95 % of the asked one); no step is tried
 #      after it. The ceiling, and what bounds it: tracepkt's CPU, the machine's CPU, ring-buffer
@@ -362,7 +365,7 @@ part_startup() {
 }
 
 # ------------------------------------------------------------------------------------------
-# 1. Foreign traffic: throughput and per-program cost, six configurations, interleaved.
+# 1. Foreign traffic: throughput and per-program cost, eight configurations, interleaved.
 
 IPERF_PID=
 start_iperf_server() {
@@ -399,10 +402,11 @@ drop_flood() { # out.json: 64-byte UDP datagrams to a closed port in the namespa
     nice -n -20 taskset -c 0 timeout $((SECS + 20)) python3 "$lib" udp-flood "$NS_IP" "$CLOSED_PORT" "$SECS" 64 >"$1" 2>"$1.err"
 }
 
-ATT_PID=
-start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on failure (note in $d/info)
-    local cfg=$1 d=$2 i
-    ATT_PID=
+ATT_PID= SBS_PID=
+start_attacher() { # config dir round: sets ATT_PID (empty for the baseline), and SBS_PID (the floor
+    # beside tracepkt in h., else empty); 1 on failure (note in $d/info)
+    local cfg=$1 d=$2 r=$3 i
+    ATT_PID= SBS_PID=
     case $cfg in
         baseline) return 0 ;;
         always | in-flight | sized | cross-node)
@@ -425,13 +429,7 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
             else
                 write_config "$d/config.yaml" 1 1s 1s "$cfg" "$NS_IP"
             fi
-            start_serve "$d/config.yaml" "$d/attacher.log"
-            ATT_PID=$SERVE_PID
-            if ! wait_serving "$ATT_PID" "$d/attacher.log" 20; then
-                echo "note=tracepkt serve did not start: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
-                return 1
-            fi
-            sleep 1.5 # a probe or two done
+            start_tracepkt "$d" || return 1
             ;;
         bpftrace)
             bpftrace "$root/bench/foreign.bt" >"$d/bpftrace.out" 2>"$d/attacher.log" &
@@ -449,22 +447,57 @@ start_attacher() { # config dir: sets ATT_PID (empty for the baseline); 1 on fai
             sleep 0.5
             ;;
         floor)
-            "$FLOOR" --seconds $((3 * SECS + 120)) >"$d/floor.out" 2>"$d/attacher.log" &
-            ATT_PID=$!
-            started[$ATT_PID]="tracepkt-floor"
-            for ((i = 0; i < 150; i++)); do # at most 15 s
-                grep -q 'attached' "$d/attacher.log" && break
-                kill -0 "$ATT_PID" 2>/dev/null || break
-                sleep 0.1
-            done
-            if ! kill -0 "$ATT_PID" 2>/dev/null || ! grep -q 'attached' "$d/attacher.log"; then
-                echo "note=the floor did not attach: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
-                return 1
+            start_floor "$d" attacher.log || return 1
+            ATT_PID=$FLOOR_PID
+            ;;
+        side-by-side)
+            write_config "$d/config.yaml" 1 1s 1s always "$NS_IP"
+            # b. and the floor attached together, so that both programs of a hook run on the same
+            # packets, one after the other (a tracepoint runs its programs in attach order). The
+            # order alternates by round: odd rounds attach the floor first.
+            if [ $((r % 2)) = 1 ]; then
+                echo "order=floor first" >>"$d/info"
+                start_floor "$d" floor.log || return 1
+                SBS_PID=$FLOOR_PID
+                start_tracepkt "$d" || return 1
+            else
+                echo "order=tracepkt first" >>"$d/info"
+                start_tracepkt "$d" || return 1
+                start_floor "$d" floor.log || return 1
+                SBS_PID=$FLOOR_PID
             fi
-            sleep 0.3
             ;;
     esac
     return 0
+}
+
+start_tracepkt() { # dir: tracepkt serve on $d/config.yaml, sets ATT_PID; 1 on failure (note in $d/info)
+    local d=$1
+    start_serve "$d/config.yaml" "$d/attacher.log"
+    ATT_PID=$SERVE_PID
+    if ! wait_serving "$ATT_PID" "$d/attacher.log" 20; then
+        echo "note=tracepkt serve did not start: $(tail -n 1 "$d/attacher.log" | tr '=' ':')" >>"$d/info"
+        return 1
+    fi
+    sleep 1.5 # a probe or two done
+}
+
+FLOOR_PID=
+start_floor() { # dir log: the floor, attached; sets FLOOR_PID; 1 on failure (note in $d/info)
+    local d=$1 log=$2 i
+    "$FLOOR" --seconds $((3 * SECS + 120)) >"$d/floor.out" 2>"$d/$log" &
+    FLOOR_PID=$!
+    started[$FLOOR_PID]="tracepkt-floor"
+    for ((i = 0; i < 150; i++)); do # at most 15 s
+        grep -q 'attached' "$d/$log" && break
+        kill -0 "$FLOOR_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! kill -0 "$FLOOR_PID" 2>/dev/null || ! grep -q 'attached' "$d/$log"; then
+        echo "note=the floor did not attach: $(tail -n 1 "$d/$log" | tr '=' ':')" >>"$d/info"
+        return 1
+    fi
+    sleep 0.3
 }
 
 foreign_round() { # round config
@@ -472,21 +505,23 @@ foreign_round() { # round config
     local d=$raw/foreign/r$r-$cfg
     mkdir -p "$d"
     : >"$d/info"
-    if ! start_attacher "$cfg" "$d"; then
+    if ! start_attacher "$cfg" "$d" "$r"; then
         echo "status=failed" >>"$d/info"
         log "foreign r$r $cfg: $(grep '^note=' "$d/info" | cut -d= -f2-)"
         [ -n "$ATT_PID" ] && stop_pid "$ATT_PID" TERM
+        [ -n "$FLOOR_PID" ] && [ -n "${started[$FLOOR_PID]:-}" ] && stop_pid "$FLOOR_PID" TERM
         return 0
     fi
-    python3 "$lib" bpf-others ${ATT_PID:+"$ATT_PID"} "$IPERF_PID" "$$" >"$d/others.json" 2>/dev/null
+    python3 "$lib" bpf-others ${ATT_PID:+"$ATT_PID"} ${SBS_PID:+"$SBS_PID"} "$IPERF_PID" "$$" >"$d/others.json" 2>/dev/null
     local serve=0
-    case $cfg in always | in-flight | sized | cross-node) serve=1 ;; esac
+    case $cfg in always | in-flight | sized | cross-node | side-by-side) serve=1 ;; esac
     # Snapshots: bpf0 | UDP flood | bpf1 | TCP | bpf2 | closed-port flood | bpf3
     {
         echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
         python3 "$lib" cpu-snap "$$" >"$d/cpu0.json"
         [ $serve = 1 ] && { echo "prom0=$(now)"; scrape "$d/prom0.txt"; }
         [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf0.json"
+        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside0.json"
         echo "udp0=$(now)"
     } >>"$d/times"
     local ok=1
@@ -494,18 +529,21 @@ foreign_round() { # round config
     {
         echo "udp1=$(now)"
         [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf1.json"
+        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside1.json"
         echo "tcp0=$(now)"
     } >>"$d/times"
     iperf_run "$d/tcp.json" || ok=0
     {
         echo "tcp1=$(now)"
         [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf2.json"
+        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside2.json"
         echo "drop0=$(now)"
     } >>"$d/times"
     drop_flood "$d/drop.json" || { ok=0; log "closed-port flood failed: $(head -c 200 "$d/drop.json.err")"; }
     {
         echo "drop1=$(now)"
         [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf3.json"
+        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside3.json"
         [ $serve = 1 ] && { echo "prom2=$(now)"; scrape "$d/prom2.txt"; }
         python3 "$lib" cpu-snap "$$" >"$d/cpu2.json"
     } >>"$d/times"
@@ -513,6 +551,10 @@ foreign_round() { # round config
     if [ -n "$ATT_PID" ]; then
         kill -0 "$ATT_PID" 2>/dev/null || alive=0
         if [ "$cfg" = bpftrace ]; then stop_pid "$ATT_PID" INT; else stop_pid "$ATT_PID" TERM; fi
+    fi
+    if [ -n "$SBS_PID" ]; then
+        kill -0 "$SBS_PID" 2>/dev/null || alive=0
+        stop_pid "$SBS_PID" TERM
     fi
     if [ $ok = 1 ] && [ $alive = 1 ]; then
         echo "status=ok" >>"$d/info"
@@ -529,7 +571,7 @@ part_foreign() {
     mkdir -p "$raw/foreign"
     start_iperf_server
     bpf_stats on
-    local configs=(baseline always in-flight bpftrace floor sized cross-node) n=7 r k
+    local configs=(baseline always in-flight bpftrace floor sized cross-node side-by-side) n=8 r k
     for ((r = 1; r <= ROUNDS; r++)); do
         for ((k = 0; k < n; k++)); do
             foreign_round "$r" "${configs[$(((k + r - 1) % n))]}"
@@ -698,7 +740,7 @@ log "output in $out (raw samples in $raw); listen $LISTEN"
 for part in $PARTS; do
     case $part in
         startup) log "== 5. start-up"; part_startup ;;
-        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 7 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
+        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 8 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
         journey) log "== 2. journey throughput (rates: $RATES; up to $JROUNDS rounds × ${JSECS}s each, until the first failure)"; part_journey ;;
         scale) log "== 3./4. scale, scrape, memory (sizes: $SCALE_SIZES; soak ${SOAK_SECS}s)"; part_scale ;;
     esac
