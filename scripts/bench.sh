@@ -23,6 +23,8 @@
 #   BENCH_SCALE_SIZES="10 100 1000 10000"  target counts of the scale part [the same]
 #   BENCH_STARTS=5         start-ups measured per attach mode [2]
 #   BENCH_PARTS="startup foreign journey scale"   which parts to run
+#   BENCH_FOREIGN_CONFIGS="baseline always in-flight bpftrace floor sized cross-node side-by-side"
+#                          the foreign part's configurations (a.–h. below), in this order
 #   TRACEPKT_BIN=target/release/tracepkt               the binary measured
 #   TRACEPKT_FLOOR_BIN=target/floor/release/tracepkt-floor   the floor (bench/floor; `make bench-floor`)
 #   Both binaries are copied first, so a rebuild during the run changes nothing.
@@ -101,6 +103,7 @@ SCALE_SIZES=${BENCH_SCALE_SIZES:-10 100 1000 10000}
 STARTS=${BENCH_STARTS:-$d_starts}
 SOAK_SECS=${BENCH_SOAK_SECS:-$d_soak}
 PARTS=${BENCH_PARTS:-startup foreign journey scale}
+FOREIGN_CONFIGS=${BENCH_FOREIGN_CONFIGS:-baseline always in-flight bpftrace floor sized cross-node side-by-side}
 
 NS=tpkbench
 HOST_IF=tpkbench0
@@ -118,6 +121,12 @@ lib=$root/bench/benchlib.py
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+for c in $FOREIGN_CONFIGS; do
+    case $c in
+        baseline | always | in-flight | bpftrace | floor | sized | cross-node | side-by-side) ;;
+        *) die "BENCH_FOREIGN_CONFIGS: unknown configuration $c (baseline always in-flight bpftrace floor sized cross-node side-by-side)" ;;
+    esac
+done
 now() { echo "$EPOCHREALTIME"; }
 now_us() { echo "${EPOCHREALTIME/./}"; } # integer microseconds, for deadlines
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.4f", b - a }'; }
@@ -318,7 +327,7 @@ setup_netns
         echo "floor:     bench/floor sha256 $(sha256sum "$FLOOR" | cut -c1-16)$(git diff --quiet HEAD -- bench/floor 2>/dev/null || echo ' + uncommitted changes')"
     fi
     echo "tools:     $(iperf3 --version | head -n1 | cut -d' ' -f1-2), bpftrace $(bpftrace --version | awk '{ print $2 }'), bpftool $(bpftool version | awk 'NR == 1 { print $2 }'), $(python3 --version)"
-    echo "run:       BENCH_QUICK=$quick parts='$PARTS' rounds=$ROUNDS secs=$SECS rates='$RATES' journey_rounds=$JROUNDS journey_secs=$JSECS cpu_secs=$CPU_SECS scrapes=$SCRAPES scale_sizes='$SCALE_SIZES' starts=$STARTS soak_secs=$SOAK_SECS"
+    echo "run:       BENCH_QUICK=$quick parts='$PARTS' rounds=$ROUNDS secs=$SECS rates='$RATES' journey_rounds=$JROUNDS journey_secs=$JSECS cpu_secs=$CPU_SECS scrapes=$SCRAPES scale_sizes='$SCALE_SIZES' starts=$STARTS soak_secs=$SOAK_SECS foreign_configs='$FOREIGN_CONFIGS'"
 } >"$raw/env.txt"
 cat "$raw/env.txt" >&2
 
@@ -571,7 +580,9 @@ part_foreign() {
     mkdir -p "$raw/foreign"
     start_iperf_server
     bpf_stats on
-    local configs=(baseline always in-flight bpftrace floor sized cross-node side-by-side) n=8 r k
+    local configs r k n
+    read -ra configs <<<"$FOREIGN_CONFIGS"
+    n=${#configs[@]}
     for ((r = 1; r <= ROUNDS; r++)); do
         for ((k = 0; k < n; k++)); do
             foreign_round "$r" "${configs[$(((k + r - 1) % n))]}"
@@ -740,7 +751,7 @@ log "output in $out (raw samples in $raw); listen $LISTEN"
 for part in $PARTS; do
     case $part in
         startup) log "== 5. start-up"; part_startup ;;
-        foreign) log "== 1. foreign traffic ($ROUNDS rounds × 8 configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
+        foreign) log "== 1. foreign traffic ($ROUNDS rounds × $(wc -w <<<"$FOREIGN_CONFIGS") configurations × ${SECS}s UDP + ${SECS}s TCP + ${SECS}s closed-port UDP)"; part_foreign ;;
         journey) log "== 2. journey throughput (rates: $RATES; up to $JROUNDS rounds × ${JSECS}s each, until the first failure)"; part_journey ;;
         scale) log "== 3./4. scale, scrape, memory (sizes: $SCALE_SIZES; soak ${SOAK_SECS}s)"; part_scale ;;
     esac
