@@ -51,10 +51,10 @@
 #      checks), h. b. and e. attached together, so that each hook runs tracepkt's program and the
 #      floor's on the same packets, one after the other (the order alternates by round: odd
 #      rounds attach the floor first); rounds interleaved, the order rotating every round.
-#      Per-program ns/run from the kernel's accounting (kernel.bpf_stats_enabled=1 during this part, restored afterwards), the
-#      in-flight duty cycle from tracepkt_attached_seconds_total, and for f. the share of time
-#      its probes are out, from those that timed out (tracepkt_probe_errors_total, reason
-#      timeout) × the timeout.
+#      Per-program ns/run from the kernel's accounting (kernel.bpf_stats_enabled=1 during this
+#      part, restored afterwards), the in-flight duty cycle from
+#      tracepkt_attached_seconds_total, and for f. the share of time its probes are out, from
+#      those that timed out (tracepkt_probe_errors_total, reason timeout) × the timeout.
 #      Goal: tracepkt (attach: always) ≤ 1.05× the floor's ns/run on every hook the traffic
 #      reaches, kfree_skb included, judged side by side (h.: the same packets, the same cache
 #      state), order-balanced (the geometric mean of the two orders' median ratios). b., f. and
