@@ -509,7 +509,8 @@ class Report:
 
 # ---- 1. foreign traffic ----------------------------------------------------------------------
 
-CONFIGS = ["baseline", "always", "in-flight", "bpftrace", "floor", "sized", "cross-node", "side-by-side"]
+CONFIGS = ["baseline", "always", "in-flight", "bpftrace", "floor", "sized", "cross-node", "side-by-side",
+           "floor-spread"]
 LABEL = {
     "baseline": "a. nothing attached (baseline)",
     "always": "b. tracepkt serve, attach: always",
@@ -520,6 +521,7 @@ LABEL = {
              "(worst case: the flood's own length allowed)",
     "cross-node": "g. tracepkt serve, cross_node on (every packet checked, all the time)",
     "side-by-side": "h. b. and e. attached together (both programs of a hook run on the same packets)",
+    "floor-spread": "i. the floor with its programs apart in JIT memory (tracepkt-floor --spread)",
 }
 # The configurations of tracepkt judged against the floor, and how their headlines name them.
 JUDGED = {"always": "tracepkt (always)", "sized": "tracepkt (always, worst-case sized probes)",
@@ -682,7 +684,10 @@ def foreign(raw, R):
         rs = by[c]
         if not rs:
             missing = [r for r in recs if r["config"] == c]
-            why = missing[0]["note"] if missing else "not run"
+            if not missing:  # not among this run's configurations (BENCH_FOREIGN_CONFIGS)
+                res[c] = {"measured": False, "why": "not run"}
+                continue
+            why = missing[0]["note"]
             R.add(f"| {LABEL[c]} | 0 | not measured: {why} | | | | | | | | | | |")
             res[c] = {"measured": False, "why": why}
             R.headline(f"UDP 64 B pkt/s sent, {LABEL[c][3:]}", f"not measured: {why}")
@@ -854,6 +859,24 @@ def foreign(raw, R):
                 R.headline(label, "not measured: " + ("no floor runs" if not h["floor"] else "no tracepkt runs"))
 
     side = side_by_side(by["side-by-side"], R, goal)
+
+    # i.: the same empty programs, only placed differently in the kernel's JIT memory.
+    spread = {}
+    if by["floor-spread"]:
+        R.add("The floor's placement (i. ÷ e., separate rounds): the same empty programs, each loaded after "
+              "a 4.8 KiB spacer program instead of next to the others, as each tracepkt entry point is "
+              "followed by its body. ns/run, median (min–max) over rounds, and the median (min–max) of "
+              "the per-round ratio:", "",
+              "| hook | measured during | e. the floor | i. spread | i. ÷ e. |", "|---|---|---|---|---|")
+        for hook in HOOKS:
+            ph = GOAL_PHASE[hook]
+            f, x = nsrun("floor", hook, ph), nsrun("floor-spread", hook, ph)
+            rx = pair_ratio(x, f)
+            spread[hook] = {"phase": ph, "floor": f, "spread": x, "ratio": rx}
+            if rx:
+                R.add(f"| {hook} | {PHASE_LABEL[ph]} | {mr(list(f.values()), 1)} | {mr(list(x.values()), 1)} | "
+                      f"{ratio_str(rx, 3)} |")
+        R.add("")
     h = hooks_res["pooled"]
     if h["bpftrace"]:
         R.headline("ns/run on foreign packets, 4 interface hooks pooled: bpftrace bench/foreign.bt",
@@ -943,7 +966,7 @@ def foreign(raw, R):
         R.add(f"Other processes holding BPF programs during the rounds: {min(others)}–{max(others)} "
               "(raw/foreign/*/others.json).", "")
     R.results["foreign"] = {"throughput": res, "hooks": hooks_res, "matrix": matrix, "wall": wall_res,
-                            "side_by_side": side,
+                            "side_by_side": side, "floor_spread": spread,
                             "kfree_skb_runs_per_closed_port_datagram": per_dgram}
 
 

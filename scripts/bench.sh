@@ -24,7 +24,9 @@
 #   BENCH_STARTS=5         start-ups measured per attach mode [2]
 #   BENCH_PARTS="startup foreign journey scale"   which parts to run
 #   BENCH_FOREIGN_CONFIGS="baseline always in-flight bpftrace floor sized cross-node side-by-side"
-#                          the foreign part's configurations (a.–h. below), in this order
+#                          the foreign part's configurations (a.–h. below), in this order;
+#                          floor-spread (i., not run by default) is the floor with its programs
+#                          apart in JIT memory (`tracepkt-floor --spread`), compared with e.
 #   TRACEPKT_BIN=target/release/tracepkt               the binary measured
 #   TRACEPKT_FLOOR_BIN=target/floor/release/tracepkt-floor   the floor (bench/floor; `make bench-floor`)
 #   Both binaries are copied first, so a rebuild during the run changes nothing.
@@ -124,8 +126,8 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 for c in $FOREIGN_CONFIGS; do
     case $c in
-        baseline | always | in-flight | bpftrace | floor | sized | cross-node | side-by-side) ;;
-        *) die "BENCH_FOREIGN_CONFIGS: unknown configuration $c (baseline always in-flight bpftrace floor sized cross-node side-by-side)" ;;
+        baseline | always | in-flight | bpftrace | floor | sized | cross-node | side-by-side | floor-spread) ;;
+        *) die "BENCH_FOREIGN_CONFIGS: unknown configuration $c (baseline always in-flight bpftrace floor sized cross-node side-by-side floor-spread)" ;;
     esac
 done
 now() { echo "$EPOCHREALTIME"; }
@@ -456,8 +458,8 @@ start_attacher() { # config dir round: sets ATT_PID (empty for the baseline), an
             fi
             sleep 0.5
             ;;
-        floor)
-            start_floor "$d" attacher.log || return 1
+        floor | floor-spread)
+            start_floor "$d" attacher.log ${cfg#floor} || return 1
             ATT_PID=$FLOOR_PID
             ;;
         side-by-side)
@@ -493,9 +495,9 @@ start_tracepkt() { # dir: tracepkt serve on $d/config.yaml, sets ATT_PID; 1 on f
 }
 
 FLOOR_PID=
-start_floor() { # dir log: the floor, attached; sets FLOOR_PID; 1 on failure (note in $d/info)
-    local d=$1 log=$2 i
-    "$FLOOR" --seconds $((3 * SECS + 120)) >"$d/floor.out" 2>"$d/$log" &
+start_floor() { # dir log [-spread]: the floor, attached; sets FLOOR_PID; 1 on failure (note in $d/info)
+    local d=$1 log=$2 spread=${3:+--spread} i
+    "$FLOOR" --seconds $((3 * SECS + 120)) $spread >"$d/floor.out" 2>"$d/$log" &
     FLOOR_PID=$!
     started[$FLOOR_PID]="tracepkt-floor"
     for ((i = 0; i < 150; i++)); do # at most 15 s
