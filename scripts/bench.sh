@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tracepkt benchmark harness, as `make bench` runs it (after `make build` and `make bench-floor`).
 #
-#   make bench                      the full run (about 30 minutes on 2 cores, with a 5-minute soak)
+#   make bench                      the full run (about 35 minutes on 2 cores, with a 5-minute soak)
 #   BENCH_QUICK=1 make bench        a shortened run for development (about 5 minutes): fewer rounds,
 #                                   shorter windows, fewer journey steps, no soak
 #   BENCH_QUICK=1 BENCH_PARTS=scale scripts/bench.sh     one part only (parts listed below)
