@@ -523,7 +523,8 @@ LABEL = {
     "side-by-side": "h. b. and e. attached together (both programs of a hook run on the same packets)",
     "floor-spread": "i. the floor with its programs apart in JIT memory (tracepkt-floor --spread)",
 }
-# The configurations of tracepkt judged against the floor, and how their headlines name them.
+# The configurations of tracepkt compared with the floor's own rounds, and how their headlines name
+# them.
 JUDGED = {"always": "tracepkt (always)", "sized": "tracepkt (always, worst-case sized probes)",
           "cross-node": "tracepkt (cross_node on)"}
 # The three kinds of foreign traffic of a round, in order, each between two bpftool snapshots.
@@ -630,7 +631,8 @@ def foreign(raw, R):
     base = {r["round"]: r for r in by["baseline"]}
     nrounds = len({r["round"] for r in recs})
     R.add("### 1. Overhead on foreign traffic (veth into the bench namespace)", "",
-          f"{nrounds} interleaved rounds (the order of the eight configurations rotates every round); median "
+          f"{nrounds} interleaved rounds (the order of the {len({r['config'] for r in recs})} configurations "
+          "rotates every round); median "
           "(min–max) over rounds; ratio = median (min–max) of the per-round ratio to the baseline of the same "
           "round. Each round sends three kinds of foreign traffic one after the other. UDP: `iperf3 -u -l 64 -b 0` "
           "(client pinned to CPU 0, server in the namespace pinned to CPU 1, both nice -20); \"sent\" is the "
@@ -726,13 +728,7 @@ def foreign(raw, R):
 
     # Per-hook cost from the kernel's accounting.
     def nsrun(c, hook, phase):
-        out = {}
-        for r in by[c]:
-            d = r.get("bpf_" + phase)
-            h = d["hooks"].get(hook) if d else None
-            if h and h[1] > 0:
-                out[r["round"]] = h[0] / h[1]
-        return out
+        return ns_per_run(by[c], hook, phase)
 
     def pooled(c, hooks, phase):
         out = {}
@@ -750,12 +746,7 @@ def foreign(raw, R):
         return [r["bpf_" + phase]["hooks"].get(hook, [0, 0])[1] for r in by[c] if r.get("bpf_" + phase)]
 
     def runs_per_s(c, hooks, phase):
-        out = []
-        for r in by[c]:
-            d = r.get("bpf_" + phase)
-            if d and d["wall"] > 0:
-                out.append(sum(d["hooks"].get(h, [0, 0])[1] for h in hooks) / d["wall"])
-        return out
+        return runs_per_second(by[c], hooks, phase)
 
     def pair_ratio(a, b):
         return [a[k] / b[k] for k in a if k in b and b[k]]
@@ -970,14 +961,31 @@ def foreign(raw, R):
                             "kfree_skb_runs_per_closed_port_datagram": per_dgram}
 
 
+def ns_per_run(rs, hook, phase, key="bpf"):
+    """{round: ns per run of the hook's programs during the phase}, from the rounds' `key`
+    snapshots (bpf: the attached process; beside: the floor beside it in h.)"""
+    out = {}
+    for r in rs:
+        d = r.get(f"{key}_{phase}")
+        h = d["hooks"].get(hook) if d else None
+        if h and h[1] > 0:
+            out[r["round"]] = h[0] / h[1]
+    return out
+
+
+def runs_per_second(rs, hooks, phase, key="bpf"):
+    """per round: runs of the hooks' programs per second of the phase"""
+    out = []
+    for r in rs:
+        d = r.get(f"{key}_{phase}")
+        if d and d["wall"] > 0:
+            out.append(sum(d["hooks"].get(h, [0, 0])[1] for h in hooks) / d["wall"])
+    return out
+
+
 def side_by_side(rs, R, goal):
     """h.: tracepkt's program and the floor's on the same packets, per hook and round; the goal's
     verdict"""
-    def ns(r, key, hook):
-        d = r.get(f"{key}_{GOAL_PHASE[hook]}")
-        x = d["hooks"].get(hook) if d else None
-        return x[0] / x[1] if x and x[1] else None
-
     R.add("Side by side (h.): tracepkt (attach: always) and the floor attached together, so that every packet "
           "runs both programs of a hook back to back. ns/run of each on the same packets, median (min–max) over "
           "rounds, and the per-round ratio tracepkt / floor, median (min–max), for each order: the program "
@@ -991,13 +999,11 @@ def side_by_side(rs, R, goal):
     out, verdicts = {}, []
     for hook in HOOKS:
         ph = GOAL_PHASE[hook]
-        t = {r["round"]: ns(r, "bpf", hook) for r in rs}
-        f = {r["round"]: ns(r, "beside", hook) for r in rs}
-        ratio = {k: t[k] / f[k] for k in t if t[k] and f.get(k)}
+        t, f = ns_per_run(rs, hook, ph), ns_per_run(rs, hook, ph, "beside")
+        ratio = {k: t[k] / f[k] for k in t if k in f}
         by_order = {o: [ratio[r["round"]] for r in rs if r.get("order") == o and r["round"] in ratio]
                     for o in ("floor first", "tracepkt first")}
-        runs = [r[f"beside_{ph}"]["hooks"].get(hook, [0, 0])[1] / r[f"beside_{ph}"]["wall"]
-                for r in rs if r.get(f"beside_{ph}") and r[f"beside_{ph}"]["wall"] > 0]
+        runs = runs_per_second(rs, [hook], ph, "beside")
         label = f"ns/run on foreign packets, {hook} ({PHASE_LABEL[ph]}): tracepkt (always) beside the floor"
         out[hook] = {"phase": ph, "tracepkt": t, "floor": f, "by_order": by_order, "runs_per_s": runs}
         if (med(runs) or 0) < REACHED_RUNS_PER_S:
@@ -1008,8 +1014,8 @@ def side_by_side(rs, R, goal):
         ff, tf = by_order["floor first"], by_order["tracepkt first"]
         balanced = math.sqrt(med(ff) * med(tf)) if ff and tf else None
         out[hook]["balanced"] = balanced
-        R.add(f"| {hook} | {PHASE_LABEL[ph]} | {mr([x for x in f.values() if x], 1)} | "
-              f"{mr([x for x in t.values() if x], 1)} | {ratio_str(ff, 3) if ff else '—'} | "
+        R.add(f"| {hook} | {PHASE_LABEL[ph]} | {mr(list(f.values()), 1)} | "
+              f"{mr(list(t.values()), 1)} | {ratio_str(ff, 3) if ff else '—'} | "
               f"{ratio_str(tf, 3) if tf else '—'} | "
               f"{f'{balanced:.3f}×' if balanced else 'not measured: needs rounds in both orders'} | "
               f"{mr(runs, 0)} |")
@@ -1018,9 +1024,9 @@ def side_by_side(rs, R, goal):
             verdicts.append(False)
             continue
         verdicts.append(balanced <= GOAL_FLOOR_RATIO)
-        R.headline(label, f"{fmt(med([x for x in t.values() if x]), 1)} ns, {balanced:.3f}× the floor "
+        R.headline(label, f"{fmt(med(list(t.values())), 1)} ns, {balanced:.3f}× the floor "
                           f"order-balanced (floor first {med(ff):.3f}×, tracepkt first {med(tf):.3f}×)",
-                   f"floor {fmt(med([x for x in f.values() if x]), 1)} ns, same packets", goal,
+                   f"floor {fmt(med(list(f.values())), 1)} ns, same packets", goal,
                    "yes" if balanced <= GOAL_FLOOR_RATIO else "no")
     R.add("")
     if verdicts:
