@@ -512,6 +512,13 @@ start_floor() { # dir log [-spread]: the floor, attached; sets FLOOR_PID; 1 on f
     sleep 0.3
 }
 
+bpf_snaps() { # dir n: the BPF accounting of the attached process (bpfN.json), and of the floor
+    # beside it in h. (besideN.json)
+    [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$1/bpf$2.json"
+    [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$1/beside$2.json"
+    return 0
+}
+
 foreign_round() { # round config
     local r=$1 cfg=$2
     local d=$raw/foreign/r$r-$cfg
@@ -532,30 +539,26 @@ foreign_round() { # round config
         echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
         python3 "$lib" cpu-snap "$$" >"$d/cpu0.json"
         [ $serve = 1 ] && { echo "prom0=$(now)"; scrape "$d/prom0.txt"; }
-        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf0.json"
-        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside0.json"
+        bpf_snaps "$d" 0
         echo "udp0=$(now)"
     } >>"$d/times"
     local ok=1
     iperf_run "$d/udp.json" -u -l 64 -b 0 || ok=0
     {
         echo "udp1=$(now)"
-        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf1.json"
-        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside1.json"
+        bpf_snaps "$d" 1
         echo "tcp0=$(now)"
     } >>"$d/times"
     iperf_run "$d/tcp.json" || ok=0
     {
         echo "tcp1=$(now)"
-        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf2.json"
-        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside2.json"
+        bpf_snaps "$d" 2
         echo "drop0=$(now)"
     } >>"$d/times"
     drop_flood "$d/drop.json" || { ok=0; log "closed-port flood failed: $(head -c 200 "$d/drop.json.err")"; }
     {
         echo "drop1=$(now)"
-        [ -n "$ATT_PID" ] && python3 "$lib" bpf-snap "$ATT_PID" >"$d/bpf3.json"
-        [ -n "$SBS_PID" ] && python3 "$lib" bpf-snap "$SBS_PID" >"$d/beside3.json"
+        bpf_snaps "$d" 3
         [ $serve = 1 ] && { echo "prom2=$(now)"; scrape "$d/prom2.txt"; }
         python3 "$lib" cpu-snap "$$" >"$d/cpu2.json"
     } >>"$d/times"
