@@ -9,8 +9,8 @@
 #                                                --bridge, the guest has a virtio NIC (eth0, not
 #                                                configured) on the host bridge BR.
 # Env: TRACEPKT_VM_SERIES=6.1 (default) or 6.12 picks the kernel line; TRACEPKT_VM_KERNEL_VERSION
-# pins the exact kernel; TRACEPKT_VM_VERBOSE=1 shows the guest console (boot problems). CMD sees
-# the caller's environment plus TRACEPKT_VM_KERNEL.
+# pins the exact kernel; TRACEPKT_VM_VERBOSE=1 streams the guest console (its last lines are
+# printed anyway when the guest dies). CMD sees the caller's environment plus TRACEPKT_VM_KERNEL.
 set -euo pipefail
 
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -139,26 +139,37 @@ run() {
 
     # a second shared dir of our own, so the work tree gets no stray files
     io=$(mktemp -d /tmp/tracepkt-vm.XXXXXX)
-    trap 'rm -rf "$io"' EXIT
+    # The guest's console is always kept, outside the shared dirs: when the guest dies without
+    # a status, its last lines are the only account of why (an oops, a failed boot).
+    console=$(mktemp /tmp/tracepkt-vm-console.XXXXXX)
+    trap 'rm -rf "$io" "$console"' EXIT
     : >"$io/out"; : >"$io/err"
     # the guest starts from a fresh environment: hand it ours (PATH, CARGO_*, RUST_LOG...)
     export -p | grep -vE '^declare -x (PWD|OLDPWD|SHLVL|_)=' | sed 's/^declare -x/declare -gx/' >"$io/env"
 
-    local verbose=() cmd
-    [ "${TRACEPKT_VM_VERBOSE:-0}" = 1 ] && verbose=(--verbose)
+    local cmd
     cmd=$(printf '%q ' "$self" __guest "$io" -- "$@")
     # KVM is present but fails on an MSR here, so emulate; guest writes outside rwdir are discarded
     "$vng" --run "$kroot/$v/boot/vmlinuz-$v" --user root --disable-kvm --memory 2G --cpus 2 \
-        --rwdir "$rwdir" --rwdir "$io" "${net[@]}" "${verbose[@]}" --exec "$cmd" </dev/null >&2 &
+        --rwdir "$rwdir" --rwdir "$io" "${net[@]}" --verbose --exec "$cmd" </dev/null >"$console" 2>&1 &
     local pid=$!
     # relay the guest's output live (the rwdir is shared over 9p, so the files grow as it writes)
     tail -n +1 -s 0.2 -F --pid=$pid "$io/out" 2>/dev/null &
     local t1=$!
     tail -n +1 -s 0.2 -F --pid=$pid "$io/err" >&2 2>/dev/null &
     local t2=$!
+    local t3=""
+    if [ "${TRACEPKT_VM_VERBOSE:-0}" = 1 ]; then
+        tail -n +1 -s 0.2 -F --pid=$pid "$console" >&2 2>/dev/null &
+        t3=$!
+    fi
     wait $pid || true
-    wait $t1 $t2 || true
-    [ -s "$io/status" ] || die "guest did not report an exit status (kernel $v; rerun with TRACEPKT_VM_VERBOSE=1 to see its console)"
+    wait $t1 $t2 $t3 || true
+    if [ ! -s "$io/status" ]; then
+        log "the guest's console, last 150 lines:"
+        tail -n 150 "$console" | sed 's/^/vm.sh: console: /' >&2
+        die "guest did not report an exit status (kernel $v): it crashed or did not boot (console above)"
+    fi
     return "$(cat "$io/status")"
 }
 
