@@ -24,7 +24,7 @@ series_list=${TRACEPKT_VM_SERIES_LIST:-6.1 6.12}
 contention_list=${TRACEPKT_VM_CONTENTION_LIST:-6.1}
 results=$root/target/test-results
 mkdir -p "$results"
-rm -f "$results"/*.log
+rm -f "$results"/*.log "$results"/*.done "$results"/guest-deaths.txt
 export TRACEPKT_SKIP_LOG=$results/skips.log
 : >"$TRACEPKT_SKIP_LOG"
 failed=0
@@ -74,14 +74,59 @@ a_full_ring_buffer_is_counted_and_marks_journeys_incomplete \
 fragmentation_needed_names_the_mtu a_sweep_exports_the_path_mtu"
 first_series=${series_list%% *}
 
+# Runs a guest script made by guest_script in a VM of series S (more vm.sh run options after
+# the log), appending to LOG. The script records each step it finishes in its .done file. A guest
+# that dies (an oops or a failed boot under emulation: vm.sh prints the console's last lines)
+# leaves no "(all)" line there: the VM is then started once more, and runs only the steps it had
+# not finished. A second death fails; every death is listed in the summary.
+guest_run() { # S SCRIPT LOG [vm.sh run options...]
+    local s=$1 script=$2 log=$3 attempt at
+    shift 3
+    local done_file=${script%.sh}.done
+    for attempt in 1 2; do
+        TRACEPKT_VM_SERIES=$s scripts/vm.sh run "$@" -- bash "$script" 2>&1 | tee -a "$log"
+        if grep -q '^(all) ' "$done_file"; then
+            if grep -qv ' 0$' "$done_file"; then failed=1; fi
+            return
+        fi
+        at=$(comm -23 <(guest_steps "$script" | sort) <(cut -d' ' -f1 "$done_file" | sort) | head -n1)
+        echo "$(basename "$log" .log): the guest died (boot $attempt) in ${at:-its boot}" |
+            tee -a "$results/guest-deaths.txt" >&2
+    done
+    failed=1
+}
+
+guest_steps() { sed -nE 's/^step ([^ ]+) .*/\1/p' "$1"; }
+
+# Starts the guest script SCRIPT; append "step NAME CMD ARGS" lines, then call guest_script_end.
+guest_script() { # SCRIPT
+    local done_file=${1%.sh}.done
+    : >"$done_file"
+    cat >"$1" <<EOF
+set -u
+done_file=$done_file
+step() { # NAME CMD ARGS: runs CMD unless an earlier boot of this guest finished it
+    local name=\$1
+    shift
+    grep -q "^\$name " "\$done_file" && return
+    "\$@"
+    echo "\$name \$?" >>"\$done_file"
+}
+EOF
+}
+
+guest_script_end() { # SCRIPT
+    echo "echo '(all) 0' >>\"\$done_file\"" >>"$1"
+}
+
 vm_series() { # series bins
     local s=$1 bins=$2 kernel script
     TRACEPKT_VM_SERIES=$s scripts/vm.sh setup >/dev/null || { echo "vm $s: setup failed" >&2; failed=1; return; }
     kernel=$(TRACEPKT_VM_SERIES=$s scripts/vm.sh kernel)
     echo "=== kernel $kernel (VM): $(echo "$bins" | xargs -n1 basename | tr '\n' ' ')" >&2
     script="$results/vm-run-$s.sh"
+    guest_script "$script"
     {
-        echo 'set -u; rc=0'
         local skips="" t
         for t in $HOST_ONLY; do skips="$skips --skip $t"; done
         if [ "$s" != "$first_series" ]; then
@@ -90,16 +135,15 @@ vm_series() { # series bins
         # The netfilter contention test runs below, in a VM of its own on a flooded bridge.
         for b in $bins; do
             case $b in
-                */contention-*) echo "$b --test-threads=1 --skip netfilter_rows_carry$skips || rc=1" ;;
+                */contention-*) echo "step $(basename "$b") $b --test-threads=1 --skip netfilter_rows_carry$skips" ;;
                 # The two-kernel test runs on this machine, which boots its VM: see crossnode().
-                */crossnode-*) echo "$b --test-threads=1 --skip across_two_kernels$skips || rc=1" ;;
-                *) echo "$b --test-threads=1$skips || rc=1" ;;
+                */crossnode-*) echo "step $(basename "$b") $b --test-threads=1 --skip across_two_kernels$skips" ;;
+                *) echo "step $(basename "$b") $b --test-threads=1$skips" ;;
             esac
         done
-        echo 'exit $rc'
-    } >"$script"
-    TRACEPKT_VM_SERIES=$s scripts/vm.sh run -- bash "$script" 2>&1 | tee "$results/vm-$s.log"
-    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    } >>"$script"
+    guest_script_end "$script"
+    guest_run "$s" "$script" "$results/vm-$s.log"
 
     local contention
     contention=$(echo "$bins" | tr ' ' '\n' | grep '/contention-' | head -n1)
@@ -114,10 +158,12 @@ vm_series() { # series bins
     # Bounded: the flood ends by itself; it only reaches the VM once the VM answers ARP.
     python3 scripts/flood.py --to "$BRIDGE_GUEST" --seconds 900 --pps 9000 >"$results/flood-$s.log" 2>&1 &
     local flood=$!
-    TRACEPKT_CONTENTION_PEER=$BRIDGE_HOST TRACEPKT_CONTENTION_ADDR=$BRIDGE_GUEST/24 TRACEPKT_VM_SERIES=$s \
-        scripts/vm.sh run --bridge "$BRIDGE" -- "$contention" --test-threads=1 --nocapture netfilter_rows_carry 2>&1 |
-        tee "$results/vm-$s-contention.log"
-    [ "${PIPESTATUS[0]}" = 0 ] || failed=1
+    script="$results/vm-run-$s-contention.sh"
+    guest_script "$script"
+    echo "step contention $contention --test-threads=1 --nocapture netfilter_rows_carry" >>"$script"
+    guest_script_end "$script"
+    TRACEPKT_CONTENTION_PEER=$BRIDGE_HOST TRACEPKT_CONTENTION_ADDR=$BRIDGE_GUEST/24 \
+        guest_run "$s" "$script" "$results/vm-$s-contention.log" --bridge "$BRIDGE"
     kill "$flood" 2>/dev/null
     wait "$flood" 2>/dev/null
     ip link del "$BRIDGE" 2>/dev/null
@@ -179,6 +225,10 @@ for k in "${!seen_kernel[@]}"; do
     echo "kernel $k: $s skipped"
     grep "^SKIP kernel=$k " "$TRACEPKT_SKIP_LOG" | sed 's/^/  /' | sort -u || true
 done
+if [ -s "$results/guest-deaths.txt" ]; then
+    echo "guest kernels that died and were booted again (each console is in the log above):"
+    sed 's/^/  /' "$results/guest-deaths.txt"
+fi
 skipped=$(sort -u "$TRACEPKT_SKIP_LOG" | grep -c '^SKIP' || true)
 [ "$failed" = 0 ] || [ "$fails" -gt 0 ] || fails=1
 echo "$((passed - skipped)) passed, $fails failed, $skipped skipped"
