@@ -168,6 +168,8 @@ run() {
     if [ ! -s "$io/status" ]; then
         log "the guest's console, last 150 lines:"
         tail -n 150 "$console" | sed 's/^/vm.sh: console: /' >&2
+        # A guest that never booted may have met a host short of memory or disk.
+        log "this machine: $(free -m | awk '/^Mem:/ {print $7 " MiB of memory available"}'), $(df -h --output=avail /tmp | tail -n1 | tr -d ' ') free in /tmp"
         die "guest did not report an exit status (kernel $v): it crashed or did not boot (console above)"
     fi
     return "$(cat "$io/status")"
