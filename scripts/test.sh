@@ -89,7 +89,7 @@ guest_run() { # S SCRIPT LOG [vm.sh run options...]
             if grep -qv ' 0$' "$done_file"; then failed=1; fi
             return
         fi
-        at=$(comm -23 <(guest_steps "$script" | sort) <(cut -d' ' -f1 "$done_file" | sort) | head -n1)
+        at=$(guest_steps "$script" | grep -vxFf <(cut -d' ' -f1 "$done_file") | head -n1)
         echo "$(basename "$log" .log): the guest died (boot $attempt) in ${at:-its boot}" |
             tee -a "$results/guest-deaths.txt" >&2
     done
