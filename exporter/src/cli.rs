@@ -62,7 +62,7 @@ pub struct TraceArgs {
     pub udp: Option<u16>,
     /// ICMP: the probe's IP packet length in bytes (from the smallest probe, 60 over IPv4 and
     /// 80 over IPv6, to 65535), its payload padded with zeros.
-    #[arg(long, value_name = "BYTES", conflicts_with_all = ["tcp", "udp"], value_parser = probe_size)]
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["tcp", "udp"], value_parser = crate::config::parse_probe_size)]
     pub size: Option<u16>,
     /// ICMP: set don't-fragment, and send at the size asked even past a path MTU the kernel
     /// has learned (a probe larger than the outgoing interface's MTU is refused at once).
@@ -73,7 +73,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "NAME[/TYPE]", conflicts_with_all = ["tcp", "udp"], value_parser = dns_query)]
     pub dns: Option<String>,
     /// The DNS server for --dns: IP or IP:PORT.
-    #[arg(long, value_name = "ADDR", requires = "dns", value_parser = dns_server)]
+    #[arg(long, value_name = "ADDR", requires = "dns", value_parser = crate::config::parse_dns_server)]
     pub server: Option<std::net::SocketAddr>,
     /// Start the probes in this network namespace: a name under /run/netns or an absolute
     /// path (/proc/PID/ns/net).
@@ -108,32 +108,12 @@ fn dns_query(s: &str) -> Result<String, String> {
     s.parse::<crate::dns::DnsQuery>().map(|_| s.to_owned())
 }
 
-fn dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
-    s.parse::<std::net::SocketAddr>()
-        .or_else(|_| {
-            s.parse::<std::net::IpAddr>()
-                .map(|ip| std::net::SocketAddr::new(ip, 53))
-        })
-        .map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
-}
-
 fn pod_name(s: &str) -> Result<String, String> {
     s.parse::<crate::pods::PodName>().map(|_| s.to_owned())
 }
 
-fn probe_size(s: &str) -> Result<u16, String> {
-    let min = probe_common::PROBE_L3_LEN_V4;
-    match s.parse::<u16>() {
-        Ok(n) if usize::from(n) >= min => Ok(n),
-        _ => Err(format!(
-            "`{s}` is not a probe size: expected an IP packet length from {min} to {}",
-            probe_common::MAX_PROBE_LEN
-        )),
-    }
-}
-
 fn mechanism(s: &str) -> Result<Mechanism, String> {
-    Mechanism::from_name(s).ok_or_else(|| format!("`{s}` is not a mechanism (tp_btf, tracepoint or kprobe)"))
+    crate::config::parse_mechanism(s).map_err(|names| format!("`{s}` is not a mechanism ({names})"))
 }
 
 fn secs(s: &str, min_exclusive: bool) -> Result<f64, String> {

@@ -1,5 +1,6 @@
 //! What one value of the file may be: the field deserializers that `raw` names, and the value
-//! checks behind them, some shared with the command line (`--from`, `--otlp`).
+//! checks behind them, some shared with the command line (`--from`, `--otlp`, `--size`,
+//! `--server`, `--mechanism`).
 //!
 //! Each check runs inside a visitor, never after `deserialize_*` returns: an error raised
 //! inside gets the position of the value itself, one raised after would get the position of
@@ -273,20 +274,34 @@ pub(super) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::E
     d.deserialize_u64(CountVisitor)
 }
 
+/// A probe's IP length (`size:`, `--size`): from the smallest IPv4 probe to the largest IP
+/// packet. Whether it is below the smallest IPv6 probe depends on the address: `probe` checks.
+fn probe_size(v: i128) -> Result<u16, String> {
+    let min = probe_common::PROBE_L3_LEN_V4;
+    match u16::try_from(v) {
+        Ok(size) if usize::from(size) >= min => Ok(size),
+        _ => Err(format!(
+            "size {v} is out of range: expected an IP packet length from {min} (the smallest probe; {} over IPv6) to {}",
+            probe_common::PROBE_L3_LEN_V6,
+            probe_common::MAX_PROBE_LEN
+        )),
+    }
+}
+
+/// `--size BYTES`: [`probe_size`] of a command-line word.
+pub fn parse_probe_size(s: &str) -> Result<u16, String> {
+    let v = s
+        .parse::<i128>()
+        .map_err(|_| format!("size {s:?} is not a whole number of bytes"))?;
+    probe_size(v)
+}
+
 /// `size:` one IP length or a list of them.
 pub(super) fn sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>, D::Error> {
     struct SizesVisitor;
 
     fn check<E: de::Error>(v: i128) -> Result<u16, E> {
-        let min = probe_common::PROBE_L3_LEN_V4;
-        match u16::try_from(v) {
-            Ok(size) if usize::from(size) >= min => Ok(size),
-            _ => Err(E::custom(format!(
-                "size {v} is out of range: expected an IP packet length from {min} (the smallest probe; {} over IPv6) to {}",
-                probe_common::PROBE_L3_LEN_V6,
-                probe_common::MAX_PROBE_LEN
-            ))),
-        }
+        probe_size(v).map_err(E::custom)
     }
 
     impl<'de> Visitor<'de> for SizesVisitor {
@@ -516,15 +531,24 @@ pub(super) fn foreign_budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u
     d.deserialize_any(BudgetVisitor)
 }
 
+/// The attach mechanisms by name, as `mechanisms:` and `--mechanism` take them.
+pub const MECHANISM_NAMES: &str = "tp_btf, tracepoint or kprobe";
+
+/// An attach mechanism by its name. The error is [`MECHANISM_NAMES`], for each front end to
+/// word: the file's errors name the key and the value, clap's name the argument already.
+pub fn parse_mechanism(s: &str) -> Result<Mechanism, &'static str> {
+    Mechanism::from_name(s).ok_or(MECHANISM_NAMES)
+}
+
 /// An attach mechanism as the config names it.
 pub(super) struct MechanismName(pub(super) Mechanism);
 
 impl<'de> Deserialize<'de> for MechanismName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        parse_str(d, "tp_btf, tracepoint or kprobe", |s| {
-            Mechanism::from_name(s)
+        parse_str(d, MECHANISM_NAMES, |s| {
+            parse_mechanism(s)
                 .map(MechanismName)
-                .ok_or_else(|| format!("unknown attach mechanism {s:?}: expected tp_btf, tracepoint or kprobe"))
+                .map_err(|names| format!("unknown attach mechanism {s:?}: expected {names}"))
         })
     }
 }
@@ -553,14 +577,15 @@ pub(super) fn dns_query<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DnsQue
     parse_str(d, "a DNS query, NAME[/TYPE]", |s| s.parse().map(Some))
 }
 
-/// A DNS server: an IP address, with a port when it is not 53.
 pub(super) fn dns_server<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    parse_str(d, "a DNS server, IP or IP:PORT", |s| {
-        s.parse::<SocketAddr>()
-            .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-            .map(Some)
-            .map_err(|_| format!("{s:?} is not an IP address or IP:PORT (a DNS server is given by address)"))
-    })
+    parse_str(d, "a DNS server, IP or IP:PORT", |s| parse_dns_server(s).map(Some))
+}
+
+/// A DNS server (`server:`, `--server`): an IP address, with a port when it is not 53.
+pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT (a DNS server is given by address)"))
 }
 
 /// A pod: `namespace/name`.

@@ -83,7 +83,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use fields::{check_otlp_endpoint, netns_path};
+pub use fields::{check_otlp_endpoint, netns_path, parse_dns_server, parse_mechanism, parse_probe_size};
 pub use model::*;
 
 use fields::TextBudget;

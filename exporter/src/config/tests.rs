@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use probe_common::Mechanism;
 
-use super::fields::{check_label_name, parse_address};
+use super::fields::{MECHANISM_NAMES, check_label_name, parse_address};
 use super::locate::{Seg, locate, locate_nearest, path_string};
 use super::*;
 use crate::dns::AnswerExpect;
@@ -932,6 +932,42 @@ fn label_name_rules() {
     for name in ["site", "_x", "Zone_9", "a"] {
         assert_eq!(check_label_name(name), Ok(()), "{name}");
     }
+}
+
+/// `--size`, `--server` and `--mechanism` take what the file takes, with its checks.
+#[test]
+fn command_line_parsers_share_the_file_checks() {
+    assert_eq!(parse_probe_size("1500"), Ok(1500));
+    assert_eq!(parse_probe_size("60"), Ok(60));
+    for bad in ["59", "65536", "-1"] {
+        assert_eq!(
+            parse_probe_size(bad),
+            Err(format!(
+                "size {bad} is out of range: expected an IP packet length from 60 (the smallest probe; 80 over IPv6) to 65535"
+            ))
+        );
+    }
+    assert_eq!(
+        parse_probe_size("1.5k"),
+        Err("size \"1.5k\" is not a whole number of bytes".to_owned())
+    );
+    assert_eq!(parse_dns_server("198.18.0.53"), Ok("198.18.0.53:53".parse().unwrap()));
+    assert_eq!(
+        parse_dns_server("[fd00::53]:5353"),
+        Ok("[fd00::53]:5353".parse().unwrap())
+    );
+    assert_eq!(
+        parse_dns_server("dns.example"),
+        Err("\"dns.example\" is not an IP address or IP:PORT (a DNS server is given by address)".to_owned())
+    );
+    for m in Mechanism::ALL {
+        assert_eq!(parse_mechanism(m.as_str()), Ok(m));
+    }
+    assert_eq!(parse_mechanism("fentry"), Err(MECHANISM_NAMES));
+    // The names the errors list are all there are, in order.
+    let names: Vec<&str> = Mechanism::ALL.iter().map(|m| m.as_str()).collect();
+    let (last, rest) = names.split_last().unwrap();
+    assert_eq!(MECHANISM_NAMES, format!("{} or {last}", rest.join(", ")));
 }
 
 #[test]
