@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The capabilities the chart always adds, as the container spec spells them.
-const CHART_CAPS: [&str; 4] = ["BPF", "PERFMON", "NET_RAW", "NET_ADMIN"];
+const CHART_CAPS: [&str; 3] = ["BPF", "PERFMON", "NET_RAW"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -111,6 +111,18 @@ impl Chart {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs helm expecting it to fail; its stdout and stderr together.
+    fn helm_fails(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.helm).args(args).output().expect("run helm");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "helm {args:?} succeeded:\n{text}");
+        text
+    }
+
     /// `helm template` with these extra arguments (`-f FILE`, `--set K=V`), as text.
     fn render(&self, extra: &[&str]) -> String {
         let dir = self.dir();
@@ -171,9 +183,7 @@ fn chart_lints_renders_and_validates() {
     let test = "chart_lints_renders_and_validates";
     let Some(chart) = Chart::new(test) else { return };
     // Where scripts/deps.sh makes it: outside the work tree, as it is third-party code.
-    let venv = std::env::var_os("TRACEPKT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tracepkt/venv"));
+    let venv = venv();
     let python = venv.join("bin/python");
     if !python.exists() {
         common::skip(
@@ -299,13 +309,417 @@ fn chart_turns_cross_node_on() {
     );
 }
 
+fn pod_template(docs: &[Value]) -> &Value {
+    &find(docs, "DaemonSet")["spec"]["template"]
+}
+
+/// A chart release that changes nothing in the pod must not roll the pods on every node: the
+/// pod template, labels included, is the same after a chart version bump.
+#[test]
+fn pod_template_is_unchanged_by_a_chart_version_bump() {
+    let test = "pod_template_is_unchanged_by_a_chart_version_bump";
+    let Some(chart) = Chart::new(test) else { return };
+    let all_on = chart.all_on();
+    let all_on = all_on.to_str().unwrap();
+    let before = [docs(&chart.render(&[])), docs(&chart.render(&["-f", all_on]))];
+    let manifest = chart.dir().join("Chart.yaml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .expect("Chart.yaml has a version")
+        .trim()
+        .to_string();
+    common::write(
+        &manifest,
+        &text.replace(&format!("version: {version}"), "version: 99.1.0"),
+    );
+    let after = [docs(&chart.render(&[])), docs(&chart.render(&["-f", all_on]))];
+    for (name, (b, a)) in ["default", "all-on"].iter().zip(before.iter().zip(&after)) {
+        let chart_label = |d: &[Value]| find(d, "DaemonSet")["metadata"]["labels"]["helm.sh/chart"].clone();
+        assert_eq!(chart_label(b), format!("tracepkt-{version}").as_str(), "{name}");
+        assert_eq!(chart_label(a), "tracepkt-99.1.0", "{name}: the bump is seen");
+        let labels = &pod_template(a)["metadata"]["labels"];
+        assert!(
+            labels.get("helm.sh/chart").is_none(),
+            "{name}: the chart version is on the pod: {labels}"
+        );
+        assert_eq!(
+            pod_template(b),
+            pod_template(a),
+            "{name}: the pod template changed with the chart version"
+        );
+        // The selector's labels are on the pod (or the DaemonSet would select nothing).
+        let selector = find(a, "DaemonSet")["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap();
+        for (k, v) in selector {
+            assert_eq!(&labels[k], v, "{name}: selector label {k}");
+        }
+    }
+}
+
+/// `helm lint --strict` and `helm template` with `args` must both fail, naming `wants` (each).
+fn refused(chart: &Chart, args: &[&str], wants: &[&str]) -> String {
+    let dir = chart.dir();
+    let dir = dir.to_str().unwrap();
+    let mut out = String::new();
+    for cmd in [&["lint", "--strict", dir][..], &["template", "tpk", dir][..]] {
+        let text = chart.helm_fails(&[cmd, args].concat());
+        for want in wants {
+            assert!(
+                text.contains(want),
+                "helm {cmd:?} {args:?}: no {want:?} in its message:\n{text}"
+            );
+        }
+        out = text;
+    }
+    out
+}
+
+/// values.schema.json refuses what the chart would otherwise ignore or render into a pod that
+/// cannot start: misspelt keys anywhere (the config's targets included), values of the wrong
+/// type, a relative runbook URL.
+#[test]
+fn schema_refuses_bad_values() {
+    let test = "schema_refuses_bad_values";
+    let Some(chart) = Chart::new(test) else { return };
+    let bad_target = chart.tmp.path("bad-target.yaml");
+    common::write(
+        &bad_target,
+        "config:\n  targets:\n    - name: api\n      address: 10.96.0.1\n      protocol: tcp\n      port: 443\n      expect: {no_drops: true}\n",
+    );
+    let cases: [(&[&str], &[&str]); 10] = [
+        (
+            &["--set", "serviceMonitor.enable=true"],
+            &["/serviceMonitor", "'enable'"],
+        ),
+        (&["--set", "metrics.port=abc"], &["/metrics/port", "integer"]),
+        (&["--set", "metrics.port=70000"], &["/metrics/port"]),
+        (
+            &["--set", "config.targets[0].adress=10.0.0.1"],
+            &["/config/targets/0", "'adress'"],
+        ),
+        (
+            &["-f", bad_target.to_str().unwrap()],
+            &["/config/targets/0/expect", "'no_drops'"],
+        ),
+        (
+            &["--set", "config.targets[0].protocol=icmpp"],
+            &["/config/targets/0/protocol"],
+        ),
+        (&["--set", "config.interval=10"], &["/config/interval"]),
+        (
+            &["--set", "config.cross_node.budjet=10"],
+            &["/config/cross_node", "'budjet'"],
+        ),
+        (&["--set", "image.digest=latest"], &["/image/digest"]),
+        (
+            &["--set", "prometheusRule.runbookUrlPattern=docs/runbook.md#%s"],
+            &["/prometheusRule/runbookUrlPattern"],
+        ),
+    ];
+    for (args, wants) in cases {
+        let text = refused(&chart, args, wants);
+        println!(
+            "{args:?}: {}",
+            text.lines().find(|l| l.contains("- at ")).unwrap_or_default().trim()
+        );
+    }
+    // What the chart refuses itself, with its own message: the schema lets it through. (helm
+    // lint reports a template's fail() as information only, so this is helm template's.)
+    let dir = chart.dir();
+    let text = chart.helm_fails(&[
+        "template",
+        "tpk",
+        dir.to_str().unwrap(),
+        "--set",
+        "config.listen=0.0.0.0:1",
+    ]);
+    assert!(
+        text.contains("config.listen: set metrics.port and metrics.bindAddress instead"),
+        "{text}"
+    );
+}
+
+/// Every key the README's configuration example uses, and the shipped config.example.yaml,
+/// pass the schema and reach tracepkt's config as given: the schema is not stricter than
+/// tracepkt on anything documented.
+#[test]
+fn schema_accepts_every_documented_config_key() {
+    let test = "schema_accepts_every_documented_config_key";
+    let Some(chart) = Chart::new(test) else { return };
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = &readme[readme.find("### Configuration").expect("README: ### Configuration")..];
+    let block = section
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("README: the configuration example")
+        .0;
+    let example = std::fs::read_to_string(repo().join("config.example.yaml")).unwrap();
+    for (name, text) in [("README", block), ("config.example.yaml", example.as_str())] {
+        let mut config: Value = serde_norway::from_str(text).unwrap();
+        let c = config.as_object_mut().unwrap();
+        // Set from the chart's own values, and refused under config.
+        c.remove("listen");
+        c.remove("otlp");
+        // The README shows `attach: in-flight` and cross_node side by side; one chart install
+        // has one of them.
+        if c.get("cross_node").is_some() {
+            c.remove("attach");
+        }
+        let values = chart.tmp.path(&format!("{name}.values.yaml"));
+        common::write(
+            &values,
+            &serde_norway::to_string(&serde_json::json!({"config": config})).unwrap(),
+        );
+        let dir = chart.dir();
+        chart.helm(&[
+            "lint",
+            "--strict",
+            dir.to_str().unwrap(),
+            "-f",
+            values.to_str().unwrap(),
+        ]);
+        let rendered = docs(&chart.render(&["-f", values.to_str().unwrap()]));
+        let map = rendered
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["data"]["config.yaml"].is_string())
+            .unwrap();
+        let mut got: Value = serde_norway::from_str(map["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        got.as_object_mut().unwrap().remove("listen");
+        assert_eq!(got, config, "{name}: the config tracepkt gets is not the one given");
+        let targets = config["targets"].as_array().map_or(0, Vec::len);
+        println!(
+            "{name}: {} keys, {targets} targets accepted",
+            config.as_object().unwrap().len()
+        );
+    }
+}
+
+/// The image reference, the priority class, the CPU limit, the scrape job's name and the
+/// runbook links, as rendered.
+#[test]
+fn chart_renders_image_priority_resources_job_and_runbooks() {
+    let test = "chart_renders_image_priority_resources_job_and_runbooks";
+    let Some(chart) = Chart::new(test) else { return };
+    let all_on = chart.all_on();
+    let all_on = all_on.to_str().unwrap();
+    let default = docs(&chart.render(&[]));
+    let every = docs(&chart.render(&["-f", all_on]));
+
+    let image = |d: &[Value]| container(d)["image"].as_str().unwrap().to_string();
+    let app_version = std::fs::read_to_string(chart.dir().join("Chart.yaml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion: "))
+        .unwrap()
+        .trim_matches(|c| c == '"' || c == ' ')
+        .to_string();
+    assert_eq!(image(&default), format!("localhost/tracepkt:{app_version}"));
+    assert_eq!(
+        image(&every),
+        "registry.example/network/tracepkt:9.9.9@sha256:5b0bcabd1ed22e9fb1310cf6c2dec7cdef19f0ad69efa1f392e94a4333501270"
+    );
+    let bare = docs(&chart.render(&["--set", "image.registry=", "--set", "image.tag=1.2.3"]));
+    assert_eq!(image(&bare), "tracepkt:1.2.3");
+
+    // No priority class unless one is asked for.
+    let pod = |d: &[Value]| pod_template(d)["spec"].clone();
+    assert!(pod(&default).get("priorityClassName").is_none(), "{}", pod(&default));
+    let critical = docs(&chart.render(&["--set", "priorityClassName=system-node-critical"]));
+    assert_eq!(pod(&critical)["priorityClassName"], "system-node-critical");
+
+    let limits = &container(&default)["resources"]["limits"];
+    assert_eq!((&limits["cpu"], &limits["memory"]), (&"500m".into(), &"256Mi".into()));
+
+    // The monitors name the job after the pods' and the Service's part-of label, which is
+    // the job the alert rules select.
+    let rules = std::fs::read_to_string(repo().join("alerts/tracepkt.rules.yml")).unwrap();
+    let job_in_rules: BTreeSet<&str> = rules
+        .match_indices("up{job=\"")
+        .map(|(i, _)| {
+            let rest = &rules[i + 8..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(job_in_rules.len(), 1, "one job in the rules: {job_in_rules:?}");
+    let job = *job_in_rules.iter().next().unwrap();
+    let label = "app.kubernetes.io/part-of";
+    assert_eq!(pod_template(&every)["metadata"]["labels"][label], job);
+    assert_eq!(find(&every, "Service")["metadata"]["labels"][label], job);
+    for kind in ["ServiceMonitor", "PodMonitor"] {
+        assert_eq!(find(&every, kind)["spec"]["jobLabel"], label, "{kind}");
+    }
+    // Whatever the release and name overrides: every-on has nameOverride and fullnameOverride.
+    assert_ne!(find(&every, "DaemonSet")["metadata"]["name"], job);
+
+    // runbook_url: absolute, from the pattern, to the alert's section of docs/runbook.md.
+    let values: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart.dir().join("values.yaml")).unwrap()).unwrap();
+    let default_pattern = values["prometheusRule"]["runbookUrlPattern"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file: Value = serde_norway::from_str(&rules).unwrap();
+    for (pattern, extra) in [
+        (default_pattern.as_str(), vec!["--set", "prometheusRule.enabled=true"]),
+        ("https://docs.example/tracepkt/runbook#%s", vec!["-f", all_on]),
+    ] {
+        let rendered = docs(&chart.render(&extra));
+        let groups = &find(&rendered, "PrometheusRule")["spec"]["groups"];
+        let mut n = 0;
+        for (g, fg) in groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(file["groups"].as_array().unwrap())
+        {
+            for (r, fr) in g["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(fg["rules"].as_array().unwrap())
+            {
+                let alert = r["alert"].as_str().unwrap();
+                let want = pattern.replace("%s", &alert.to_lowercase());
+                assert_eq!(r["annotations"]["runbook_url"], want.as_str(), "{alert}");
+                if pattern == default_pattern {
+                    // The plain rules file carries the same links as the chart's default.
+                    assert_eq!(fr["annotations"]["runbook_url"], want.as_str(), "{alert} in the file");
+                }
+                assert_eq!(r["expr"], fr["expr"], "{alert}: the chart changed the expression");
+                n += 1;
+            }
+        }
+        assert!(n >= 12, "{n} alerts");
+    }
+}
+
+/// checkov's findings that tracepkt needs, and why; any other finding fails the test.
+const CHECKOV_ACCEPTED: [(&str, &str); 10] = [
+    (
+        "CKV_K8S_19",
+        "hostNetwork: probes leave from the node, as the node's own traffic does",
+    ),
+    (
+        "CKV_K8S_17",
+        "hostPID, with podNames only: naming namespaces after the pods in them",
+    ),
+    ("CKV_K8S_23", "uid 0: Kubernetes grants added capabilities to root only"),
+    ("CKV_K8S_40", "uid 0, as above"),
+    ("CKV_K8S_25", "added capabilities: BPF, PERFMON and NET_RAW, no more"),
+    (
+        "CKV_K8S_39",
+        "SYS_ADMIN, with securityContext.sysAdmin only (kernels before 5.8, from:)",
+    ),
+    (
+        "CKV_K8S_31",
+        "seccomp Unconfined, only where asked (securityContext.seccompProfile)",
+    ),
+    (
+        "CKV_K8S_15",
+        "pull policy IfNotPresent by default: the tag is a release's, or a digest is given",
+    ),
+    (
+        "CKV_K8S_43",
+        "no digest by default: a build of one's own has none yet (image.digest)",
+    ),
+    (
+        "CKV2_K8S_6",
+        "no NetworkPolicy: a hostNetwork pod is not subject to one",
+    ),
+];
+
+/// checkov (`TRACEPKT_CHECKOV`, else on PATH, else in the validators' venv); None records
+/// the skip.
+fn checkov(test: &str, venv: &Path) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("TRACEPKT_CHECKOV").map(PathBuf::from),
+        Some(PathBuf::from("checkov")),
+        Some(venv.join("bin/checkov")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if Command::new(&c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    common::skip(
+        test,
+        "checkov is not installed (pip install checkov, then TRACEPKT_CHECKOV=PATH or put it on PATH)",
+    );
+    None
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("TRACEPKT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tracepkt/venv"))
+}
+
+/// checkov on the rendered manifests, defaults and every option on: each finding is one that
+/// tracepkt needs (above), and the pod's security context and the CPU limit are among the
+/// checks passed.
+#[test]
+fn checkov_finds_only_what_tracepkt_needs() {
+    let test = "checkov_finds_only_what_tracepkt_needs";
+    let Some(chart) = Chart::new(test) else { return };
+    let Some(checkov) = checkov(test, &venv()) else { return };
+    let all_on = chart.all_on();
+    for (name, extra) in [("default", vec![]), ("all-on", vec!["-f", all_on.to_str().unwrap()])] {
+        let file = chart.tmp.path(&format!("{name}.rendered.yaml"));
+        common::write(
+            &file,
+            &chart.render(&[&["--namespace", "tracepkt"][..], &extra].concat()),
+        );
+        let out = Command::new(&checkov)
+            .args(["--framework", "kubernetes", "-o", "json", "-f"])
+            .arg(&file)
+            .output()
+            .expect("run checkov");
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("checkov: not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stderr)));
+        let ids = |key: &str| -> BTreeSet<String> {
+            report["results"][key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["check_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (failed, passed) = (ids("failed_checks"), ids("passed_checks"));
+        println!("{name}: checkov passed {} checks, failed {failed:?}", passed.len());
+        let unexpected: Vec<&String> = failed
+            .iter()
+            .filter(|id| !CHECKOV_ACCEPTED.iter().any(|(a, _)| a == id))
+            .collect();
+        assert!(unexpected.is_empty(), "{name}: checkov finds {unexpected:?}:\n{report}");
+        // CKV_K8S_29: a security context on the pod and its container; CKV_K8S_11: a CPU limit.
+        for id in ["CKV_K8S_29", "CKV_K8S_11", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_37"] {
+            assert!(
+                passed.contains(id),
+                "{name}: checkov did not pass {id}: failed {failed:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn chart_grants_least_privilege() {
     let test = "chart_grants_least_privilege";
     let Some(chart) = Chart::new(test) else { return };
     let all_on = chart.all_on();
-    let cases: [(&str, Vec<&str>, Vec<&str>); 4] = [
+    let cases: [(&str, Vec<&str>, Vec<&str>); 5] = [
         ("default", vec![], CHART_CAPS.to_vec()),
+        (
+            "netAdmin",
+            vec!["--set", "securityContext.netAdmin=true"],
+            [&CHART_CAPS[..], &["NET_ADMIN"]].concat(),
+        ),
         (
             "sysAdmin",
             vec!["--set", "securityContext.sysAdmin=true"],
@@ -319,7 +733,7 @@ fn chart_grants_least_privilege() {
         (
             "all-on",
             vec!["-f", all_on.to_str().unwrap()],
-            [&CHART_CAPS[..], &["SYS_PTRACE", "SYS_ADMIN"]].concat(),
+            [&CHART_CAPS[..], &["NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN"]].concat(),
         ),
     ];
     for (name, args, caps) in cases {
@@ -337,6 +751,16 @@ fn chart_grants_least_privilege() {
         assert_eq!(sc["runAsUser"], 0, "{name}");
         let pod = &find(&docs, "DaemonSet")["spec"]["template"]["spec"];
         assert_eq!(pod["hostNetwork"], true, "{name}");
+        // The pod's own context says the same as the container's: root without privileges,
+        // and the one seccomp profile.
+        let psc = &pod["securityContext"];
+        assert_eq!(
+            (&psc["runAsUser"], &psc["runAsGroup"], &psc["runAsNonRoot"]),
+            (&0.into(), &0.into(), &false.into()),
+            "{name}: pod securityContext {psc}"
+        );
+        assert_eq!(psc["seccompProfile"], sc["seccompProfile"], "{name}");
+        assert!(sc["seccompProfile"]["type"].is_string(), "{name}: {sc}");
         assert_eq!(
             pod["hostPID"] == true,
             caps.contains(&"SYS_PTRACE"),

@@ -27,13 +27,23 @@ app.kubernetes.io/name: {{ include "tracepkt.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{- define "tracepkt.labels" -}}
-helm.sh/chart: {{ include "tracepkt.chart" . }}
+{{/*
+The pod template's labels: no chart version among them, since a changed pod template rolls
+the pods on every node, and a chart release that changes nothing in the pod must not.
+`part-of` names the scrape job (the monitors' jobLabel), which the alert rules select.
+*/}}
+{{- define "tracepkt.podLabels" -}}
 {{ include "tracepkt.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/component: probe
 app.kubernetes.io/part-of: tracepkt
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Every other object's labels: the pod's, and the chart's version. */}}
+{{- define "tracepkt.labels" -}}
+helm.sh/chart: {{ include "tracepkt.chart" . }}
+{{ include "tracepkt.podLabels" . }}
 {{- end }}
 
 {{- define "tracepkt.serviceAccountName" -}}
@@ -44,8 +54,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* [registry/]repository:tag[@digest]; with a digest the runtime pulls exactly that image. */}}
 {{- define "tracepkt.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- with .Values.image }}
+{{- $repo := .repository }}
+{{- with .registry }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .) $repo }}
+{{- end }}
+{{- $ref := printf "%s:%s" $repo (.tag | default $.Chart.AppVersion) }}
+{{- with .digest }}
+{{- $ref = printf "%s@%s" $ref . }}
+{{- end }}
+{{- $ref }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -86,11 +107,14 @@ tracepkt's config file: the `config` tree, with `listen` from `metrics` and `otl
 {{/*
 The container's capabilities: the base set, and the opt-in ones. BPF creates the maps and
 loads the programs, PERFMON lets tracing programs load, attach and read kernel memory, NET_RAW
-opens the raw ICMP sockets. NET_ADMIN is granted too, though no call tracepkt makes needed it
-on the kernels tested (6.1, 6.18).
+opens the raw ICMP sockets. NET_ADMIN only on request: no call tracepkt makes needs it on the
+kernels tested (6.1, 6.18) except creating its nftables trace table.
 */}}
 {{- define "tracepkt.capabilities" -}}
-{{- $caps := list "BPF" "PERFMON" "NET_RAW" "NET_ADMIN" }}
+{{- $caps := list "BPF" "PERFMON" "NET_RAW" }}
+{{- if .Values.securityContext.netAdmin }}
+{{- $caps = append $caps "NET_ADMIN" }}
+{{- end }}
 {{- if .Values.podNames.enabled }}
 {{- $caps = append $caps "SYS_PTRACE" }}
 {{- end }}
