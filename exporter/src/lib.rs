@@ -9,6 +9,7 @@ pub(crate) mod config;
 mod dns;
 mod engine;
 mod expect;
+mod explain;
 mod export;
 // Raw-bytes entry points into the parsers for the fuzz targets in `fuzz/`; compiled into unit
 // tests too, so the committed corpus runs through them on every `cargo test`.
