@@ -22,7 +22,10 @@ pub(super) fn attrs(buf: &[u8]) -> (Vec<Attr<'_>>, bool) {
                 let value = nla.into_inner();
                 let len = usize::from(u16::from_ne_bytes([value[0], value[1]]));
                 let kind = u16::from_ne_bytes([value[2], value[3]]) & NLA_TYPE_MASK;
-                out.push(Attr { kind, value: &value[4..len.min(value.len())] });
+                out.push(Attr {
+                    kind,
+                    value: &value[4..len.min(value.len())],
+                });
             }
             Err(_) => {
                 cut = true;

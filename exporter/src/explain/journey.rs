@@ -31,9 +31,12 @@ impl ProbeKey {
     pub(crate) fn matches(&self, p: &Packet) -> bool {
         let same_trace = |want: &Option<[u8; 4]>, got: &Option<[u8; 4]>| want.is_none() || got.is_none() || want == got;
         match (self, &p.l4) {
-            (ProbeKey::Echo { id, seq, trace }, L4::Echo { id: i, seq: s, magic, .. }) => {
-                id == i && seq == s && same_trace(trace, magic)
-            }
+            (
+                ProbeKey::Echo { id, seq, trace },
+                L4::Echo {
+                    id: i, seq: s, magic, ..
+                },
+            ) => id == i && seq == s && same_trace(trace, magic),
             (ProbeKey::Udp { port, trace }, L4::Udp { sport, dport, magic }) => {
                 (port == sport || port == dport) && same_trace(trace, magic)
             }
@@ -82,7 +85,12 @@ impl Row {
     /// policy, a NAT, a mark. The rest are rules that matched and let the packet go on.
     pub(crate) fn decided(&self) -> bool {
         let nat = self.text.as_deref().is_some_and(|t| {
-            t.split(' ').any(|w| matches!(w, "dnat" | "snat" | "masquerade" | "redirect" | "DNAT" | "SNAT" | "MASQUERADE"))
+            t.split(' ').any(|w| {
+                matches!(
+                    w,
+                    "dnat" | "snat" | "masquerade" | "redirect" | "DNAT" | "SNAT" | "MASQUERADE"
+                )
+            })
         });
         self.kind == TraceKind::Policy
             || self.marked
@@ -166,7 +174,11 @@ impl Collector {
             _ => (RuleState::Unknown, None, None),
         };
         let facts = facts(&table, &chain, comment.as_ref().map(|c| c.text.as_str()));
-        let verdict = if kind == TraceKind::Policy { m.policy.clone() } else { m.verdict.clone() };
+        let verdict = if kind == TraceKind::Policy {
+            m.policy.clone()
+        } else {
+            m.verdict.clone()
+        };
         let row = Row {
             family,
             table,

@@ -58,7 +58,11 @@ const COMMENT_SHAPES: &[(&str, &str, Says)] = &[
     ("pod traffic for ", " external destinations", Says::Service),
     ("masquerade LOCAL traffic for ", " external destinations", Says::Service),
     ("route LOCAL traffic for ", " external destinations", Says::Service),
-    ("other traffic to ", " will be dropped by KUBE-PROXY-FIREWALL", Says::Service),
+    (
+        "other traffic to ",
+        " will be dropped by KUBE-PROXY-FIREWALL",
+        Says::Service,
+    ),
     ("", " -> ", Says::Endpoint),
 ];
 
@@ -92,7 +96,10 @@ fn from_comment(chain: &str, c: &str) -> Option<Fact> {
         let Some(service) = service_port(svc) else { continue };
         return Some(match says {
             Says::Service => Fact::Service { service },
-            Says::Endpoint => Fact::Endpoint { service, endpoint: tail.parse().ok()? },
+            Says::Endpoint => Fact::Endpoint {
+                service,
+                endpoint: tail.parse().ok()?,
+            },
             Says::NoEndpoints => Fact::NoEndpoints { service, local: false },
             Says::NoLocalEndpoints => Fact::NoEndpoints { service, local: true },
         });
@@ -116,7 +123,8 @@ fn service_port(s: &str) -> Option<ServicePort> {
     let label = |s: &str, max: usize| {
         !s.is_empty()
             && s.len() <= max
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     if !label(namespace, 63) || !label(name, 63) || !port.is_none_or(|p| label(p, 15)) {
         return None;
@@ -146,13 +154,20 @@ fn from_nft_chain(chain: &str) -> Option<Fact> {
     };
     let mut parts = svc.split('/');
     let (namespace, name, _proto, port) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let port = (!port.is_empty()).then(|| format!(":{port}")).unwrap_or_default();
+    let port = if port.is_empty() {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
     let service = service_port(&format!("{namespace}/{name}{port}"))?;
     match (prefix, endpoint) {
         ("endpoint", Some(e)) => {
             let (ip, port) = e.rsplit_once('/')?;
             let ip: IpAddr = ip.parse().or_else(|_| ip.replace('.', ":").parse()).ok()?;
-            Some(Fact::Endpoint { service, endpoint: SocketAddr::new(ip, port.parse().ok()?) })
+            Some(Fact::Endpoint {
+                service,
+                endpoint: SocketAddr::new(ip, port.parse().ok()?),
+            })
         }
         ("endpoint", None) => None,
         _ => Some(Fact::Service { service }),
@@ -170,28 +185,52 @@ mod tests {
     #[test]
     fn iptables_mode_comments() {
         let f = |c| facts("nat", "KUBE-SERVICES", Some(c));
-        assert_eq!(f("shop/cart:http cluster IP"), vec![Fact::Service { service: svc("shop/cart:http") }]);
+        assert_eq!(
+            f("shop/cart:http cluster IP"),
+            vec![Fact::Service {
+                service: svc("shop/cart:http")
+            }]
+        );
         assert_eq!(
             f("shop/cart:http -> 10.1.2.3:80"),
-            vec![Fact::Endpoint { service: svc("shop/cart:http"), endpoint: "10.1.2.3:80".parse().unwrap() }]
+            vec![Fact::Endpoint {
+                service: svc("shop/cart:http"),
+                endpoint: "10.1.2.3:80".parse().unwrap()
+            }]
         );
         assert_eq!(
             f("shop/cart -> [fd00::5]:8080"),
-            vec![Fact::Endpoint { service: svc("shop/cart"), endpoint: "[fd00::5]:8080".parse().unwrap() }]
+            vec![Fact::Endpoint {
+                service: svc("shop/cart"),
+                endpoint: "[fd00::5]:8080".parse().unwrap()
+            }]
         );
         assert_eq!(
             f("shop/cart:http has no endpoints"),
-            vec![Fact::NoEndpoints { service: svc("shop/cart:http"), local: false }]
+            vec![Fact::NoEndpoints {
+                service: svc("shop/cart:http"),
+                local: false
+            }]
         );
         assert_eq!(
             f("shop/cart:http has no local endpoints"),
-            vec![Fact::NoEndpoints { service: svc("shop/cart:http"), local: true }]
+            vec![Fact::NoEndpoints {
+                service: svc("shop/cart:http"),
+                local: true
+            }]
         );
         assert_eq!(
             f("masquerade traffic for shop/cart:http external destinations"),
-            vec![Fact::Service { service: svc("shop/cart:http") }]
+            vec![Fact::Service {
+                service: svc("shop/cart:http")
+            }]
         );
-        assert_eq!(f("shop/cart:http"), vec![Fact::Service { service: svc("shop/cart:http") }]);
+        assert_eq!(
+            f("shop/cart:http"),
+            vec![Fact::Service {
+                service: svc("shop/cart:http")
+            }]
+        );
     }
 
     #[test]
@@ -215,15 +254,23 @@ mod tests {
     fn nftables_mode_chain_names() {
         assert_eq!(
             facts("kube-proxy", "service-ULMVA6XW-ns1/svc1/tcp/p80", None),
-            vec![Fact::Service { service: svc("ns1/svc1:p80") }]
+            vec![Fact::Service {
+                service: svc("ns1/svc1:p80")
+            }]
         );
         assert_eq!(
             facts("kube-proxy", "endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80", None),
-            vec![Fact::Endpoint { service: svc("ns1/svc1:p80"), endpoint: "10.180.0.1:80".parse().unwrap() }]
+            vec![Fact::Endpoint {
+                service: svc("ns1/svc1:p80"),
+                endpoint: "10.180.0.1:80".parse().unwrap()
+            }]
         );
         assert_eq!(
             facts("kube-proxy", "endpoint-5OJB2KTY-ns1/svc1/tcp/__fd00.10..1/80", None),
-            vec![Fact::Endpoint { service: svc("ns1/svc1"), endpoint: "[fd00:10::1]:80".parse().unwrap() }]
+            vec![Fact::Endpoint {
+                service: svc("ns1/svc1"),
+                endpoint: "[fd00:10::1]:80".parse().unwrap()
+            }]
         );
         assert_eq!(facts("kube-proxy", "services", None), vec![]);
         assert_eq!(facts("kube-proxy", "service-ULMVA6XW-ns1/svc1/tcp/p8...", None), vec![]);

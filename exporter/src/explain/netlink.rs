@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
-    NetlinkMessage,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
 };
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 use netlink_packet_netfilter::none::ControlMessage;
@@ -166,7 +165,10 @@ impl Nfnl {
             }
         }
         match failed {
-            Some(errno) => Err(Error::Kernel { what: what.to_string(), errno }),
+            Some(errno) => Err(Error::Kernel {
+                what: what.to_string(),
+                errno,
+            }),
             None => Ok(()),
         }
     }
@@ -183,7 +185,12 @@ impl Nfnl {
         let seq = self.next_seq();
         let mut out = Vec::new();
         let flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
-        emit(&mut out, NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), msg), flags, seq);
+        emit(
+            &mut out,
+            NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), msg),
+            flags,
+            seq,
+        );
         self.socket.send(&out, 0)?;
         let mut replies = Vec::new();
         loop {
@@ -194,7 +201,10 @@ impl Nfnl {
                 match m.kind {
                     NLMSG_DONE => return Ok(replies),
                     NLMSG_ERROR if m.errno != 0 => {
-                        return Err(Error::Kernel { what: what.to_string(), errno: m.errno });
+                        return Err(Error::Kernel {
+                            what: what.to_string(),
+                            errno: m.errno,
+                        });
                     }
                     // The acknowledgement that ends a get (a dump ends with DONE instead).
                     NLMSG_ERROR => {

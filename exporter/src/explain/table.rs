@@ -18,11 +18,10 @@ use std::path::PathBuf;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook,
-    Immediate, InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator,
-    Payload, Register, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute,
-    SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute, TableFlags,
-    TableMessage,
+    ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook, Immediate,
+    InetHookNumber, ListAttribute, Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementAttribute, SetElementList, SetElementMessage, SetFlags, SetMessage,
+    TableAttribute, TableFlags, TableMessage,
 };
 
 use super::netlink::{Error, Nfnl};
@@ -36,8 +35,10 @@ pub(crate) const PRIORITY: i32 = i32::MIN;
 /// `TPKT`, the first four bytes of every probe's payload.
 pub(crate) const MAGIC: [u8; 4] = *b"TPKT";
 
-const CHAINS: [(&str, InetHookNumber); 2] =
-    [("prerouting", InetHookNumber::PreRouting), ("output", InetHookNumber::LocalOut)];
+const CHAINS: [(&str, InetHookNumber); 2] = [
+    ("prerouting", InetHookNumber::PreRouting),
+    ("output", InetHookNumber::LocalOut),
+];
 const NF_ACCEPT: u32 = 1;
 /// nft's `inet_service` type, for the port sets (informational to the kernel).
 const TYPE_INET_SERVICE: u32 = 13;
@@ -93,7 +94,11 @@ impl TraceTable {
             }
             Err(e) => return Err(e),
         };
-        Ok(TraceTable { nl, owned, leftover_removed })
+        Ok(TraceTable {
+            nl,
+            owned,
+            leftover_removed,
+        })
     }
 
     /// Traces the packets of a probe with this local port.
@@ -112,7 +117,11 @@ impl TraceTable {
     pub(crate) fn remove_port(&mut self, proto: PortProto, port: u16) -> Result<(), Error> {
         match self.nl.batch(
             "removing a probe port from the trace table",
-            vec![(NetfilterProtoFamily::Inet, NfTablesMessage::DeleteSetElement(element(proto, port)), 0)],
+            vec![(
+                NetfilterProtoFamily::Inet,
+                NfTablesMessage::DeleteSetElement(element(proto, port)),
+                0,
+            )],
         ) {
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
             r => r,
@@ -227,10 +236,7 @@ fn build(owned: bool) -> Vec<(NetfilterProtoFamily, NfTablesMessage, u16)> {
                     ChainAttribute::Table(TABLE.to_string()),
                     ChainAttribute::Name(chain.to_string()),
                     ChainAttribute::Type("filter".to_string()),
-                    ChainAttribute::Hook(vec![
-                        Hook::Number(hook.into()),
-                        Hook::Priority(PRIORITY as u32),
-                    ]),
+                    ChainAttribute::Hook(vec![Hook::Number(hook.into()), Hook::Priority(PRIORITY as u32)]),
                     ChainAttribute::Policy(NF_ACCEPT),
                 ],
             }),
@@ -288,7 +294,11 @@ fn rules() -> Vec<Rule> {
 
 fn l4proto(proto: u8) -> Rule {
     vec![
-        Expressions::Meta(vec![Meta::Key(MetaKey::L4Proto), Meta::DestinationRegister(Register::Reg1)]).into(),
+        Expressions::Meta(vec![
+            Meta::Key(MetaKey::L4Proto),
+            Meta::DestinationRegister(Register::Reg1),
+        ])
+        .into(),
         cmp_eq(vec![proto]),
     ]
 }
@@ -320,6 +330,10 @@ fn nftrace() -> Rule {
             Immediate::Data(DataAttribute::Value(vec![1])),
         ])
         .into(),
-        Expressions::Meta(vec![Meta::Key(MetaKey::NftraceBit), Meta::SourceRegister(Register::Reg1)]).into(),
+        Expressions::Meta(vec![
+            Meta::Key(MetaKey::NftraceBit),
+            Meta::SourceRegister(Register::Reg1),
+        ])
+        .into(),
     ]
 }

@@ -111,11 +111,13 @@ fn payload(trace: [u8; 16]) -> Vec<u8> {
 
 /// The handles of a chain's rules, in order, as `nft -a` lists them.
 fn handles(ns: &str, family: &str, table: &str, chain: &str) -> Vec<u64> {
-    sh(&format!("ip netns exec {ns} nft -a list chain {family} {table} {chain}"))
-        .lines()
-        .filter(|l| !l.contains("chain ") && !l.contains("type "))
-        .filter_map(|l| l.rsplit_once("# handle ").and_then(|(_, h)| h.trim().parse().ok()))
-        .collect()
+    sh(&format!(
+        "ip netns exec {ns} nft -a list chain {family} {table} {chain}"
+    ))
+    .lines()
+    .filter(|l| !l.contains("chain ") && !l.contains("type "))
+    .filter_map(|l| l.rsplit_once("# handle ").and_then(|(_, h)| h.trim().parse().ok()))
+    .collect()
 }
 
 fn tables(ns: &str) -> String {
@@ -143,7 +145,11 @@ const EMPTY_IP: &str = "198.18.72.11";
 
 fn topology(prefix: &str) -> Topology {
     let mut c = Cleanup::default();
-    let (pod, node, back) = (format!("{prefix}-pod"), format!("{prefix}-node"), format!("{prefix}-back"));
+    let (pod, node, back) = (
+        format!("{prefix}-pod"),
+        format!("{prefix}-node"),
+        format!("{prefix}-back"),
+    );
     for ns in [&pod, &node, &back] {
         c.netns(ns);
     }
@@ -159,7 +165,12 @@ fn topology(prefix: &str) -> Topology {
          ip -n {back} addr add {BACKEND}/24 dev eth0 && ip -n {back} addr add {FENCED}/24 dev eth0 && \
          ip -n {back} link set eth0 up && ip -n {back} route add default via 198.18.71.1"
     ));
-    Topology { pod, node, back, _cleanup: c }
+    Topology {
+        pod,
+        node,
+        back,
+        _cleanup: c,
+    }
 }
 
 /// A comment of 255 bytes (iptables' longest), with quotes and markup in it.
@@ -212,9 +223,20 @@ COMMIT
     let file = std::env::temp_dir().join(format!("{node}.iptables"));
     // The non-UTF-8 bytes go in as bytes.
     let bytes = rules.replace("\\xff\\xfe", "\u{1}\u{2}").into_bytes();
-    let bytes: Vec<u8> = bytes.iter().map(|b| match b { 1 => 0xff, 2 => 0xfe, b => *b }).collect();
+    let bytes: Vec<u8> = bytes
+        .iter()
+        .map(|b| match b {
+            1 => 0xff,
+            2 => 0xfe,
+            b => *b,
+        })
+        .collect();
     std::fs::write(&file, bytes).unwrap();
-    sh(&format!("ip netns exec {node} iptables-nft-restore < {}", file.display()));
+    sh(&format!(
+        "ip netns exec {node} iptables-nft-restore < {}",
+        file.display()
+    ));
+    let _ = std::fs::remove_file(file);
 }
 
 /// A native ruleset: a user chain that drops the UDP probe's port (comment with quotes and
@@ -241,6 +263,7 @@ table ip strict {{
     let file = std::env::temp_dir().join(format!("{node}.nft"));
     std::fs::write(&file, rules).unwrap();
     sh(&format!("ip netns exec {node} nft -f {}", file.display()));
+    let _ = std::fs::remove_file(file);
 }
 
 /// What became of a probe, as its sender sees it.
@@ -338,8 +361,15 @@ fn backend_listener(ns: &str) -> std::net::TcpListener {
 
 fn svc(s: &str) -> ServicePort {
     let (ns, rest) = s.split_once('/').unwrap();
-    let (name, port) = rest.split_once(':').map(|(n, p)| (n, Some(p.to_string()))).unwrap_or((rest, None));
-    ServicePort { namespace: ns.into(), name: name.into(), port }
+    let (name, port) = rest
+        .split_once(':')
+        .map(|(n, p)| (n, Some(p.to_string())))
+        .unwrap_or((rest, None));
+    ServicePort {
+        namespace: ns.into(),
+        name: name.into(),
+        port,
+    }
 }
 
 /// A row as the assertions compare it.
@@ -363,7 +393,13 @@ fn seen(r: &Row) -> Seen {
 }
 
 fn row(at: &str, handle: Option<u64>, kind: TraceKind, verdict: Verdict, comment: Option<&str>) -> Seen {
-    Seen { at: at.into(), handle, kind, verdict: Some(verdict), comment: comment.map(str::to_string) }
+    Seen {
+        at: at.into(),
+        handle,
+        kind,
+        verdict: Some(verdict),
+        comment: comment.map(str::to_string),
+    }
 }
 
 /// The rows of the probe's request (from the pod; for TCP, its SYN), leaving out the answers
@@ -382,8 +418,17 @@ fn print(rows: &[Row]) {
     for r in rows {
         eprintln!(
             "  {} {} {} handle={:?} {:?} {:?} mark={:?} comment={:?} text={:?} facts={:?} packet={:?}",
-            r.family, r.table, r.chain, r.handle, r.kind, r.verdict, r.mark,
-            r.comment.as_ref().map(|c| &c.text), r.text, r.facts, r.packet
+            r.family,
+            r.table,
+            r.chain,
+            r.handle,
+            r.kind,
+            r.verdict,
+            r.mark,
+            r.comment.as_ref().map(|c| &c.text),
+            r.text,
+            r.facts,
+            r.packet
         );
     }
 }
@@ -398,7 +443,10 @@ async fn the_trace_table_is_made_removed_and_a_leftover_found() {
     let name = "tpkx-table";
 
     assert!(!table::exists(Some(&ns)).await.unwrap());
-    assert!(!table::remove_leftover(Some(&ns)).await.unwrap(), "nothing to remove yet");
+    assert!(
+        !table::remove_leftover(Some(&ns)).await.unwrap(),
+        "nothing to remove yet"
+    );
 
     let mut t = TraceTable::create(Some(&ns)).await.unwrap();
     assert!(!t.leftover_removed);
@@ -421,8 +469,15 @@ async fn the_trace_table_is_made_removed_and_a_leftover_found() {
     }
     // Nothing in it decides: no verdict statement anywhere.
     for verdict in ["accept\n", "drop", "reject", "jump", "goto", "return", "queue"] {
-        let rules: String = listing.lines().filter(|l| !l.contains("policy")).collect::<Vec<_>>().join("\n");
-        assert!(!rules.contains(verdict.trim()), "a verdict in the trace table: {verdict}");
+        let rules: String = listing
+            .lines()
+            .filter(|l| !l.contains("policy"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !rules.contains(verdict.trim()),
+            "a verdict in the trace table: {verdict}"
+        );
     }
 
     t.add_port(PortProto::Tcp, 40001).unwrap();
@@ -445,7 +500,10 @@ async fn the_trace_table_is_made_removed_and_a_leftover_found() {
     let t = TraceTable::create(Some(&ns)).await.unwrap();
     assert!(table::exists(Some(&ns)).await.unwrap());
     drop(t);
-    assert!(!table::exists(Some(&ns)).await.unwrap(), "an owned table goes with its socket");
+    assert!(
+        !table::exists(Some(&ns)).await.unwrap(),
+        "an owned table goes with its socket"
+    );
 
     // A leftover (a table by that name no socket owns, as a kernel without owned tables
     // leaves after kill -9) is found and removed, at start as on its own.
@@ -505,20 +563,92 @@ async fn kube_proxy_rules_name_the_service_the_endpoint_and_the_missing_endpoint
     let rule = TraceKind::Rule;
     let jump = |c: &str| Verdict::Jump(c.into());
     let want = vec![
-        row(&format!("{nat} PREROUTING"), Some(pre[0]), rule, jump("KUBE-SERVICES"), Some("kubernetes service portals")),
-        row(&format!("{nat} KUBE-SERVICES"), Some(services[0]), rule, jump("KUBE-SVC-CARTHTTPAAAAAAAA"), Some("shop/cart:http cluster IP")),
-        row(&format!("{nat} KUBE-SVC-CARTHTTPAAAAAAAA"), Some(svc_chain[0]), rule, jump("KUBE-MARK-MASQ"), Some("shop/cart:http cluster IP")),
-        row(&format!("{nat} KUBE-MARK-MASQ"), Some(masq[0]), rule, Verdict::Continue, None),
-        row(&format!("{nat} KUBE-MARK-MASQ"), None, TraceKind::Return, Verdict::Continue, None),
-        row(&format!("{nat} KUBE-SVC-CARTHTTPAAAAAAAA"), Some(svc_chain[1]), rule, jump("KUBE-SEP-CARTHTTPBBBBBBBB"), Some(&format!("shop/cart:http -> {BACKEND}:8080"))),
-        row(&format!("{nat} KUBE-SEP-CARTHTTPBBBBBBBB"), Some(sep[1]), rule, Verdict::Accept, Some("shop/cart:http")),
-        row("ip filter FORWARD", Some(fwd[0]), rule, jump("KUBE-SERVICES"), Some("kubernetes service portals")),
-        row("ip filter KUBE-SERVICES", None, TraceKind::Return, Verdict::Continue, None),
+        row(
+            &format!("{nat} PREROUTING"),
+            Some(pre[0]),
+            rule,
+            jump("KUBE-SERVICES"),
+            Some("kubernetes service portals"),
+        ),
+        row(
+            &format!("{nat} KUBE-SERVICES"),
+            Some(services[0]),
+            rule,
+            jump("KUBE-SVC-CARTHTTPAAAAAAAA"),
+            Some("shop/cart:http cluster IP"),
+        ),
+        row(
+            &format!("{nat} KUBE-SVC-CARTHTTPAAAAAAAA"),
+            Some(svc_chain[0]),
+            rule,
+            jump("KUBE-MARK-MASQ"),
+            Some("shop/cart:http cluster IP"),
+        ),
+        row(
+            &format!("{nat} KUBE-MARK-MASQ"),
+            Some(masq[0]),
+            rule,
+            Verdict::Continue,
+            None,
+        ),
+        row(
+            &format!("{nat} KUBE-MARK-MASQ"),
+            None,
+            TraceKind::Return,
+            Verdict::Continue,
+            None,
+        ),
+        row(
+            &format!("{nat} KUBE-SVC-CARTHTTPAAAAAAAA"),
+            Some(svc_chain[1]),
+            rule,
+            jump("KUBE-SEP-CARTHTTPBBBBBBBB"),
+            Some(&format!("shop/cart:http -> {BACKEND}:8080")),
+        ),
+        row(
+            &format!("{nat} KUBE-SEP-CARTHTTPBBBBBBBB"),
+            Some(sep[1]),
+            rule,
+            Verdict::Accept,
+            Some("shop/cart:http"),
+        ),
+        row(
+            "ip filter FORWARD",
+            Some(fwd[0]),
+            rule,
+            jump("KUBE-SERVICES"),
+            Some("kubernetes service portals"),
+        ),
+        row(
+            "ip filter KUBE-SERVICES",
+            None,
+            TraceKind::Return,
+            Verdict::Continue,
+            None,
+        ),
         row("ip filter FORWARD", None, TraceKind::Return, Verdict::Continue, None),
         row("ip filter FORWARD", None, TraceKind::Policy, Verdict::Accept, None),
-        row(&format!("{nat} POSTROUTING"), Some(post[0]), rule, jump("KUBE-POSTROUTING"), Some("kubernetes postrouting rules")),
-        row(&format!("{nat} KUBE-POSTROUTING"), Some(kpost[1]), rule, Verdict::Continue, None),
-        row(&format!("{nat} KUBE-POSTROUTING"), Some(kpost[2]), rule, Verdict::Accept, Some("kubernetes service traffic requiring SNAT")),
+        row(
+            &format!("{nat} POSTROUTING"),
+            Some(post[0]),
+            rule,
+            jump("KUBE-POSTROUTING"),
+            Some("kubernetes postrouting rules"),
+        ),
+        row(
+            &format!("{nat} KUBE-POSTROUTING"),
+            Some(kpost[1]),
+            rule,
+            Verdict::Continue,
+            None,
+        ),
+        row(
+            &format!("{nat} KUBE-POSTROUTING"),
+            Some(kpost[2]),
+            rule,
+            Verdict::Accept,
+            Some("kubernetes service traffic requiring SNAT"),
+        ),
     ];
     let got: Vec<Seen> = req.iter().map(|r| seen(r)).collect();
     assert_eq!(got, want);
@@ -527,7 +657,10 @@ async fn kube_proxy_rules_name_the_service_the_endpoint_and_the_missing_endpoint
     assert_eq!(req[1].facts, vec![Fact::Service { service: cart.clone() }]);
     assert_eq!(
         req[5].facts,
-        vec![Fact::Endpoint { service: cart.clone(), endpoint: format!("{BACKEND}:8080").parse().unwrap() }]
+        vec![Fact::Endpoint {
+            service: cart.clone(),
+            endpoint: format!("{BACKEND}:8080").parse().unwrap()
+        }]
     );
     assert_eq!(req[6].facts, vec![Fact::Service { service: cart.clone() }]);
     assert!(req.iter().all(|r| r.rule == RuleState::Read || r.handle.is_none()));
@@ -536,11 +669,21 @@ async fn kube_proxy_rules_name_the_service_the_endpoint_and_the_missing_endpoint
     assert_eq!(req[3].mark, Some(0x4000), "KUBE-MARK-MASQ sets the masquerade mark");
     assert!(req[3].marked && req[3].decided());
     assert!(req[12].marked, "KUBE-POSTROUTING clears it again");
-    assert!(req[6].text.as_deref().unwrap().contains(&format!("DNAT to {BACKEND}:8080")));
+    assert!(
+        req[6]
+            .text
+            .as_deref()
+            .unwrap()
+            .contains(&format!("DNAT to {BACKEND}:8080"))
+    );
     let before = req[0].packet.as_ref().unwrap();
     let after = req[7].packet.as_ref().unwrap();
     assert_eq!(before.dst.to_string(), CLUSTER_IP, "prerouting sees the ClusterIP");
-    assert_eq!(after.dst.to_string(), BACKEND, "forward sees the endpoint: DNAT rewrote the header");
+    assert_eq!(
+        after.dst.to_string(),
+        BACKEND,
+        "forward sees the endpoint: DNAT rewrote the header"
+    );
     assert!(matches!(after.l4, L4::Tcp { dport: 8080, sport, .. } if sport == port));
     // 6.18 says what conntrack knows: the SYN is new, and its entry was DNATed by then.
     let ct = req[7].ct.as_ref().expect("conntrack attributes");
@@ -561,14 +704,29 @@ async fn kube_proxy_rules_name_the_service_the_endpoint_and_the_missing_endpoint
     let last = req.last().unwrap();
     assert_eq!(
         seen(last),
-        row("ip filter KUBE-SERVICES", Some(fservices[0]), rule, Verdict::Drop, Some("shop/empty:http has no endpoints"))
+        row(
+            "ip filter KUBE-SERVICES",
+            Some(fservices[0]),
+            rule,
+            Verdict::Drop,
+            Some("shop/empty:http has no endpoints")
+        )
     );
-    assert_eq!(last.facts, vec![Fact::NoEndpoints { service: svc("shop/empty:http"), local: false }]);
+    assert_eq!(
+        last.facts,
+        vec![Fact::NoEndpoints {
+            service: svc("shop/empty:http"),
+            local: false
+        }]
+    );
     assert!(last.text.as_deref().unwrap().contains("REJECT"), "{:?}", last.text);
 
     // A UDP probe through the two odd comments: 255 bytes, and bytes that are not UTF-8.
     let (sock, port) = udp_socket(&t.pod);
-    let probe = s.collector.watch(ProbeKey::Udp { port, trace: Some([0xa1, 0xa2, 0xa3, 0xa4]) });
+    let probe = s.collector.watch(ProbeKey::Udp {
+        port,
+        trace: Some([0xa1, 0xa2, 0xa3, 0xa4]),
+    });
     let mut trace = [0u8; 16];
     trace[..4].copy_from_slice(&[0xa1, 0xa2, 0xa3, 0xa4]);
     udp_exchange(&sock, BACKEND, 9999, &payload(trace));
@@ -576,15 +734,25 @@ async fn kube_proxy_rules_name_the_service_the_endpoint_and_the_missing_endpoint
     let rows = s.collector.take(probe);
     print(&rows);
     let comments: Vec<_> = rows.iter().filter_map(|r| r.comment.clone()).collect();
-    let long = comments.iter().find(|c| c.text.starts_with("long")).expect("the 255-byte comment");
+    let long = comments
+        .iter()
+        .find(|c| c.text.starts_with("long"))
+        .expect("the 255-byte comment");
     assert_eq!(long.text, long_comment());
     assert_eq!(long.raw.len(), 255);
-    let bad = comments.iter().find(|c| c.text.starts_with("bad")).expect("the non-UTF-8 comment");
+    let bad = comments
+        .iter()
+        .find(|c| c.text.starts_with("bad"))
+        .expect("the non-UTF-8 comment");
     assert_eq!(bad.raw, b"bad \xff\xfe utf8");
     assert_eq!(bad.text, "bad \u{fffd}\u{fffd} utf8");
     assert!(matches!(
         rows[0].packet.as_ref().unwrap().l4,
-        L4::Udp { dport: 9999, magic: Some([0xa1, 0xa2, 0xa3, 0xa4]), .. }
+        L4::Udp {
+            dport: 9999,
+            magic: Some([0xa1, 0xa2, 0xa3, 0xa4]),
+            ..
+        }
     ));
     for a in Anomaly::ALL {
         eprintln!("anomaly {}: {}", a.as_str(), anomalies.get(a));
@@ -613,16 +781,35 @@ async fn native_rules_name_the_user_chain_drop_and_the_policy_drop() {
     assert_eq!(
         got,
         vec![
-            row("inet shop forward", Some(h("inet", "shop", "forward")[0]), TraceKind::Rule, Verdict::Jump("quarantine".into()), Some("send 9999 to quarantine")),
-            row("inet shop quarantine", Some(h("inet", "shop", "quarantine")[0]), TraceKind::Rule, Verdict::Drop, Some("it's <b>quarantined</b> & 'dropped'")),
+            row(
+                "inet shop forward",
+                Some(h("inet", "shop", "forward")[0]),
+                TraceKind::Rule,
+                Verdict::Jump("quarantine".into()),
+                Some("send 9999 to quarantine")
+            ),
+            row(
+                "inet shop quarantine",
+                Some(h("inet", "shop", "quarantine")[0]),
+                TraceKind::Rule,
+                Verdict::Drop,
+                Some("it's <b>quarantined</b> & 'dropped'")
+            ),
         ]
     );
     assert_eq!(rows[1].comment.as_ref().unwrap().source, CommentSource::Native);
-    assert_eq!(rows[0].text.as_deref(), Some("meta l4proto udp udp dport 9999 counter jump quarantine"));
+    assert_eq!(
+        rows[0].text.as_deref(),
+        Some("meta l4proto udp udp dport 9999 counter jump quarantine")
+    );
     assert_eq!(rows[1].text.as_deref(), Some("meta l4proto udp counter drop"));
 
     // ICMP echo with the payload to the fenced address: the base chain's policy drops it.
-    let probe = s.collector.watch(ProbeKey::Echo { id: 0x7470, seq: 1, trace: None });
+    let probe = s.collector.watch(ProbeKey::Echo {
+        id: 0x7470,
+        seq: 1,
+        trace: None,
+    });
     assert_eq!(ping(&t.pod, FENCED, 0x7470, 1, payload([9; 16])), Outcome::Silent);
     s.pump_until_quiet(Duration::from_millis(300)).await.unwrap();
     let rows = s.collector.take(probe);
@@ -638,14 +825,29 @@ async fn native_rules_name_the_user_chain_drop_and_the_policy_drop() {
         ]
     );
     let decided: Vec<bool> = rows.iter().map(Row::decided).collect();
-    assert_eq!(decided, vec![false, true, false, true], "a chain's end decides nothing; its policy does");
-    assert!(matches!(rows[0].packet.as_ref().unwrap().l4, L4::Echo { reply: false, id: 0x7470, seq: 1, .. }));
+    assert_eq!(
+        decided,
+        vec![false, true, false, true],
+        "a chain's end decides nothing; its policy does"
+    );
+    assert!(matches!(
+        rows[0].packet.as_ref().unwrap().l4,
+        L4::Echo {
+            reply: false,
+            id: 0x7470,
+            seq: 1,
+            ..
+        }
+    ));
 
     // A rule deleted while the probe is in flight: the row keeps what the trace said.
     let probe = s.collector.watch(ProbeKey::Udp { port, trace: None });
     udp_exchange(&sock, BACKEND, 9999, &payload([7; 16]));
     let quarantine = h("inet", "shop", "quarantine")[0];
-    sh(&format!("ip netns exec {} nft delete rule inet shop quarantine handle {quarantine}", t.node));
+    sh(&format!(
+        "ip netns exec {} nft delete rule inet shop quarantine handle {quarantine}",
+        t.node
+    ));
     s.pump_until_quiet(Duration::from_millis(300)).await.unwrap();
     let rows = s.collector.take(probe);
     print(&rows);
@@ -686,13 +888,23 @@ async fn the_trace_table_changes_no_verdict() {
     let without = outcomes(&t, None);
     assert_eq!(
         without,
-        vec![Outcome::Answered, Outcome::Refused, Outcome::Silent, Outcome::Refused, Outcome::Silent, Outcome::Answered]
+        vec![
+            Outcome::Answered,
+            Outcome::Refused,
+            Outcome::Silent,
+            Outcome::Refused,
+            Outcome::Silent,
+            Outcome::Answered
+        ]
     );
     let (mut table, mut s, _) = explained(&t).await;
     let with = outcomes(&t, Some(&mut table));
     let traced = s.pump_until_quiet(Duration::from_millis(300)).await.unwrap();
     assert!(traced > 20, "the probes were traced ({traced} messages)");
-    assert_eq!(with, without, "the same ruleset gives the same outcomes with the trace table");
+    assert_eq!(
+        with, without,
+        "the same ruleset gives the same outcomes with the trace table"
+    );
     table.remove().unwrap();
     assert!(!tables(&t.node).contains("tracepkt"));
 }
@@ -709,7 +921,11 @@ async fn a_namespace_that_disappears_ends_cleanly() {
     // The sockets keep the namespace alive: removing the table still works, and the
     // listener simply hears nothing.
     table.remove().unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(200), listener.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), listener.next())
+            .await
+            .is_err()
+    );
     drop(listener);
     // Opening anything in it now fails with a message naming it.
     let e = Session::open(Some(&ns), anomalies).await.err().unwrap().to_string();
@@ -746,9 +962,18 @@ async fn capture_fixtures() {
             .expect("a captured message")
     };
     let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
-    write("trace-jump.bin", &pick(&|m| matches!(m.verdict, Some(Verdict::Jump(_))) && m.network.is_some()));
-    write("trace-drop.bin", &pick(&|m| m.chain.as_deref() == Some("quarantine") && m.verdict == Some(Verdict::Drop)));
-    write("trace-policy.bin", &pick(&|m| m.table.as_deref() == Some("strict") && m.kind == Some(TraceKind::Policy)));
+    write(
+        "trace-jump.bin",
+        &pick(&|m| matches!(m.verdict, Some(Verdict::Jump(_))) && m.network.is_some()),
+    );
+    write(
+        "trace-drop.bin",
+        &pick(&|m| m.chain.as_deref() == Some("quarantine") && m.verdict == Some(Verdict::Drop)),
+    );
+    write(
+        "trace-policy.bin",
+        &pick(&|m| m.table.as_deref() == Some("strict") && m.kind == Some(TraceKind::Policy)),
+    );
     let mut nl = super::netlink::Nfnl::open(Some(&node)).await.unwrap();
     for (family, tbl, chain, name) in [
         (Family::Ip, "nat", "KUBE-SVC-CARTHTTPAAAAAAAA", "rules-xt.bin"),

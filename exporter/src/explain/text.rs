@@ -42,7 +42,10 @@ impl Expr {
         let v = inner.iter().find(|a| a.kind == 2)?;
         let (fields, _) = attrs(v.value);
         let code = fields.iter().find(|a| a.kind == 1).and_then(|a| be32(a.value))?;
-        let chain = fields.iter().find(|a| a.kind == 2).map(|a| printable(&string(a.value).0));
+        let chain = fields
+            .iter()
+            .find(|a| a.kind == 2)
+            .map(|a| printable(&string(a.value).0));
         Some(Verdict::from_code(code, chain))
     }
 }
@@ -188,7 +191,15 @@ impl Render {
             (2, 2, 2) => (format!("{l4} dport"), Kind::Port),
             _ => (raw_field(base, off, len), Kind::Bytes),
         };
-        self.load(dreg, Field { name, kind, len: len as usize, mask: None });
+        self.load(
+            dreg,
+            Field {
+                name,
+                kind,
+                len: len as usize,
+                mask: None,
+            },
+        );
     }
 
     fn meta(&mut self, e: &Expr) {
@@ -210,9 +221,21 @@ impl Render {
             19 => ("meta pkttype", Kind::Bytes),
             _ => ("meta", Kind::Bytes),
         };
-        let name = if name == "meta" { format!("meta key {key}") } else { name.to_string() };
+        let name = if name == "meta" {
+            format!("meta key {key}")
+        } else {
+            name.to_string()
+        };
         if let Some(dreg) = e.reg(1) {
-            self.load(dreg, Field { name, kind, len: 4, mask: None });
+            self.load(
+                dreg,
+                Field {
+                    name,
+                    kind,
+                    len: 4,
+                    mask: None,
+                },
+            );
         } else if let Some(sreg) = e.reg(3) {
             let value = match self.regs.get(&sreg) {
                 Some(Loaded::Value(v)) => show(kind, v, None),
@@ -235,9 +258,21 @@ impl Render {
             3 => ("ct mark", Kind::Host),
             _ => ("ct", Kind::Bytes),
         };
-        let name = if name == "ct" { format!("ct key {key}") } else { name.to_string() };
+        let name = if name == "ct" {
+            format!("ct key {key}")
+        } else {
+            name.to_string()
+        };
         if let Some(dreg) = e.reg(1) {
-            self.load(dreg, Field { name, kind, len: 4, mask: None });
+            self.load(
+                dreg,
+                Field {
+                    name,
+                    kind,
+                    len: 4,
+                    mask: None,
+                },
+            );
         } else {
             self.parts.push(format!("{name} set"));
         }
@@ -268,18 +303,28 @@ impl Render {
         match (&f.mask, f.kind) {
             // `ct state established,related` is a test of the bits the mask names.
             (Some(mask), Kind::CtState) => {
-                let neg = if data.iter().all(|b| *b == 0) && op.is_empty() { "!= " } else { "" };
+                let neg = if data.iter().all(|b| *b == 0) && op.is_empty() {
+                    "!= "
+                } else {
+                    ""
+                };
                 self.parts.push(format!("{} {neg}{}", f.name, show(f.kind, mask, None)));
                 return;
             }
             (Some(mask), Kind::Host) => {
                 let op = if op.is_empty() { "== " } else { op };
-                self.parts.push(format!("{} & {} {op}{}", f.name, show(f.kind, mask, None), show(f.kind, &data, None)));
+                self.parts.push(format!(
+                    "{} & {} {op}{}",
+                    f.name,
+                    show(f.kind, mask, None),
+                    show(f.kind, &data, None)
+                ));
                 return;
             }
             _ => {}
         }
-        self.parts.push(format!("{} {op}{}", f.name, show(f.kind, &data, f.mask.as_deref())));
+        self.parts
+            .push(format!("{} {op}{}", f.name, show(f.kind, &data, f.mask.as_deref())));
     }
 
     fn lookup(&mut self, e: &Expr) {
@@ -290,9 +335,19 @@ impl Render {
             Some(0) => self.parts.push(format!("{key} vmap @{set}")),
             Some(d) => {
                 let name = format!("{key} map @{set}");
-                self.regs.insert(d, Loaded::Field(Field { name, kind: Kind::Bytes, len: 16, mask: None }));
+                self.regs.insert(
+                    d,
+                    Loaded::Field(Field {
+                        name,
+                        kind: Kind::Bytes,
+                        len: 16,
+                        mask: None,
+                    }),
+                );
             }
-            None => self.parts.push(format!("{key} {}@{set}", if inverted { "!= " } else { "" })),
+            None => self
+                .parts
+                .push(format!("{key} {}@{set}", if inverted { "!= " } else { "" })),
         }
         self.pending.clear();
     }
@@ -307,9 +362,13 @@ impl Render {
         while self.pending.contains(&r) {
             let Some(f) = self.field(r) else { break };
             names.push(f.name.clone());
-            r += f.len.div_ceil(4).max(1) as u32;
+            r = r.saturating_add(f.len.div_ceil(4).max(1) as u32);
         }
-        if names.is_empty() { "?".into() } else { names.join(" . ") }
+        if names.is_empty() {
+            "?".into()
+        } else {
+            names.join(" . ")
+        }
     }
 
     fn nat(&mut self, e: &Expr) {
@@ -390,7 +449,11 @@ fn nat_range(rev: u32, info: &[u8]) -> Option<String> {
     if flags & MAP_IPS != 0 {
         // The union holds an IPv4 address in its first four bytes, zeros after.
         let v4 = rev == 0 || addr[4..].iter().all(|b| *b == 0);
-        out = if v4 { show(Kind::Addr, &addr[..4], None) } else { format!("[{}]", show(Kind::Addr, &addr, None)) };
+        out = if v4 {
+            show(Kind::Addr, &addr[..4], None)
+        } else {
+            format!("[{}]", show(Kind::Addr, &addr, None))
+        };
     }
     if flags & PROTO_SPECIFIED != 0 {
         out = format!("{out}:{}", be16(&port)?);
@@ -406,7 +469,7 @@ fn raw_field(base: u32, off: u32, len: u32) -> String {
         3 => "ih",
         _ => "?",
     };
-    format!("@{b},{},{}", off * 8, len * 8)
+    format!("@{b},{},{}", u64::from(off) * 8, u64::from(len) * 8)
 }
 
 fn show(kind: Kind, v: &[u8], mask: Option<&[u8]>) -> String {
@@ -449,12 +512,22 @@ fn show(kind: Kind, v: &[u8], mask: Option<&[u8]>) -> String {
             let Ok(bits) = <[u8; 4]>::try_from(v).map(u32::from_ne_bytes) else {
                 return hex(v);
             };
-            let names: Vec<&str> = [(1, "invalid"), (2, "established"), (4, "related"), (8, "new"), (64, "untracked")]
-                .iter()
-                .filter(|(b, _)| bits & b != 0)
-                .map(|(_, n)| *n)
-                .collect();
-            if names.is_empty() { format!("{bits:#x}") } else { names.join(",") }
+            let names: Vec<&str> = [
+                (1, "invalid"),
+                (2, "established"),
+                (4, "related"),
+                (8, "new"),
+                (64, "untracked"),
+            ]
+            .iter()
+            .filter(|(b, _)| bits & b != 0)
+            .map(|(_, n)| *n)
+            .collect();
+            if names.is_empty() {
+                format!("{bits:#x}")
+            } else {
+                names.join(",")
+            }
         }
         Kind::Bytes => match v.len() {
             1 => v[0].to_string(),
@@ -465,7 +538,11 @@ fn show(kind: Kind, v: &[u8], mask: Option<&[u8]>) -> String {
 
 fn prefix_len(mask: &[u8]) -> Option<u32> {
     let ones: u32 = mask.iter().map(|b| b.count_ones()).sum();
-    let contiguous = mask.iter().flat_map(|b| (0..8).rev().map(move |i| b >> i & 1)).skip_while(|b| *b == 1).all(|b| b == 0);
+    let contiguous = mask
+        .iter()
+        .flat_map(|b| (0..8).rev().map(move |i| b >> i & 1))
+        .skip_while(|b| *b == 1)
+        .all(|b| b == 0);
     (contiguous && (ones as usize) < mask.len() * 8).then_some(ones)
 }
 

@@ -166,12 +166,22 @@ impl Ct {
     /// The state as `ct state` names it.
     pub(crate) fn state_name(&self) -> Option<String> {
         let bits = self.state?;
-        let names: Vec<&str> = [(1, "invalid"), (2, "established"), (4, "related"), (8, "new"), (64, "untracked")]
-            .iter()
-            .filter(|(b, _)| bits & b != 0)
-            .map(|(_, n)| *n)
-            .collect();
-        Some(if names.is_empty() { format!("{bits:#x}") } else { names.join(",") })
+        let names: Vec<&str> = [
+            (1, "invalid"),
+            (2, "established"),
+            (4, "related"),
+            (8, "new"),
+            (64, "untracked"),
+        ]
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+        Some(if names.is_empty() {
+            format!("{bits:#x}")
+        } else {
+            names.join(",")
+        })
     }
 
     /// Whether the entry's destination was rewritten (DNAT done).
@@ -187,7 +197,10 @@ pub(crate) fn decode(buf: &[u8], anomalies: &Anomalies) -> Vec<TraceMessage> {
     let mut at = 0;
     while at < buf.len() {
         let rest = &buf[at..];
-        let Some(len) = rest.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize) else {
+        let Some(len) = rest
+            .get(..4)
+            .map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize)
+        else {
             anomalies.count(Anomaly::Truncated);
             break;
         };
@@ -250,7 +263,9 @@ pub(crate) fn decode_one(payload: &[u8], anomalies: &Anomalies) -> TraceMessage 
             NFTA_TRACE_MARK => m.mark = be32(a.value).or_else(|| none(short)),
             NFTA_TRACE_NFPROTO => m.nfproto = be32(a.value).or_else(|| none(short)),
             NFTA_TRACE_POLICY => {
-                m.policy = be32(a.value).map(|c| Verdict::from_code(c, None)).or_else(|| none(short))
+                m.policy = be32(a.value)
+                    .map(|c| Verdict::from_code(c, None))
+                    .or_else(|| none(short))
             }
             NFTA_TRACE_CT_ID => m.ct.get_or_insert_default().id = be32(a.value).or_else(|| none(short)),
             NFTA_TRACE_CT_DIRECTION => {
@@ -260,9 +275,7 @@ pub(crate) fn decode_one(payload: &[u8], anomalies: &Anomalies) -> TraceMessage 
             NFTA_TRACE_CT_STATE => m.ct.get_or_insert_default().state = be32(a.value).or_else(|| none(short)),
             // Known and not needed: the link-layer header and the interfaces' ARPHRD types.
             NFTA_TRACE_LL_HEADER | NFTA_TRACE_IIFTYPE | NFTA_TRACE_OIFTYPE | NFTA_TRACE_PAD => {}
-            _ => {
-                anomalies.count(Anomaly::UnknownAttribute)
-            }
+            _ => anomalies.count(Anomaly::UnknownAttribute),
         }
     }
     if m.kind == Some(TraceKind::Rule) && m.handle.is_none() && m.verdict == Some(Verdict::Continue) {
@@ -328,7 +341,9 @@ pub(crate) enum L4 {
         flags: u8,
     },
     /// Any other protocol, or a transport header the kernel did not copy.
-    Other { proto: u8 },
+    Other {
+        proto: u8,
+    },
 }
 
 const NFPROTO_IPV4: u32 = 2;
@@ -353,7 +368,9 @@ impl Packet {
         };
         let th = m.transport.as_deref().unwrap_or_default();
         let magic = || {
-            (th.get(8..12) == Some(&MAGIC[..])).then(|| th.get(16..20).and_then(|b| b.try_into().ok())).flatten()
+            (th.get(8..12) == Some(&MAGIC[..]))
+                .then(|| th.get(16..20).and_then(|b| b.try_into().ok()))
+                .flatten()
         };
         let l4 = match (proto, th.len()) {
             (1 | 58, 8..) if matches!((proto, th[0]), (1, 0 | 8) | (58, 128 | 129)) => L4::Echo {
@@ -375,5 +392,184 @@ impl Packet {
             _ => L4::Other { proto },
         };
         Some(Packet { src, dst, l4 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from 6.18 by `tests::capture_fixtures`: a UDP probe from 198.18.70.2 to
+    // 198.18.71.2:9999 through kube-proxy-style rules and a native user chain that drops it,
+    // and an ICMP probe that a base chain's policy drops.
+    const JUMP: &[u8] = include_bytes!("fixtures/trace-jump.bin");
+    const DROP: &[u8] = include_bytes!("fixtures/trace-drop.bin");
+    const POLICY: &[u8] = include_bytes!("fixtures/trace-policy.bin");
+
+    fn one(buf: &[u8]) -> (TraceMessage, Anomalies) {
+        let a = Anomalies::default();
+        let mut m = decode(buf, &a);
+        assert_eq!(m.len(), 1);
+        (m.remove(0), a)
+    }
+
+    fn clean(a: &Anomalies) {
+        assert_eq!(
+            a.snapshot().iter().map(|(_, n)| n).sum::<u64>(),
+            0,
+            "{:?}",
+            a.snapshot()
+        );
+    }
+
+    #[test]
+    fn a_jump_with_the_packets_headers() {
+        let (m, a) = one(JUMP);
+        clean(&a);
+        assert_eq!(m.family, Some(Family::Ip));
+        assert_eq!(
+            (m.table.as_deref(), m.chain.as_deref()),
+            (Some("nat"), Some("PREROUTING"))
+        );
+        assert_eq!(m.handle, Some(9));
+        assert_eq!(m.kind, Some(TraceKind::Rule));
+        assert_eq!(m.verdict, Some(Verdict::Jump("KUBE-SERVICES".into())));
+        assert_eq!(m.nfproto, Some(NFPROTO_IPV4));
+        assert_eq!(m.iif, Some(2));
+        assert_eq!(m.oif, None, "prerouting has no output interface yet");
+        assert_eq!(m.mark, None);
+        let p = Packet::parse(&m).unwrap();
+        assert_eq!(p.src, "198.18.70.2".parse::<IpAddr>().unwrap());
+        assert_eq!(p.dst, "198.18.71.2".parse::<IpAddr>().unwrap());
+        assert!(
+            matches!(
+                p.l4,
+                L4::Udp {
+                    dport: 9999,
+                    magic: Some([7, 7, 7, 7]),
+                    ..
+                }
+            ),
+            "{:?}",
+            p.l4
+        );
+        let ct = m.ct.unwrap();
+        assert_eq!(ct.state_name().as_deref(), Some("new"));
+        assert_eq!(ct.reply, Some(false));
+    }
+
+    #[test]
+    fn a_drop_in_a_user_chain_carries_no_headers() {
+        let (m, a) = one(DROP);
+        clean(&a);
+        assert_eq!(m.family, Some(Family::Inet));
+        assert_eq!(
+            (m.table.as_deref(), m.chain.as_deref()),
+            (Some("shop"), Some("quarantine"))
+        );
+        assert_eq!(m.verdict, Some(Verdict::Drop));
+        assert!(m.handle.is_some());
+        assert_eq!((m.network.as_ref(), m.transport.as_ref()), (None, None));
+        assert_eq!(Packet::parse(&m), None);
+    }
+
+    #[test]
+    fn a_base_chain_policy() {
+        let (m, a) = one(POLICY);
+        clean(&a);
+        assert_eq!(
+            (m.table.as_deref(), m.chain.as_deref()),
+            (Some("strict"), Some("forward"))
+        );
+        assert_eq!(m.kind, Some(TraceKind::Policy));
+        assert_eq!(m.policy, Some(Verdict::Drop));
+        assert_eq!(m.handle, None);
+        assert_eq!(m.verdict, None);
+    }
+
+    /// The message with its netlink length set to `len` and cut there.
+    fn cut(buf: &[u8], len: usize) -> Vec<u8> {
+        let mut b = buf[..len].to_vec();
+        b[..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn every_truncation_keeps_what_came_before_it_and_is_counted() {
+        for buf in [JUMP, DROP, POLICY] {
+            let (full, _) = one(buf);
+            for len in 0..buf.len() {
+                let a = Anomalies::default();
+                let msgs = if len >= 16 {
+                    decode(&cut(buf, len), &a)
+                } else {
+                    decode(&buf[..len], &a)
+                };
+                let Some(m) = msgs.first() else {
+                    assert!(a.get(Anomaly::Truncated) > 0 || len == 0, "a cut at {len} is counted");
+                    continue;
+                };
+                // Whatever was decoded is what the full message says.
+                for (got, want) in [(&m.table, &full.table), (&m.chain, &full.chain)] {
+                    assert!(
+                        got.is_none()
+                            || got == want
+                            || want.as_ref().is_some_and(|w| w.starts_with(got.as_deref().unwrap()))
+                    );
+                }
+                assert!(m.handle.is_none() || m.handle == full.handle);
+                assert!(m.id.is_none() || m.id == full.id);
+                let _ = Packet::parse(m);
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_bytes_never_panic() {
+        // A fixed pseudo-random walk over single-byte changes and lengths.
+        let mut x: u32 = 0x2545_f491;
+        for buf in [JUMP, DROP, POLICY] {
+            for _ in 0..4000 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let mut b = buf.to_vec();
+                let at = (x as usize) % b.len();
+                b[at] = (x >> 8) as u8;
+                let a = Anomalies::default();
+                for m in decode(&b, &a) {
+                    let _ = Packet::parse(&m);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_attribute_is_counted_and_the_rest_kept() {
+        let mut b = POLICY.to_vec();
+        b.extend_from_slice(&[8, 0, 99, 0, 1, 2, 3, 4]);
+        let len = b.len() as u32;
+        b[..4].copy_from_slice(&len.to_ne_bytes());
+        let (m, a) = one(&b);
+        assert_eq!(a.get(Anomaly::UnknownAttribute), 1);
+        assert_eq!(m.policy, Some(Verdict::Drop));
+    }
+
+    #[test]
+    fn verdict_codes() {
+        assert_eq!(Verdict::from_code(1, None), Verdict::Accept);
+        assert_eq!(Verdict::from_code(0, None), Verdict::Drop);
+        // NF_DROP_ERR(-EPERM): the errno rides above the verdict byte.
+        assert_eq!(Verdict::from_code(1 << 16, None), Verdict::Drop);
+        assert_eq!(
+            Verdict::from_code(-3i32 as u32, Some("x".into())),
+            Verdict::Jump("x".into())
+        );
+        assert_eq!(
+            Verdict::from_code(-4i32 as u32, Some("y".into())),
+            Verdict::Goto("y".into())
+        );
+        assert_eq!(Verdict::from_code(-5i32 as u32, None), Verdict::Return);
+        assert_eq!(Verdict::from_code(-9i32 as u32, None), Verdict::Other(-9i32 as u32));
     }
 }
