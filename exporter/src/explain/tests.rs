@@ -1001,3 +1001,104 @@ async fn capture_fixtures() {
     }
     table.remove().unwrap();
 }
+
+/// kube-proxy's nftables mode for Service shop/cart:http, as its proxier writes it: a
+/// verdict map from ClusterIP . protocol . port to the Service's chain, and from there to the
+/// endpoint's chain, whose names carry the Service and the endpoint.
+fn kube_proxy_nft_rules(node: &str) {
+    let svc = "service-ULMVA6XW-shop/cart/tcp/http";
+    let ep = format!("endpoint-5OJB2KTY-shop/cart/tcp/http__{BACKEND}/8080");
+    let rules = format!(
+        "table ip kube-proxy {{
+  comment \"rules for kube-proxy\"
+  map service-ips {{
+    type ipv4_addr . inet_proto . inet_service : verdict
+    comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"
+  }}
+  chain mark-for-masquerade {{ mark set mark or 0x4000; }}
+  chain {ep} {{
+    ip saddr {BACKEND} jump mark-for-masquerade
+    meta l4proto tcp dnat to {BACKEND}:8080
+  }}
+  chain {svc} {{
+    ip daddr {CLUSTER_IP} tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+    numgen random mod 1 vmap {{ 0 : goto {ep} }}
+  }}
+  chain services {{ ip daddr . meta l4proto . th dport vmap @service-ips; }}
+  chain nat-prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    jump services
+  }}
+}}
+add element ip kube-proxy service-ips {{ {CLUSTER_IP} . tcp . 80 : goto {svc} }}
+"
+    );
+    let file = std::env::temp_dir().join(format!("{node}.kube.nft"));
+    std::fs::write(&file, rules).unwrap();
+    sh(&format!("ip netns exec {node} nft -f {}", file.display()));
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test]
+async fn kube_proxy_nftables_mode_names_the_service_and_the_endpoint() {
+    require_privileges!("kube_proxy_nftables_mode_names_the_service_and_the_endpoint");
+    let t = topology("tpkx-kpn");
+    kube_proxy_nft_rules(&t.node);
+    let _listener = backend_listener(&t.back);
+    let (mut table, mut s, _) = explained(&t).await;
+    let (sock, port) = tcp_socket(&t.pod);
+    table.add_port(PortProto::Tcp, port).unwrap();
+    let probe = s.collector.watch(ProbeKey::Tcp { port });
+    assert_eq!(tcp_connect(sock, CLUSTER_IP, 80), Outcome::Answered);
+    s.pump_until_quiet(Duration::from_millis(300)).await.unwrap();
+    let rows = s.collector.take(probe);
+    print(&rows);
+    let req = requests(&rows);
+    let svc_chain = "service-ULMVA6XW-shop/cart/tcp/http";
+    let ep_chain = format!("endpoint-5OJB2KTY-shop/cart/tcp/http__{BACKEND}/8080");
+    let decided: Vec<(String, Option<Verdict>)> = req
+        .iter()
+        .filter(|r| r.decided())
+        .map(|r| (r.chain.clone(), r.verdict.clone()))
+        .collect();
+    assert_eq!(
+        decided,
+        vec![
+            ("nat-prerouting".to_string(), Some(Verdict::Jump("services".into()))),
+            ("services".to_string(), Some(Verdict::Goto(svc_chain.into()))),
+            (svc_chain.to_string(), Some(Verdict::Jump("mark-for-masquerade".into()))),
+            ("mark-for-masquerade".to_string(), Some(Verdict::Continue)),
+            (svc_chain.to_string(), Some(Verdict::Goto(ep_chain.clone()))),
+            (ep_chain.clone(), Some(Verdict::Accept)),
+        ]
+    );
+    let cart = svc("shop/cart:http");
+    let by_chain = |c: &str| {
+        req.iter()
+            .filter(|r| r.chain == c)
+            .flat_map(|r| r.facts.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        by_chain(svc_chain)
+            .iter()
+            .all(|f| *f == Fact::Service { service: cart.clone() })
+    );
+    assert!(!by_chain(svc_chain).is_empty());
+    assert_eq!(
+        by_chain(&ep_chain),
+        vec![Fact::Endpoint {
+            service: cart.clone(),
+            endpoint: format!("{BACKEND}:8080").parse().unwrap()
+        }]
+    );
+    let texts: Vec<&str> = req.iter().filter_map(|r| r.text.as_deref()).collect();
+    for want in [
+        "ip daddr . meta l4proto . th dport vmap @service-ips".to_string(),
+        format!("meta l4proto tcp dnat to {BACKEND}:8080"),
+        "meta mark set meta mark | 0x4000".to_string(),
+    ] {
+        assert!(texts.contains(&want.as_str()), "{want:?} not in {texts:#?}");
+    }
+    table.remove().unwrap();
+}

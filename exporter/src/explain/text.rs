@@ -79,6 +79,9 @@ struct Field {
     kind: Kind,
     len: usize,
     mask: Option<Vec<u8>>,
+    /// What a bitwise expression xored in after the mask: `mark or 0x4000` is mask
+    /// `!0x4000`, xor `0x4000`.
+    xor: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +132,7 @@ impl Render {
                     && let Some(mut f) = self.field(s).cloned()
                 {
                     f.mask = e.value(4);
+                    f.xor = e.value(5);
                     self.regs.insert(d, Loaded::Field(f));
                 }
             }
@@ -198,6 +202,7 @@ impl Render {
                 kind,
                 len: len as usize,
                 mask: None,
+                xor: None,
             },
         );
     }
@@ -234,12 +239,13 @@ impl Render {
                     kind,
                     len: 4,
                     mask: None,
+                    xor: None,
                 },
             );
         } else if let Some(sreg) = e.reg(3) {
             let value = match self.regs.get(&sreg) {
                 Some(Loaded::Value(v)) => show(kind, v, None),
-                Some(Loaded::Field(f)) => f.name.clone(),
+                Some(Loaded::Field(f)) => with_bits(f),
                 None => "?".into(),
             };
             self.parts.push(format!("{name} set {value}"));
@@ -271,6 +277,7 @@ impl Render {
                     kind,
                     len: 4,
                     mask: None,
+                    xor: None,
                 },
             );
         } else {
@@ -331,10 +338,12 @@ impl Render {
         let set = e.get(1).map(|v| printable(&string(v).0)).unwrap_or_else(|| "?".into());
         let key = self.concatenation(e.reg(2));
         let inverted = e.u32(5).is_some_and(|f| f & 1 != 0);
+        // A key from an expression not read here (numgen, hash...) was named already.
+        let key = if key.is_empty() { key } else { format!("{key} ") };
         match e.reg(3) {
-            Some(0) => self.parts.push(format!("{key} vmap @{set}")),
+            Some(0) => self.parts.push(format!("{key}vmap @{set}")),
             Some(d) => {
-                let name = format!("{key} map @{set}");
+                let name = format!("{key}map @{set}");
                 self.regs.insert(
                     d,
                     Loaded::Field(Field {
@@ -342,6 +351,7 @@ impl Render {
                         kind: Kind::Bytes,
                         len: 16,
                         mask: None,
+                        xor: None,
                     }),
                 );
             }
@@ -356,7 +366,7 @@ impl Render {
     /// concatenation.
     fn concatenation(&self, sreg: Option<u32>) -> String {
         let Some(mut r) = sreg else {
-            return "?".into();
+            return String::new();
         };
         let mut names = Vec::new();
         while self.pending.contains(&r) {
@@ -364,11 +374,7 @@ impl Render {
             names.push(f.name.clone());
             r = r.saturating_add(f.len.div_ceil(4).max(1) as u32);
         }
-        if names.is_empty() {
-            "?".into()
-        } else {
-            names.join(" . ")
-        }
+        names.join(" . ")
     }
 
     fn nat(&mut self, e: &Expr) {
@@ -459,6 +465,22 @@ fn nat_range(rev: u32, info: &[u8]) -> Option<String> {
         out = format!("{out}:{}", be16(&port)?);
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// A field with the bit operations applied to it, as nft writes them in a `set` statement.
+fn with_bits(f: &Field) -> String {
+    let word = |v: &Option<Vec<u8>>| {
+        v.as_deref()
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_ne_bytes)
+    };
+    match (f.kind, word(&f.mask), word(&f.xor)) {
+        (Kind::Host, Some(m), Some(x)) if m == !x => format!("{} | {x:#x}", f.name),
+        (Kind::Host, Some(u32::MAX), Some(x)) => format!("{} ^ {x:#x}", f.name),
+        (Kind::Host, Some(m), Some(0)) => format!("{} & {m:#x}", f.name),
+        (Kind::Host, Some(m), Some(x)) => format!("{} & {m:#x} ^ {x:#x}", f.name),
+        _ => f.name.clone(),
+    }
 }
 
 fn raw_field(base: u32, off: u32, len: u32) -> String {
