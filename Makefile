@@ -32,6 +32,8 @@ build: deps
 
 # The container image (Containerfile): a static musl build of the binary, checked to need no
 # dynamic loader, in a FROM scratch image. IMAGE and TAG name it; image-push pushes it there.
+# ring (rustls) compiles C for the musl target with x86_64-linux-musl-gcc, which
+# `scripts/deps.sh image` installs (musl-tools); CI (.ci/run) builds the image after the tests.
 MUSL := x86_64-unknown-linux-musl
 STATIC_BIN := target/$(MUSL)/release/tracepkt
 IMAGE ?= localhost/tracepkt

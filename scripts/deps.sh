@@ -9,7 +9,8 @@
 #   scripts/deps.sh fuzz    toolchain plus cargo-fuzz (scripts/fuzz.sh, `make fuzz`)
 #   scripts/deps.sh bench   toolchain plus every tool scripts/bench.sh drives (iperf3, bpftrace,
 #                           bpftool, curl, python3, iproute2, util-linux)
-#   scripts/deps.sh image   toolchain plus the static (musl) target and podman/buildah
+#   scripts/deps.sh image   toolchain plus the static (musl) target, the musl C compiler ring
+#                           builds with, and podman/buildah
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,7 +72,8 @@ bpf_linker() {
 }
 
 # The container image holds one static binary: Rust's musl target links it with its own
-# self-contained musl, so no musl-gcc is needed as long as no dependency compiles C.
+# self-contained musl. ring (rustls's cryptography) compiles C and assembly for that target,
+# and cc-rs looks for x86_64-linux-musl-gcc by name: Debian's musl-tools provides it.
 musl_target() {
     rustup target list --installed | grep -qx x86_64-unknown-linux-musl ||
         rustup target add x86_64-unknown-linux-musl
@@ -149,7 +151,7 @@ case "$what" in
     image)
         "$0" build
         musl_target
-        apt_install podman buildah file
+        apt_install musl-tools podman buildah file
         ;;
     fuzz)
         "$0" build
