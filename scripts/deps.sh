@@ -140,8 +140,8 @@ case "$what" in
         ;;
     test)
         "$0" build
-        # prometheus: the exemplar test; chromium: the built-in page test (headless); python3: forged echoes.
-        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates openssl bc util-linux chromium fonts-dejavu-core python3
+        # prometheus: the exemplar test; chromium: the built-in page test (headless); python3: forged echoes; dnsmasq-base: the DNS server discovery asks.
+        apt_install iproute2 iptables nftables kmod tcpdump bpftool prometheus curl ca-certificates openssl bc util-linux chromium fonts-dejavu-core python3 dnsmasq-base
         # The chart tests: helm, the manifest validators, and `file` to check the static binary.
         helm_tool
         chart_validators

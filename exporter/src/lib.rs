@@ -25,6 +25,9 @@ mod prober;
 mod remote;
 pub mod serve;
 mod sockets;
+// Serve does not run the sources yet: only the tests do.
+#[allow(dead_code)]
+mod targets;
 pub mod trace;
 
 /// Gives up every capability tracepkt never uses (the list and why each one stays:

@@ -337,6 +337,9 @@ impl Fleet {
 /// Runs the exporter. `mechanisms` from the command line, when given, override the config's.
 pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
+    if !config.discovery.is_empty() {
+        warn!("discovery: is checked, but this build does not run its sources: only targets: are probed");
+    }
     let web = args.web_config.as_deref().map(WebConfig::load).transpose()?;
     let mechanisms = if mechanisms.is_empty() {
         config.mechanisms.clone()

@@ -7,20 +7,20 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::fields::texts;
-use super::locate::{Problem, Seg, TargetPath};
+use super::locate::{Problem, Seg, TargetPath, path_string};
 use super::model::{
     AttachMode, Config, CrossNode, DEFAULT_COUNT, DEFAULT_FOREIGN_BUDGET, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Expect,
     IpVersion, Origin, Otlp, Probe, Target, default_listen,
 };
-use super::probe;
 use super::raw::{RawConfig, RawCrossNode, RawExpect, RawFrom, RawOtlp, RawTarget};
+use super::{discovery, probe};
 
 pub(super) fn build(raw: RawConfig) -> Result<Config, Problem> {
     let cross_node = cross_node(raw.cross_node.as_ref());
-    if raw.targets.is_empty() && cross_node.is_none() {
+    if raw.targets.is_empty() && cross_node.is_none() && raw.discovery.is_empty() {
         return Err(Problem::new(
             vec![Seg::Key("targets")],
-            "the list of targets is empty: at least one target is needed (or cross_node: {enabled: true}, to only follow other nodes' probes)",
+            "the list of targets is empty: at least one target is needed (or discovery:, to find them, or cross_node: {enabled: true}, to only follow other nodes' probes)",
         ));
     }
     let attach = attach(raw.attach, cross_node)?;
@@ -28,6 +28,7 @@ pub(super) fn build(raw: RawConfig) -> Result<Config, Problem> {
         interval: raw.interval,
         timeout: raw.timeout,
     };
+    let discovery = discovery::section(raw.discovery, top)?;
     Ok(Config {
         listen: raw.listen.unwrap_or_else(default_listen),
         interval: top.interval(),
@@ -39,6 +40,7 @@ pub(super) fn build(raw: RawConfig) -> Result<Config, Problem> {
         mechanisms: raw.mechanisms.into_iter().map(|m| m.0).collect(),
         ring_buffer_bytes: raw.ring_buffer_bytes,
         cross_node,
+        discovery,
     })
 }
 
@@ -77,17 +79,17 @@ fn otlp(o: RawOtlp) -> Otlp {
 /// An interval and a timeout as the file gives them, at the top level (what targets inherit)
 /// or a target's own: errors say which of them a value comes from.
 #[derive(Clone, Copy)]
-struct Timing {
-    interval: Option<Duration>,
-    timeout: Option<Duration>,
+pub(super) struct Timing {
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
 }
 
 impl Timing {
-    fn interval(self) -> Duration {
+    pub fn interval(self) -> Duration {
         self.interval.unwrap_or(DEFAULT_INTERVAL)
     }
 
-    fn timeout(self) -> Duration {
+    pub fn timeout(self) -> Duration {
         self.timeout.unwrap_or(DEFAULT_TIMEOUT)
     }
 }
@@ -96,7 +98,7 @@ fn targets(raw: Vec<RawTarget>, top: Timing) -> Result<Vec<Target>, Problem> {
     let mut targets: Vec<Target> = Vec::with_capacity(raw.len());
     let mut index_of: HashMap<String, usize> = HashMap::new();
     for (i, t) in raw.into_iter().enumerate() {
-        let at = TargetPath(i);
+        let at = TargetPath::Listed(i);
         let named = t.name.is_some();
         let target = target(at, t, top)?;
         if let Some(&first) = index_of.get(&target.name) {
@@ -108,7 +110,7 @@ fn targets(raw: Vec<RawTarget>, top: Timing) -> Result<Vec<Target>, Problem> {
     Ok(targets)
 }
 
-fn target(at: TargetPath, t: RawTarget, top: Timing) -> Result<Target, Problem> {
+pub(super) fn target(at: TargetPath, t: RawTarget, top: Timing) -> Result<Target, Problem> {
     let probe = probe::section(at, &t)?;
     let from = origin(at, t.from)?;
     let name = t.name.unwrap_or_else(|| default_name(&probe.probe, &probe.address));
@@ -204,7 +206,7 @@ fn timeout_over_interval(at: TargetPath, name: &str, t: Timing, top: Timing) -> 
             format!("the default {what}")
         }
     };
-    let i = at.0;
+    let of = path_string(&at.target());
     if t.timeout.is_some() {
         let source = match t.interval {
             Some(_) => "the target's own interval".to_owned(),
@@ -224,9 +226,7 @@ fn timeout_over_interval(at: TargetPath, name: &str, t: Timing, top: Timing) -> 
         let source = inherited(top.interval.is_some(), "interval");
         Problem::new(
             vec![Seg::Key("timeout")],
-            format!(
-                "timeout {to} is longer than the interval {iv} ({source}), which targets[{i}] ({name:?}) uses: {why}"
-            ),
+            format!("timeout {to} is longer than the interval {iv} ({source}), which {of} ({name:?}) uses: {why}"),
         )
     } else {
         // The default timeout is shorter than the minimum interval, so the top-level interval
@@ -234,7 +234,7 @@ fn timeout_over_interval(at: TargetPath, name: &str, t: Timing, top: Timing) -> 
         Problem::new(
             vec![Seg::Key("interval")],
             format!(
-                "interval {iv} is shorter than the timeout {to} (the default timeout), which targets[{i}] ({name:?}) uses: {why}"
+                "interval {iv} is shorter than the timeout {to} (the default timeout), which {of} ({name:?}) uses: {why}"
             ),
         )
     }

@@ -45,7 +45,7 @@ impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for StrVisitor<T
     }
 }
 
-fn parse_str<'de, D, T, F>(d: D, expecting: &'static str, parse: F) -> Result<T, D::Error>
+pub(super) fn parse_str<'de, D, T, F>(d: D, expecting: &'static str, parse: F) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     F: FnOnce(&str) -> Result<T, String>,
@@ -58,6 +58,7 @@ where
 }
 
 /// A string value, counted against the text budget like every other.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Text(pub(super) String);
 
 impl<'de> Deserialize<'de> for Text {
@@ -132,7 +133,7 @@ pub(super) fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<S
     })
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
@@ -349,31 +350,56 @@ pub(super) fn sizes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u16>>,
 }
 
 pub(super) fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RawTarget>, D::Error> {
-    struct TargetsVisitor;
+    // Empty is refused after reading, unless cross_node or discovery is on: see `build`.
+    bounded_seq(d, "a list of targets", MAX_TARGETS, || {
+        format!("more than {MAX_TARGETS} targets: split them over several tracepkt instances")
+    })
+}
 
-    impl<'de> Visitor<'de> for TargetsVisitor {
-        type Value = Vec<RawTarget>;
+/// A list of at most `max` values; `too_many` says what is wrong with a longer one, which is
+/// refused as soon as it is (before the rest is read).
+pub(super) fn bounded_seq<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    max: usize,
+    too_many: fn() -> String,
+) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct SeqVisitor<T> {
+        expecting: &'static str,
+        max: usize,
+        too_many: fn() -> String,
+        value: PhantomData<T>,
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
+        type Value = Vec<T>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of targets")
+            f.write_str(self.expecting)
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut targets = Vec::new();
-            while let Some(target) = seq.next_element()? {
-                if targets.len() == MAX_TARGETS {
-                    return Err(de::Error::custom(format!(
-                        "more than {MAX_TARGETS} targets: split them over several tracepkt instances"
-                    )));
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == self.max {
+                    return Err(de::Error::custom((self.too_many)()));
                 }
-                targets.push(target);
+                items.push(item);
             }
-            // Empty is refused after reading, unless cross_node is on: see `build`.
-            Ok(targets)
+            Ok(items)
         }
     }
 
-    d.deserialize_seq(TargetsVisitor)
+    d.deserialize_seq(SeqVisitor {
+        expecting,
+        max,
+        too_many,
+        value: PhantomData,
+    })
 }
 
 pub(super) fn labels<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
@@ -648,7 +674,7 @@ pub(super) fn parse_address(s: &str) -> Result<String, String> {
 /// 63 letters, digits and hyphens, not starting or ending with a hyphen; at most 253 characters
 /// without the optional final dot; the last label not all digits (so that nothing that looks
 /// like a dotted IPv4 address passes as a name).
-fn check_host_name(s: &str) -> Result<(), String> {
+pub(super) fn check_host_name(s: &str) -> Result<(), String> {
     let name = s.strip_suffix('.').unwrap_or(s);
     if name.len() > 253 {
         return Err(format!("it is {} characters long, the maximum is 253", name.len()));

@@ -35,14 +35,21 @@ impl Problem {
     }
 }
 
-/// The path of `targets[i]` and of its keys.
+/// The path of a target and of its keys: `targets[i]`, or the template of discovery source
+/// `i`, `discovery[i].target`.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct TargetPath(pub usize);
+pub(super) enum TargetPath {
+    Listed(usize),
+    Template(usize),
+}
 
 impl TargetPath {
-    /// `targets[i]`.
+    /// `targets[i]` or `discovery[i].target`.
     pub fn target(self) -> Vec<Seg> {
-        vec![Seg::Key("targets"), Seg::Index(self.0)]
+        match self {
+            TargetPath::Listed(i) => vec![Seg::Key("targets"), Seg::Index(i)],
+            TargetPath::Template(i) => vec![Seg::Key("discovery"), Seg::Index(i), Seg::Key("target")],
+        }
     }
 
     /// `targets[i].key`.

@@ -47,6 +47,10 @@
 //! mechanisms: [tracepoint]     # optional: attach only by these (tp_btf, tracepoint, kprobe)
 //! ring_buffer_bytes: 1048576   # optional: the kernel's event ring buffer, a power of two from
 //!                              #   4096 (one page) to 256 MiB; default 1 MiB
+//! discovery:                   # optional: more targets, found by DNS or in file_sd files
+//!   - name: peers              #   (see `discovery`)
+//!     dns: tracepkt.monitoring.svc.cluster.local
+//!     peers: true
 //! ```
 //!
 //! # Where errors point
@@ -70,9 +74,11 @@
 //!   the command line shares.
 //! * `build`: the checks across values, building the model from the raw types.
 //! * `probe`: the keys that depend on a target's kind of probe.
+//! * `discovery`: the `discovery:` section, and the templates its sources' addresses become.
 //! * `locate`: paths of nodes, and their line and column in the text.
 
 mod build;
+mod discovery;
 mod fields;
 mod locate;
 mod model;
@@ -83,6 +89,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use discovery::{DEFAULT_FILE_REFRESH, MAX_TTL_REFRESH, MIN_TTL_REFRESH, PEER_LABEL};
 pub use fields::{check_otlp_endpoint, netns_path, parse_dns_server, parse_mechanism, parse_probe_size};
 pub use model::*;
 

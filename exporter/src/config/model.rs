@@ -11,6 +11,7 @@ use std::time::Duration;
 use probe_common::Mechanism;
 use serde::Deserialize;
 
+pub use super::discovery::{Discovery, Source};
 use crate::dns::{AnswerExpect, DnsQuery};
 use crate::pods::PodName;
 
@@ -85,6 +86,8 @@ pub struct Config {
     pub ring_buffer_bytes: Option<u32>,
     /// Following other nodes' probes, when on.
     pub cross_node: Option<CrossNode>,
+    /// Sources of more targets, in file order; names unique.
+    pub discovery: Vec<Discovery>,
 }
 
 /// Following other tracepkts' probes as they cross this node (`cross_node:`).

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::discovery::RawDiscovery;
 use super::fields::{self, MechanismName, Text};
 use super::model::{AttachMode, IpVersion, OtlpProtocol};
 use crate::dns::{AnswerExpect, DnsQuery};
@@ -38,6 +39,8 @@ pub(super) struct RawConfig {
     pub ring_buffer_bytes: Option<u32>,
     #[serde(default)]
     pub cross_node: Option<RawCrossNode>,
+    #[serde(default, deserialize_with = "super::discovery::sources")]
+    pub discovery: Vec<RawDiscovery>,
 }
 
 #[derive(Deserialize)]
@@ -54,7 +57,8 @@ pub(super) struct RawCrossNode {
     pub tunnels: Option<bool>,
 }
 
-#[derive(Deserialize)]
+// Clone and Default: a discovery source's `target:` is a template, copied for each address.
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(expecting = "a target: a mapping with at least an address", deny_unknown_fields)]
 pub(super) struct RawTarget {
     #[serde(default, deserialize_with = "fields::address")]
@@ -91,7 +95,7 @@ pub(super) struct RawTarget {
     pub expect: Option<RawExpect>,
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum RawProtocol {
     Icmp,
@@ -100,7 +104,7 @@ pub(super) enum RawProtocol {
     Dns,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(
     expecting = "a mapping with netns: (a namespace name or path) or pod: (namespace/name)",
     deny_unknown_fields
@@ -112,7 +116,7 @@ pub(super) struct RawFrom {
     pub pod: Option<PodName>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(expecting = "a mapping with through, not_through or no_drop", deny_unknown_fields)]
 pub(super) struct RawExpect {
     #[serde(default)]

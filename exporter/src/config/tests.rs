@@ -676,6 +676,7 @@ fn full_config_with_overrides_applied() {
         mechanisms: vec![],
         ring_buffer_bytes: None,
         cross_node: None,
+        discovery: vec![],
     };
     assert_eq!(config, expected);
 }
@@ -696,6 +697,7 @@ fn defaults() {
             mechanisms: vec![],
             ring_buffer_bytes: None,
             cross_node: None,
+            discovery: vec![],
         }
     );
     assert_eq!(default_listen().to_string(), format!("127.0.0.1:{DEFAULT_PORT}"));
