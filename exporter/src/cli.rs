@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// the Prometheus exporters (tls_server_config, basic_auth_users).
     #[arg(long, value_name = "FILE", alias = "web.config.file", env = "TRACEPKT_WEB_CONFIG")]
     pub web_config: Option<PathBuf>,
+    /// Serve on this address instead of the one `listen:` names, at `listen:`'s port: for a
+    /// pod that binds only to its node's own address (the downward API's status.hostIP).
+    #[arg(long, value_name = "IP", env = "TRACEPKT_LISTEN_ADDRESS")]
+    pub listen_address: Option<std::net::IpAddr>,
 }
 
 fn dns_query(s: &str) -> Result<String, String> {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum_server::tls_rustls::RustlsConfig;
 use probe_common::Mechanism;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
@@ -19,10 +18,11 @@ use crate::cli::ServeArgs;
 use crate::config::{AttachMode, Config, Origin, Probe, Target};
 use crate::engine::{self, Engine, Lease, ProbeKind, Spec};
 use crate::export::board::{Board, JourneyView, TargetView};
-use crate::export::http;
+use crate::export::health::Health;
+use crate::export::{http, server};
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
 use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
-use crate::export::web::{self, WebConfig};
+use crate::export::web::Web;
 use crate::kernel::loader::{Foreign, Mechanisms, Sizing};
 use crate::pods::{self, Locator};
 use crate::prober::{self, Outcome};
@@ -336,11 +336,16 @@ impl Fleet {
 
 /// Runs the exporter. `mechanisms` from the command line, when given, override the config's.
 pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.config)?;
     if !config.discovery.is_empty() {
         warn!("discovery: is checked, but this build does not run its sources: only targets: are probed");
     }
-    let web = args.web_config.as_deref().map(WebConfig::load).transpose()?;
+    if let Some(ip) = args.listen_address {
+        config.listen.set_ip(ip);
+    }
+    let web = args.web_config.as_deref().map(Web::load).transpose()?;
+    let health = Health::new();
+    health.watch_panics();
     let mechanisms = if mechanisms.is_empty() {
         config.mechanisms.clone()
     } else {
@@ -402,8 +407,8 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     info!(
         listen = %config.listen,
         targets = config.targets.len(),
-        tls = web.as_ref().is_some_and(|w| w.tls.is_some()),
-        basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+        tls = web.as_ref().is_some_and(|w| w.tls_on()),
+        basic_auth = web.as_ref().is_some_and(|w| w.basic_auth_on()),
         "serving /metrics"
     );
 
@@ -418,20 +423,10 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
     };
     fleet.apply(&config.targets)?;
 
-    let mut router = http::router(metrics.clone(), board.clone());
-    let (tls, auth) = web.map(|w| (w.tls, w.auth)).unwrap_or_default();
-    if let Some(auth) = auth {
-        router = router.layer(axum::middleware::from_fn_with_state(Arc::new(auth), web::require_auth));
-    }
-    let handle = axum_server::Handle::new();
-    let service = router.into_make_service();
-    let mut server = match tls {
-        Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))?.handle(handle.clone());
-            tokio::spawn(server.serve(service))
-        }
-        None => tokio::spawn(axum_server::from_tcp(listener)?.handle(handle.clone()).serve(service)),
-    };
+    let server::Server {
+        task: mut server,
+        handle,
+    } = server::serve(listener, http::router(metrics.clone(), board.clone()), health, web)?;
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -442,8 +437,12 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
             _ = hup.recv() => {
                 match Config::load(&args.config) {
                     Ok(new) => {
-                        if new.listen != listen {
-                            warn!(old = %listen, new = %new.listen, "a new listen address takes effect at restart");
+                        let mut new_listen = new.listen;
+                        if let Some(ip) = args.listen_address {
+                            new_listen.set_ip(ip);
+                        }
+                        if new_listen != listen {
+                            warn!(old = %listen, new = %new_listen, "a new listen address takes effect at restart");
                         }
                         if new.rtt_buckets != config.rtt_buckets
                             || new.mechanisms != config.mechanisms

@@ -1,4 +1,4 @@
-//! The HTTP server: `/metrics`, `/healthz`, the built-in page (`/`, `/targets/{name}`) and
+//! The routes: `/metrics`, the built-in page (`/`, `/targets/{name}`) and
 //! its JSON API (`/api/targets`, `/api/targets/{name}/journeys`).
 //!
 //! The page is rendered on the server from templates (askama, which escapes every value: names
@@ -37,7 +37,6 @@ pub fn router(metrics: Arc<Metrics>, board: Arc<Board>) -> Router {
         .unwrap_or_default();
     Router::new()
         .route("/metrics", get(scrape))
-        .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(index))
         .route("/targets/{name}", get(target_page))
         .route("/api/targets", get(api_targets))

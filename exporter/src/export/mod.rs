@@ -3,7 +3,9 @@
 
 pub mod board;
 mod collectors;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod otlp;
+pub mod server;
 pub mod web;
