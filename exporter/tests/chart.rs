@@ -1024,3 +1024,73 @@ fn missing_perfmon_is_named() {
     );
     assert!(!logged.contains("locked down"), "the kernel is blamed:\n{logged}");
 }
+
+/// A web configuration from a Secret: mounted, passed with `--web-config`, and the probes on
+/// HTTPS; the listener on the node's own address only, from the downward API.
+#[test]
+fn chart_takes_a_web_config_and_binds_to_the_node_address() {
+    let test = "chart_takes_a_web_config_and_binds_to_the_node_address";
+    let Some(chart) = Chart::new(test) else { return };
+    let probe_schemes = |docs: &[Value]| {
+        let c = container(docs);
+        ["readinessProbe", "livenessProbe"].map(|p| c[p]["httpGet"]["scheme"].as_str().unwrap_or_default().to_owned())
+    };
+    let plain = docs(&chart.render(&[]));
+    let c = container(&plain);
+    assert!(!c["args"].to_string().contains("--web-config"), "{c:#}");
+    assert!(!c["env"].to_string().contains("TRACEPKT_LISTEN_ADDRESS"), "{c:#}");
+    assert_eq!(probe_schemes(&plain), ["HTTP", "HTTP"]);
+
+    let on = docs(&chart.render(&[
+        "--set",
+        "webConfig.secretName=tpk-web",
+        "--set",
+        "metrics.nodeAddressOnly=true",
+    ]));
+    let c = container(&on);
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(
+        args,
+        ["serve", "--config", "/etc/tracepkt/config.yaml", "--web-config", "/etc/tracepkt/web/web-config.yml"]
+    );
+    assert_eq!(probe_schemes(&on), ["HTTPS", "HTTPS"]);
+    let env = c["env"].as_array().unwrap();
+    let listen = env
+        .iter()
+        .find(|e| e["name"] == "TRACEPKT_LISTEN_ADDRESS")
+        .unwrap_or_else(|| panic!("no TRACEPKT_LISTEN_ADDRESS in {env:#?}"));
+    assert_eq!(listen["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "web-config")
+        .expect("the web config mounted");
+    assert_eq!(mount["mountPath"], "/etc/tracepkt/web");
+    assert_eq!(mount["readOnly"], true);
+    let pod = &find(&on, "DaemonSet")["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "web-config")
+        .expect("the Secret's volume");
+    assert_eq!(volume["secret"]["secretName"], "tpk-web");
+    assert_eq!(volume["secret"]["defaultMode"], 0o400);
+
+    // A file without TLS (basic auth alone): the probes stay on HTTP.
+    let no_tls = docs(&chart.render(&[
+        "--set",
+        "webConfig.secretName=tpk-web",
+        "--set",
+        "webConfig.tls=false",
+        "--set",
+        "webConfig.key=web.yml",
+    ]));
+    assert_eq!(probe_schemes(&no_tls), ["HTTP", "HTTP"]);
+    assert!(container(&no_tls)["args"].to_string().contains("/etc/tracepkt/web/web.yml"));
+
+    refused(&chart, &["--set", "webConfig.secretName=Not_A_Name"], &["/webConfig/secretName"]);
+    refused(&chart, &["--set", "webConfig.file=x"], &["/webConfig", "'file'"]);
+    refused(&chart, &["--set", "metrics.nodeAddressOnly=yes"], &["/metrics/nodeAddressOnly"]);
+}

@@ -148,3 +148,10 @@ metricRelabelings:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The kubelet probes' scheme: HTTPS when the web configuration turns TLS on.
+*/}}
+{{- define "tracepkt.probeScheme" -}}
+scheme: {{ if and .Values.webConfig.secretName .Values.webConfig.tls }}HTTPS{{ else }}HTTP{{ end }}
+{{- end }}
