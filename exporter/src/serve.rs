@@ -18,11 +18,11 @@ use crate::cli::ServeArgs;
 use crate::config::{AttachMode, Config, Origin, Probe, Target};
 use crate::engine::{self, Engine, Lease, ProbeKind, Spec};
 use crate::export::board::{Board, JourneyView, TargetView};
-use crate::export::health::Health;
-use crate::export::{http, server};
+use crate::export::health::{Health, Heartbeat};
 use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
 use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
 use crate::export::web::Web;
+use crate::export::{http, server};
 use crate::kernel::loader::{Foreign, Mechanisms, Sizing};
 use crate::pods::{self, Locator};
 use crate::prober::{self, Outcome};
@@ -51,6 +51,14 @@ struct Probing {
     target: Target,
     tag: u32,
     lease: Lease,
+    heartbeat: Heartbeat,
+}
+
+/// The longest a healthy round of `t` takes, start to start: its interval, or all its probes
+/// timing out one after the other.
+fn round_period(t: &Target) -> Duration {
+    let probes = t.count * t.sizes.len().max(1) as u32;
+    t.interval.max(t.timeout * probes)
 }
 
 async fn probe_loop(p: Probing, start_after: Duration) {
@@ -62,6 +70,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
         target: t,
         tag,
         lease,
+        heartbeat,
     } = p;
     let labels = labels_of(&t);
     let extra: Vec<(String, String)> = t.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -251,6 +260,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
         if !t.sizes.is_empty() {
             metrics.record_round(tag, &labels, &answered);
         }
+        heartbeat.beat();
     }
 }
 
@@ -260,6 +270,7 @@ struct Fleet {
     metrics: Arc<Metrics>,
     board: Arc<Board>,
     tracer: Option<Arc<Tracer>>,
+    health: Arc<Health>,
     running: HashMap<String, Running>,
     next_tag: u32,
 }
@@ -280,6 +291,7 @@ impl Fleet {
             target: t.clone(),
             tag,
             lease,
+            heartbeat: self.health.register(&t.name, round_period(&t), start_after),
         };
         let task = tokio::spawn(probe_loop(probing, start_after));
         self.running.insert(t.name.clone(), Running { target: t, tag, task });
@@ -418,6 +430,7 @@ pub async fn run(args: ServeArgs, mechanisms: Vec<Mechanism>) -> anyhow::Result<
         metrics: metrics.clone(),
         board: board.clone(),
         tracer: tracer.clone(),
+        health: health.clone(),
         running: HashMap::new(),
         next_tag: 0,
     };

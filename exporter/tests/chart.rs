@@ -1048,10 +1048,21 @@ fn chart_takes_a_web_config_and_binds_to_the_node_address() {
         "metrics.nodeAddressOnly=true",
     ]));
     let c = container(&on);
-    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(
         args,
-        ["serve", "--config", "/etc/tracepkt/config.yaml", "--web-config", "/etc/tracepkt/web/web-config.yml"]
+        [
+            "serve",
+            "--config",
+            "/etc/tracepkt/config.yaml",
+            "--web-config",
+            "/etc/tracepkt/web/web-config.yml"
+        ]
     );
     assert_eq!(probe_schemes(&on), ["HTTPS", "HTTPS"]);
     let env = c["env"].as_array().unwrap();
@@ -1088,9 +1099,21 @@ fn chart_takes_a_web_config_and_binds_to_the_node_address() {
         "webConfig.key=web.yml",
     ]));
     assert_eq!(probe_schemes(&no_tls), ["HTTP", "HTTP"]);
-    assert!(container(&no_tls)["args"].to_string().contains("/etc/tracepkt/web/web.yml"));
+    assert!(
+        container(&no_tls)["args"]
+            .to_string()
+            .contains("/etc/tracepkt/web/web.yml")
+    );
 
-    refused(&chart, &["--set", "webConfig.secretName=Not_A_Name"], &["/webConfig/secretName"]);
+    refused(
+        &chart,
+        &["--set", "webConfig.secretName=Not_A_Name"],
+        &["/webConfig/secretName"],
+    );
     refused(&chart, &["--set", "webConfig.file=x"], &["/webConfig", "'file'"]);
-    refused(&chart, &["--set", "metrics.nodeAddressOnly=yes"], &["/metrics/nodeAddressOnly"]);
+    refused(
+        &chart,
+        &["--set", "metrics.nodeAddressOnly=yes"],
+        &["/metrics/nodeAddressOnly"],
+    );
 }

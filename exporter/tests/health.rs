@@ -82,6 +82,8 @@ fn healthz_fails_when_a_probe_loop_stalls_and_recovers_when_it_runs_again() {
     repoint(&link, &real);
     let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     drop(writer);
-    common::wait_for(30, "/healthz ok again", &log, || (healthz(port).0 == "200").then_some(()));
+    common::wait_for(30, "/healthz ok again", &log, || {
+        (healthz(port).0 == "200").then_some(())
+    });
     std::thread::sleep(Duration::from_millis(100));
 }

@@ -1,8 +1,7 @@
 //! `tracepkt serve` under abuse of its HTTP side, with `/metrics` scraped all the while from
-//! another address: connections that never finish their headers, a flood of connections past
-//! the file descriptor limit, and a flood of logins with wrong passwords (each a bcrypt check).
-//! `/metrics` must keep answering within a generous bound (5 s a scrape), tracepkt must keep
-//! running, and the flood must be cut: connections closed, logins refused.
+//! another address: connections that never finish their headers, and a flood of connections
+//! past the file descriptor limit. `/metrics` must keep answering within a generous bound
+//! (5 s a scrape), tracepkt must keep running, and the flood must be cut.
 //!
 //! The floods come from 127.0.0.2 and up, the scraper from 127.0.0.1, all on loopback.
 //! Needs root (the programs load first); skips with a reason otherwise.
@@ -13,8 +12,6 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Proc, TempDir, free_port, write};
@@ -51,15 +48,30 @@ fn serve(dir: &TempDir, port: u16, web: Option<&Path>) -> (Proc, std::path::Path
 fn connect_from(from: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     s.bind(&SocketAddr::from((from, 0)).into())?;
-    s.connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(), Duration::from_secs(5))?;
+    s.connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(),
+        Duration::from_secs(5),
+    )?;
     Ok(s.into())
 }
 
 /// curl's answer to one scrape: (HTTP status, seconds taken).
 fn scrape(port: u16, scheme_args: &[&str]) -> (String, f64) {
+    scrape_within(port, scheme_args, 5)
+}
+
+fn scrape_within(port: u16, scheme_args: &[&str], secs: u32) -> (String, f64) {
     let started = Instant::now();
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            &secs.to_string(),
+        ])
         .args(scheme_args)
         .arg(format!("http://127.0.0.1:{port}/metrics"))
         .output()
@@ -107,10 +119,11 @@ fn socket_fds(pid: u32) -> usize {
 }
 
 /// Whether the server closed `s` (EOF or reset).
-fn closed(s: &mut TcpStream) -> bool {
+fn closed(s: &TcpStream) -> bool {
     s.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 256];
-    match s.read(&mut buf) {
+    let mut reader = s;
+    match reader.read(&mut buf) {
         Ok(0) => true,
         Ok(_) => closed(s),
         Err(e) if e.kind() == ErrorKind::WouldBlock => false,
@@ -145,7 +158,7 @@ fn slow_headers_and_a_connection_flood_leave_metrics_answering() {
         for s in &mut slow {
             let _ = s.write_all(b"X");
         }
-        let open = slow.iter_mut().filter(|s| !closed(s)).count();
+        let open = slow.iter().filter(|s| !closed(s)).count();
         if open == 0 {
             break;
         }
@@ -170,7 +183,10 @@ fn slow_headers_and_a_connection_flood_leave_metrics_answering() {
             }
         }
     }
-    println!("flood: {} connections made, {refused} refused by the kernel", flood.len());
+    println!(
+        "flood: {} connections made, {refused} refused by the kernel",
+        flood.len()
+    );
     scrapes_answer(port, 5, &[], "connection flood", &log);
     let fds = socket_fds(pid);
     println!("tracepkt holds {fds} sockets");
@@ -178,99 +194,14 @@ fn slow_headers_and_a_connection_flood_leave_metrics_answering() {
         fds < NOFILE as usize / 2,
         "tracepkt holds {fds} sockets under the flood: connections are not bounded"
     );
-    let closed_by_server = flood.iter_mut().filter(|s| closed(s)).count();
-    println!("{closed_by_server} of {} flood connections already closed by the server", flood.len());
+    let closed_by_server = flood.iter().filter(|s| closed(s)).count();
+    println!(
+        "{closed_by_server} of {} flood connections already closed by the server",
+        flood.len()
+    );
     assert!(closed_by_server > 0, "no flood connection was closed");
     drop(flood);
     scrapes_answer(port, 2, &[], "after the flood", &log);
     let mut serve = serve;
-    assert!(serve.0.try_wait().unwrap().is_none(), "tracepkt stopped");
-}
-
-#[test]
-fn a_bcrypt_flood_leaves_metrics_answering() {
-    let test = "a_bcrypt_flood_leaves_metrics_answering";
-    require_privileges!(test);
-    if !common::have_tool(test, "prlimit") || !common::have_tool(test, "curl") {
-        return;
-    }
-    let dir = TempDir::new(test);
-    let port = free_port();
-    let web = dir.path("web.yml");
-    // Cost 12, bcrypt's default: about a quarter of a second of CPU a check.
-    let hash = bcrypt::hash("s3cret", 12).unwrap();
-    write(&web, &format!("basic_auth_users:\n  prometheus: '{hash}'\n"));
-    let (mut serve, log) = serve(&dir, port, Some(&web));
-    wait_serving(port, &log);
-
-    // 4 addresses, 48 connections each, sending wrong passwords as fast as answers come.
-    let stop = Arc::new(AtomicBool::new(false));
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
-    let workers: Vec<_> = (0..192u32)
-        .map(|i| {
-            let (stop, counts) = (stop.clone(), counts.clone());
-            std::thread::spawn(move || {
-                let from = Ipv4Addr::new(127, 0, 0, 2 + (i % 4) as u8);
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut s) = connect_from(from, port) else {
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
-                    };
-                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                    use base64::Engine as _;
-                    let auth = base64::engine::general_purpose::STANDARD.encode(format!("prometheus:wrong{i}-{n}"));
-                    n += 1;
-                    let req = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n");
-                    if s.write_all(req.as_bytes()).is_err() {
-                        continue;
-                    }
-                    let mut answer = String::new();
-                    let _ = s.read_to_string(&mut answer);
-                    let slot = match answer.split(' ').nth(1) {
-                        Some("401") => 0,
-                        Some("429") => 1,
-                        Some("503") => 2,
-                        _ => 3,
-                    };
-                    counts[slot].fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(3));
-
-    // The scraper's first login is a bcrypt check too: it gets its turn.
-    let login = ["-u", "prometheus:s3cret"];
-    let started = Instant::now();
-    let first = loop {
-        let (status, took) = scrape(port, &login);
-        if status == "200" || started.elapsed() > Duration::from_secs(30) {
-            break (status, took);
-        }
-        println!("first login under the flood: {status} after {took:.2} s, again");
-        std::thread::sleep(Duration::from_secs(1));
-    };
-    println!(
-        "first login under the flood: {} after {:.2} s ({:.2} s in all)",
-        first.0,
-        first.1,
-        started.elapsed().as_secs_f64()
-    );
-    assert_eq!(
-        first.0,
-        "200",
-        "the scraper's first login under the flood\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    scrapes_answer(port, 8, &login, "bcrypt flood", &log);
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        let _ = w.join();
-    }
-    let [denied, too_fast, busy, other] = [0, 1, 2, 3].map(|i| counts[i].load(Ordering::Relaxed));
-    println!("flood answers: {denied} × 401, {too_fast} × 429, {busy} × 503, {other} other");
-    assert!(too_fast > 0, "no flooding client was told to slow down");
-    assert!(denied > 0, "no wrong password was checked");
     assert!(serve.0.try_wait().unwrap().is_none(), "tracepkt stopped");
 }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,17 +27,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_tracepkt");
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/exporter-toolkit")
-}
-
-/// A copy of the test data in a directory of its own, so that a file can be changed.
-fn data_copy(dir: &TempDir) -> PathBuf {
-    let to = dir.path("data");
-    std::fs::create_dir_all(&to).unwrap();
-    for e in std::fs::read_dir(testdata()).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-    to
 }
 
 fn config(dir: &TempDir, port: u16) -> PathBuf {
@@ -71,7 +60,12 @@ fn start(dir: &TempDir, web: &Path) -> Started {
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert_eq!(status.code(), Some(2), "{}: exited with {status}:\n{text}", web.display());
+            assert_eq!(
+                status.code(),
+                Some(2),
+                "{}: exited with {status}:\n{text}",
+                web.display()
+            );
             return Started::Refused(text);
         }
         if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
@@ -201,9 +195,14 @@ fn ask(data: &Path, port: u16, c: &Client) -> Result<Answer, String> {
     let config = Arc::new(tls_config(data, c));
     let mut conn = rustls::ClientConnection::new(config, ServerName::IpAddress(Ipv4Addr::LOCALHOST.into())).unwrap();
     let mut stream = rustls::Stream::new(&mut conn, &mut sock);
-    stream.write_all(request(c).as_bytes()).map_err(|e| format!("handshake: {e}"))?;
+    stream
+        .write_all(request(c).as_bytes())
+        .map_err(|e| format!("handshake: {e}"))?;
     let bytes = read_all(&mut stream)?;
-    let suite = conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).map(str::to_owned);
+    let suite = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .map(str::to_owned);
     parse(&bytes, suite)
 }
 
@@ -221,7 +220,10 @@ fn openssl(port: u16, data: &Path, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success() && text.contains("Cipher is ") && !text.contains("Cipher is (NONE)"), text)
+    (
+        out.status.success() && text.contains("Cipher is ") && !text.contains("Cipher is (NONE)"),
+        text,
+    )
 }
 
 const TLS: Client = Client {
@@ -244,25 +246,101 @@ const PLAIN: Client = Client {
 const REFUSED: &[(&str, &str, &str)] = &[
     ("somefile", "refused: no such file", "No such file"),
     ("web_config_junk.yml", "refused: YAML error", "invalid type"),
-    ("web_config_junk_key.yml", "refused: YAML error", "unknown field `cert_filse`"),
-    ("web_config_noAuth_certPath_empty.bad.yml", "refused: missing cert", "missing one of cert or cert_file"),
-    ("web_config_noAuth_cert_empty.bad.yml", "refused: missing cert", "missing one of cert or cert_file"),
-    ("web_config_noAuth_keyPath_empty.bad.yml", "refused: missing key", "missing one of key or key_file"),
-    ("web_config_noAuth_key_empty.bad.yml", "refused: missing key", "missing one of key or key_file"),
-    ("web_config_noAuth_certPath_keyPath_empty.bad.yml", "refused: missing cert", "missing one of cert or cert_file"),
-    ("web_config_noAuth_certPath_invalid.bad.yml", "refused: no such file", "No such file"),
-    ("web_config_noAuth_keyPath_invalid.bad.yml", "refused: no such file", "No such file"),
-    ("web_config_noAuth_certPath_keyPath_invalid.bad.yml", "refused: no such file", "No such file"),
-    ("web_config_noAuth.bad.yml", "refused: client CA set without policy", "client CA set without a policy"),
-    ("web_config_auth_clientCAs_invalid.bad.yml", "refused: no such file", "No such file"),
-    ("web_config_auth_user_list_invalid.bad.yml", "refused: bad password hash", "\"john\" has no bcrypt hash"),
-    ("web_config_noAuth_inventedCiphers.bad.yml", "refused: unknown cipher", "unknown cipher: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA2048"),
-    ("web_config_noAuth_inventedCurves.bad.yml", "refused: unknown curve", "unknown curve: CurveP257"),
-    ("web_config_noAuth_wrongTLSVersion.bad.yml", "refused: unknown TLS version", "unknown TLS version \"TLS111\""),
-    ("web_config_noAuth_noHTTP2Cipher.bad.yml", "refused: no HTTP/2 cipher", "HTTP/2-required AES_128_GCM_SHA256 cipher"),
-    ("web_config_headers_content_type_options.bad.yml", "refused: invalid value", "invalid value for X-Content-Type-Options"),
-    ("web_config_headers_frame_options.bad.yml", "refused: invalid value", "invalid value for X-Frame-Options"),
-    ("web_config_headers_extra_header.bad.yml", "refused: header can not be configured", "\"Content-Type\" can not be configured"),
+    (
+        "web_config_junk_key.yml",
+        "refused: YAML error",
+        "unknown field `cert_filse`",
+    ),
+    (
+        "web_config_noAuth_certPath_empty.bad.yml",
+        "refused: missing cert",
+        "missing one of cert or cert_file",
+    ),
+    (
+        "web_config_noAuth_cert_empty.bad.yml",
+        "refused: missing cert",
+        "missing one of cert or cert_file",
+    ),
+    (
+        "web_config_noAuth_keyPath_empty.bad.yml",
+        "refused: missing key",
+        "missing one of key or key_file",
+    ),
+    (
+        "web_config_noAuth_key_empty.bad.yml",
+        "refused: missing key",
+        "missing one of key or key_file",
+    ),
+    (
+        "web_config_noAuth_certPath_keyPath_empty.bad.yml",
+        "refused: missing cert",
+        "missing one of cert or cert_file",
+    ),
+    (
+        "web_config_noAuth_certPath_invalid.bad.yml",
+        "refused: no such file",
+        "No such file",
+    ),
+    (
+        "web_config_noAuth_keyPath_invalid.bad.yml",
+        "refused: no such file",
+        "No such file",
+    ),
+    (
+        "web_config_noAuth_certPath_keyPath_invalid.bad.yml",
+        "refused: no such file",
+        "No such file",
+    ),
+    (
+        "web_config_noAuth.bad.yml",
+        "refused: client CA set without policy",
+        "client CA set without a policy",
+    ),
+    (
+        "web_config_auth_clientCAs_invalid.bad.yml",
+        "refused: no such file",
+        "No such file",
+    ),
+    (
+        "web_config_auth_user_list_invalid.bad.yml",
+        "refused: bad password hash",
+        "\"john\" has no bcrypt hash",
+    ),
+    (
+        "web_config_noAuth_inventedCiphers.bad.yml",
+        "refused: unknown cipher",
+        "unknown cipher: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA2048",
+    ),
+    (
+        "web_config_noAuth_inventedCurves.bad.yml",
+        "refused: unknown curve",
+        "unknown curve: CurveP257",
+    ),
+    (
+        "web_config_noAuth_wrongTLSVersion.bad.yml",
+        "refused: unknown TLS version",
+        "unknown TLS version \"TLS111\"",
+    ),
+    (
+        "web_config_noAuth_noHTTP2Cipher.bad.yml",
+        "refused: no HTTP/2 cipher",
+        "HTTP/2-required AES_128_GCM_SHA256 cipher",
+    ),
+    (
+        "web_config_headers_content_type_options.bad.yml",
+        "refused: invalid value",
+        "invalid value for X-Content-Type-Options",
+    ),
+    (
+        "web_config_headers_frame_options.bad.yml",
+        "refused: invalid value",
+        "invalid value for X-Frame-Options",
+    ),
+    (
+        "web_config_headers_extra_header.bad.yml",
+        "refused: header can not be configured",
+        "\"Content-Type\" can not be configured",
+    ),
     // Served there; refused here, by name.
     (
         "web_config_noAuth_someCurves.good.yml",
@@ -311,7 +389,10 @@ fn exporter_toolkit_files_it_refuses_are_refused() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let line = stderr.lines().find(|l| l.contains("web configuration")).unwrap_or_default();
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("web configuration"))
+            .unwrap_or_default();
         println!("{file}: exporter-toolkit {theirs}; tracepkt: {line}");
         if out.status.code() != Some(2) || !stderr.contains(want) || !stderr.contains(&path.display().to_string()) {
             wrong.push(format!("{file}: wanted exit 2 and {want:?}:\n{}", describe(&out)));
@@ -320,7 +401,10 @@ fn exporter_toolkit_files_it_refuses_are_refused() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// A served file's checks: (client, what must come back).
+/// One check of a served file: what it is, the client, what must come back.
+type Check = (&'static str, Client, Want);
+
+/// What must come back.
 enum Want {
     Status(u16),
     StatusAndSuite(u16, &'static str),
@@ -358,7 +442,7 @@ fn exporter_toolkit_files_it_serves_are_served_alike() {
     };
     const AES128: &str = "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256";
     const AES256: &str = "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384";
-    let cases: Vec<(&str, Vec<(&str, Client, Want)>)> = vec![
+    let cases: Vec<(&str, Vec<Check>)> = vec![
         (
             "web_config_empty.yml",
             vec![
@@ -373,26 +457,57 @@ fn exporter_toolkit_files_it_serves_are_served_alike() {
                 ("plain HTTP to TLS", PLAIN, Want::NoAnswer),
             ],
         ),
-        ("web_config_noAuth_tlsInline.good.yml", vec![("TLS, inline cert and key", TLS, Want::Status(200))]),
-        ("web_config_noAuth_allCiphers.good.yml", vec![("TLS", TLS, Want::Status(200))]),
+        (
+            "web_config_noAuth_tlsInline.good.yml",
+            vec![("TLS, inline cert and key", TLS, Want::Status(200))],
+        ),
+        (
+            "web_config_noAuth_allCiphers.good.yml",
+            vec![("TLS", TLS, Want::Status(200))],
+        ),
         (
             "web_config_noAuth_someCiphers.good.yml",
             vec![
                 ("one common suite", tls12(&[AES128]), Want::StatusAndSuite(200, AES128)),
-                ("client prefers AES128", tls12(&[AES128, AES256]), Want::StatusAndSuite(200, AES128)),
-                ("server's order wins", tls12(&[AES256, AES128]), Want::StatusAndSuite(200, AES128)),
+                (
+                    "client prefers AES128",
+                    tls12(&[AES128, AES256]),
+                    Want::StatusAndSuite(200, AES128),
+                ),
+                (
+                    "server's order wins",
+                    tls12(&[AES256, AES128]),
+                    Want::StatusAndSuite(200, AES128),
+                ),
             ],
         ),
         (
             "web_config_noAuth_someCiphers_noOrder.good.yml",
             vec![
-                ("client's order wins", tls12(&[AES128, AES256]), Want::StatusAndSuite(200, AES128)),
-                ("client's order wins, reversed", tls12(&[AES256, AES128]), Want::StatusAndSuite(200, AES256)),
+                (
+                    "client's order wins",
+                    tls12(&[AES128, AES256]),
+                    Want::StatusAndSuite(200, AES128),
+                ),
+                (
+                    "client's order wins, reversed",
+                    tls12(&[AES256, AES128]),
+                    Want::StatusAndSuite(200, AES256),
+                ),
             ],
         ),
-        ("web_config_noAuth_allCurves.good.yml", vec![("TLS", TLS, Want::Status(200))]),
-        ("web_config_noAuth_noHTTP2.good.yml", vec![("TLS 1.2", tls12(&[]), Want::StatusAndSuite(200, AES256))]),
-        ("web_config_headers.good.yml", vec![("plain HTTP", PLAIN, Want::Status(200))]),
+        (
+            "web_config_noAuth_allCurves.good.yml",
+            vec![("TLS", TLS, Want::Status(200))],
+        ),
+        (
+            "web_config_noAuth_noHTTP2.good.yml",
+            vec![("TLS 1.2", tls12(&[]), Want::StatusAndSuite(200, AES256))],
+        ),
+        (
+            "web_config_headers.good.yml",
+            vec![("plain HTTP", PLAIN, Want::Status(200))],
+        ),
         (
             "tls_config_noAuth.requireandverifyclientcert.good.yml",
             vec![
@@ -465,22 +580,27 @@ fn exporter_toolkit_files_it_serves_are_served_alike() {
     let mut wrong = Vec::new();
     let mut report = Vec::new();
     for (file, checks) in &cases {
-        let started = start(&dir, &data.join(file));
-        let Started::Serving(_serve, port, log) = started else {
-            wrong.push(format!("{file}: refused at start"));
-            continue;
+        let (_serve, port, log) = match start(&dir, &data.join(file)) {
+            Started::Serving(p, port, log) => (p, port, log),
+            Started::Refused(why) => {
+                wrong.push(format!("{file}: refused at start:\n{why}"));
+                continue;
+            }
         };
         for (what, c, want) in checks {
-            match check(&data, *port, what, c, want) {
+            match check(&data, port, what, c, want) {
                 Ok(line) => report.push(format!("{file}: {line}")),
                 Err(e) => wrong.push(format!(
                     "{file}: {e}\nlog:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
+                    std::fs::read_to_string(&log).unwrap_or_default()
                 )),
             }
         }
         if *file == "web_config_headers.good.yml" {
-            let head = ask(&data, *port, &PLAIN).map(|a| a.head).unwrap_or_default().to_lowercase();
+            let head = ask(&data, port, &PLAIN)
+                .map(|a| a.head)
+                .unwrap_or_default()
+                .to_lowercase();
             for h in [
                 "x-frame-options: deny",
                 "strict-transport-security: max-age=31536000; includesubdomains",
@@ -494,7 +614,7 @@ fn exporter_toolkit_files_it_serves_are_served_alike() {
             }
         }
         if *file == "web_config_noAuth_allCiphers.good.yml" {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
             if !log.contains("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA") {
                 wrong.push(format!("{file}: the CBC suites not offered are not said:\n{log}"));
             }
@@ -502,7 +622,7 @@ fn exporter_toolkit_files_it_serves_are_served_alike() {
         // What rustls cannot ask for: an old protocol, a CBC suite.
         if have_tool(test, "openssl") {
             if *file == "web_config_noAuth.good.yml" {
-                let (ok, out) = openssl(*port, &data, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
+                let (ok, out) = openssl(port, &data, &["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
                 if ok {
                     wrong.push(format!("{file}: a TLS 1.1 handshake worked:\n{out}"));
                 } else {
@@ -510,18 +630,22 @@ fn exporter_toolkit_files_it_serves_are_served_alike() {
                 }
             }
             if *file == "web_config_noAuth_someCiphers.good.yml" {
-                let (ok, out) = openssl(*port, &data, &["-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA"]);
+                let (ok, out) = openssl(port, &data, &["-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA"]);
                 if ok {
                     wrong.push(format!("{file}: a handshake with no common suite worked:\n{out}"));
                 } else {
-                    report.push(format!("{file}: only TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA offered: refused"));
+                    report.push(format!(
+                        "{file}: only TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA offered: refused"
+                    ));
                 }
             }
         }
     }
     // No limiter: eleven requests in a row all pass.
     if let Started::Serving(_serve, port, _) = start(&dir, &data.join("web_config_rate_limiter_nonblocking.yaml")) {
-        let statuses: Vec<u16> = (0..11).map(|_| ask(&data, port, &PLAIN).map(|a| a.status).unwrap_or(0)).collect();
+        let statuses: Vec<u16> = (0..11)
+            .map(|_| ask(&data, port, &PLAIN).map(|a| a.status).unwrap_or(0))
+            .collect();
         if statuses.iter().any(|s| *s != 200) {
             wrong.push(format!("web_config_rate_limiter_nonblocking.yaml: {statuses:?}"));
         } else {
@@ -543,8 +667,10 @@ fn make_pki(dir: &Path) {
         let out = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).output().unwrap();
         assert!(out.status.success(), "{cmd}\n{}", describe(&out));
     };
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-         -subj /CN=rotation-ca -keyout ca.key -out ca.crt 2>/dev/null");
+    run(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+         -subj /CN=rotation-ca -keyout ca.key -out ca.crt 2>/dev/null",
+    );
     for name in ["one", "two"] {
         std::fs::write(
             dir.join(format!("{name}.ext")),
@@ -570,7 +696,10 @@ fn served_cn(port: u16, ca: &Path) -> Option<String> {
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let subject = text.lines().find(|l| l.starts_with("subject="))?;
-    subject.split("CN").nth(1).map(|cn| cn.trim_start_matches([' ', '=']).trim().to_owned())
+    subject
+        .split("CN")
+        .nth(1)
+        .map(|cn| cn.trim_start_matches([' ', '=']).trim().to_owned())
 }
 
 fn replace(path: &Path, text: &str) {
@@ -597,7 +726,9 @@ fn changes_on_disk_take_effect_at_the_next_handshake_or_request() {
     let hash = bcrypt::hash("first", 4).unwrap();
     write(
         &web,
-        &format!("tls_server_config: {{cert_file: server.crt, key_file: server.key}}\nbasic_auth_users: {{prom: '{hash}'}}\n"),
+        &format!(
+            "tls_server_config: {{cert_file: server.crt, key_file: server.key}}\nbasic_auth_users: {{prom: '{hash}'}}\n"
+        ),
     );
     let Started::Serving(_serve, port, log) = start(&dir, &web) else {
         panic!("refused at start");
@@ -607,10 +738,24 @@ fn changes_on_disk_take_effect_at_the_next_handshake_or_request() {
 
     // The certificate rotated on disk, key first and then the certificate, as a careless
     // rotation does: the mismatched pair in between is refused, and the old one stays.
-    replace(&d.join("server.key"), &std::fs::read_to_string(d.join("two.key")).unwrap());
-    assert_eq!(served_cn(port, &ca).as_deref(), Some("one"), "a mismatched pair is not taken");
-    replace(&d.join("server.crt"), &std::fs::read_to_string(d.join("two.crt")).unwrap());
-    assert_eq!(served_cn(port, &ca).as_deref(), Some("two"), "the rotated certificate at the next handshake");
+    replace(
+        &d.join("server.key"),
+        &std::fs::read_to_string(d.join("two.key")).unwrap(),
+    );
+    assert_eq!(
+        served_cn(port, &ca).as_deref(),
+        Some("one"),
+        "a mismatched pair is not taken"
+    );
+    replace(
+        &d.join("server.crt"),
+        &std::fs::read_to_string(d.join("two.crt")).unwrap(),
+    );
+    assert_eq!(
+        served_cn(port, &ca).as_deref(),
+        Some("two"),
+        "the rotated certificate at the next handshake"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("the running web configuration stays in force") && text.contains("web configuration reloaded"),
@@ -620,7 +765,16 @@ fn changes_on_disk_take_effect_at_the_next_handshake_or_request() {
     // A changed user list takes effect at the next request.
     let curl = |user: &str| {
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--cacert"])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                "--cacert",
+            ])
             .arg(&ca)
             .args(["-u", user, &format!("https://127.0.0.1:{port}/metrics")])
             .output()
@@ -631,7 +785,9 @@ fn changes_on_disk_take_effect_at_the_next_handshake_or_request() {
     let hash = bcrypt::hash("second", 4).unwrap();
     replace(
         &web,
-        &format!("tls_server_config: {{cert_file: server.crt, key_file: server.key}}\nbasic_auth_users: {{prom: '{hash}'}}\n"),
+        &format!(
+            "tls_server_config: {{cert_file: server.crt, key_file: server.key}}\nbasic_auth_users: {{prom: '{hash}'}}\n"
+        ),
     );
     assert_eq!(curl("prom:first"), "401", "the old password no longer passes");
     assert_eq!(curl("prom:second"), "200");
@@ -640,7 +796,10 @@ fn changes_on_disk_take_effect_at_the_next_handshake_or_request() {
     replace(&web, "basic_auth_users: {}\n");
     assert_eq!(curl("prom:second"), "200", "still TLS, still the users before");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("turns TLS off; that takes effect at the next start"), "{text}");
+    assert!(
+        text.contains("turns TLS off; that takes effect at the next start"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -654,7 +813,9 @@ fn the_rate_limit_lets_its_burst_through_then_answers_429() {
         panic!("refused at start");
     };
     let data = testdata();
-    let statuses: Vec<u16> = (0..5).map(|_| ask(&data, port, &PLAIN).map(|a| a.status).unwrap_or(0)).collect();
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| ask(&data, port, &PLAIN).map(|a| a.status).unwrap_or(0))
+        .collect();
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     // The kubelet's probe is not rate limited.
     let health = common::http_get(&format!("http://127.0.0.1:{port}/healthz"));

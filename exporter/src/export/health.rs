@@ -121,7 +121,9 @@ impl Health {
             .collect();
         problems.sort();
         if let Some(at) = self.panicked.get() {
-            problems.push(format!("a thread panicked at {at} (see the log); tracepkt must be restarted"));
+            problems.push(format!(
+                "a thread panicked at {at} (see the log); tracepkt must be restarted"
+            ));
         }
         problems
     }
@@ -172,7 +174,10 @@ mod tests {
         assert!(h.problems().is_empty());
         h.panicked("src/x.rs:1".into());
         h.panicked("src/y.rs:2".into());
-        assert_eq!(h.problems(), ["a thread panicked at src/x.rs:1 (see the log); tracepkt must be restarted"]);
+        assert_eq!(
+            h.problems(),
+            ["a thread panicked at src/x.rs:1 (see the log); tracepkt must be restarted"]
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Mutex;
+use std::sync::mpsc::{SyncSender, TrySendError};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::oneshot;
@@ -109,12 +109,18 @@ pub(super) struct Checker {
 impl Checker {
     pub fn start() -> std::io::Result<Checker> {
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
-        std::thread::Builder::new().name("tracepkt-bcrypt".into()).spawn(move || {
-            for job in queue {
-                let ok = bcrypt::verify(&job.password, &job.hash).unwrap_or(false);
-                let _ = job.reply.send(ok);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("tracepkt-bcrypt".into())
+            .spawn(move || {
+                for job in queue {
+                    // Its request is gone (the client gave up): no one waits for the answer.
+                    if job.reply.is_closed() {
+                        continue;
+                    }
+                    let ok = bcrypt::verify(&job.password, &job.hash).unwrap_or(false);
+                    let _ = job.reply.send(ok);
+                }
+            })?;
         let burst = NonZeroU32::new(PER_CLIENT_BURST).expect("not zero");
         Ok(Checker {
             jobs,
@@ -210,7 +216,10 @@ mod tests {
     use super::*;
 
     fn users() -> Users {
-        Users::new(BTreeMap::from([("prom".to_owned(), bcrypt::hash("s3cret", 4).unwrap())]))
+        Users::new(BTreeMap::from([(
+            "prom".to_owned(),
+            bcrypt::hash("s3cret", 4).unwrap(),
+        )]))
     }
 
     #[tokio::test]
@@ -238,9 +247,16 @@ mod tests {
         for _ in 0..PER_CLIENT_BURST + 2 {
             verdicts.push(c.check(&u, fast, "prom", "wrong").await);
         }
-        assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Denied).count(), PER_CLIENT_BURST as usize);
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Denied).count(),
+            PER_CLIENT_BURST as usize
+        );
         assert_eq!(verdicts.last(), Some(&Verdict::ClientTooFast));
-        assert_eq!(c.check(&u, same_net, "prom", "s3cret").await, Verdict::ClientTooFast, "same /64");
+        assert_eq!(
+            c.check(&u, same_net, "prom", "s3cret").await,
+            Verdict::ClientTooFast,
+            "same /64"
+        );
         assert_eq!(c.check(&u, other, "prom", "s3cret").await, Verdict::Allowed);
     }
 
@@ -251,7 +267,13 @@ mod tests {
             h.replace_range(4..6, &format!("{cost:02}"));
             h
         });
-        let u = Users::new(hashes.into_iter().enumerate().map(|(i, h)| (format!("u{i}"), h)).collect());
+        let u = Users::new(
+            hashes
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| (format!("u{i}"), h))
+                .collect(),
+        );
         let parts: bcrypt::HashParts = u.decoy.parse().unwrap();
         assert_eq!(parts.get_cost(), 10);
         assert!(!bcrypt::verify("", &decoy(4)).unwrap());
@@ -260,7 +282,10 @@ mod tests {
 
     #[test]
     fn reads_basic_credentials() {
-        assert_eq!(credentials("Basic cHJvbTpzM2M6cmV0"), Some(("prom".into(), "s3c:ret".into())));
+        assert_eq!(
+            credentials("Basic cHJvbTpzM2M6cmV0"),
+            Some(("prom".into(), "s3c:ret".into()))
+        );
         assert_eq!(credentials("Bearer x"), None);
         assert_eq!(credentials("Basic !!"), None);
     }

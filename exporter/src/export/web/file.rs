@@ -199,9 +199,7 @@ impl Settings {
 
 fn pem(dir: &Path, file: Option<String>, inline: Option<String>, key: &str) -> Result<Option<Pem>, String> {
     match (given(file), given(inline)) {
-        (Some(_), Some(_)) => Err(format!(
-            "tls_server_config: set {key}_file or {key}, not both"
-        )),
+        (Some(_), Some(_)) => Err(format!("tls_server_config: set {key}_file or {key}, not both")),
         (Some(f), None) => Ok(Some(Pem::File(dir.join(f)))),
         (None, Some(text)) => Ok(Some(Pem::Inline(text))),
         (None, None) => Ok(None),
@@ -224,7 +222,9 @@ fn tls(raw: RawTls, dir: &Path, http2: bool, notes: &mut Vec<String>) -> Result<
     // As exporter-toolkit: TLS is on once any of these is set, and then needs all it takes.
     if cert.is_none() && key.is_none() && client_ca.is_none() && client_auth_type.is_none() {
         if raw.cipher_suites.is_some() || raw.curve_preferences.is_some() || raw.client_allowed_sans.is_some() {
-            notes.push("tls_server_config: no certificate is set, so TLS is off and its other keys do nothing".to_owned());
+            notes.push(
+                "tls_server_config: no certificate is set, so TLS is off and its other keys do nothing".to_owned(),
+            );
         }
         return Ok(None);
     }
@@ -316,16 +316,16 @@ fn rate_limit(raw: RawRate) -> Result<Option<RateLimit>, String> {
     let interval = match raw.interval {
         None => Duration::ZERO,
         Some(GoDuration::Nanos(n)) => Duration::from_nanos(n),
-        Some(GoDuration::Text(s)) => humantime::parse_duration(&s)
-            .map_err(|e| format!("rate_limit.interval: invalid duration {s:?}: {e}"))?,
+        Some(GoDuration::Text(s)) => {
+            humantime::parse_duration(&s).map_err(|e| format!("rate_limit.interval: invalid duration {s:?}: {e}"))?
+        }
     };
     // As exporter-toolkit: no interval, no limit.
     if interval.is_zero() {
         return Ok(None);
     }
-    let burst = NonZeroU32::new(raw.burst.unwrap_or(0)).ok_or(
-        "rate_limit.burst: 0 with an interval lets no request through at all; set burst to at least 1",
-    )?;
+    let burst = NonZeroU32::new(raw.burst.unwrap_or(0))
+        .ok_or("rate_limit.burst: 0 with an interval lets no request through at all; set burst to at least 1")?;
     Ok(Some(RateLimit { interval, burst }))
 }
 
@@ -334,7 +334,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        Settings::parse(text, Path::new("/nonexistent")).err().unwrap_or_default()
+        Settings::parse(text, Path::new("/nonexistent"))
+            .err()
+            .unwrap_or_default()
     }
 
     #[test]
@@ -342,8 +344,14 @@ mod tests {
         let cases = [
             ("tls_server_config: {key_file: k}", "missing one of cert or cert_file"),
             ("tls_server_config: {cert_file: c}", "missing one of key or key_file"),
-            ("tls_server_config: {cert_file: '', key_file: k}", "missing one of cert or cert_file"),
-            ("tls_server_config: {cert_file: c, cert: x, key_file: k}", "set cert_file or cert, not both"),
+            (
+                "tls_server_config: {cert_file: '', key_file: k}",
+                "missing one of cert or cert_file",
+            ),
+            (
+                "tls_server_config: {cert_file: c, cert: x, key_file: k}",
+                "set cert_file or cert, not both",
+            ),
             ("tls_server_config: {cert_filse: c}", "unknown field `cert_filse`"),
             (
                 "tls_server_config: {cert_file: c, key_file: k, client_auth_type: RequireAnyClientCert}",
@@ -373,9 +381,18 @@ mod tests {
                 "tls_server_config: {cert_file: c, key_file: k, client_allowed_sans: [a]}",
                 "client_allowed_sans needs client_ca_file",
             ),
-            ("basic_auth_users: {prometheus: secret}", "\"prometheus\" has no bcrypt hash"),
-            ("http_server_config: {headers: {Content-Type: foo}}", "\"Content-Type\" can not be configured"),
-            ("http_server_config: {headers: {X-Frame-Options: foo}}", "invalid value for X-Frame-Options"),
+            (
+                "basic_auth_users: {prometheus: secret}",
+                "\"prometheus\" has no bcrypt hash",
+            ),
+            (
+                "http_server_config: {headers: {Content-Type: foo}}",
+                "\"Content-Type\" can not be configured",
+            ),
+            (
+                "http_server_config: {headers: {X-Frame-Options: foo}}",
+                "invalid value for X-Frame-Options",
+            ),
             ("rate_limit: {interval: 1s, burst: 0}", "rate_limit.burst: 0"),
             ("rate_limit: {interval: soon}", "rate_limit.interval: invalid duration"),
             ("http_server_config: {http3: true}", "unknown field `http3`"),
@@ -405,7 +422,10 @@ mod tests {
         assert_eq!(tls.cert, Pem::File("/etc/tracepkt/a.crt".into()));
         assert_eq!(tls.key, Pem::Inline("PEM\n".into()));
         assert_eq!(tls.client_auth, ClientAuth::VerifyClientCertIfGiven);
-        assert_eq!((tls.min_version, tls.max_version), (TlsVersion::Tls10, TlsVersion::Tls12));
+        assert_eq!(
+            (tls.min_version, tls.max_version),
+            (TlsVersion::Tls10, TlsVersion::Tls12)
+        );
         assert!(tls.prefer_server_cipher_suites);
         assert_eq!(s.headers.len(), 1);
         assert_eq!(
@@ -417,6 +437,10 @@ mod tests {
         );
         // TLS settings without a certificate: TLS stays off, and the file says so.
         let s = Settings::parse("tls_server_config: {cipher_suites: [TLS_AES_128_GCM_SHA256]}", dir).unwrap();
-        assert!(s.tls.is_none() && s.notes.iter().any(|n| n.contains("TLS is off")), "{:?}", s.notes);
+        assert!(
+            s.tls.is_none() && s.notes.iter().any(|n| n.contains("TLS is off")),
+            "{:?}",
+            s.notes
+        );
     }
 }

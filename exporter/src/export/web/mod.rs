@@ -204,7 +204,8 @@ impl Loaded {
 fn refuse(status: StatusCode, retry: bool) -> Response {
     let mut r = (status, format!("{}\n", status.canonical_reason().unwrap_or(""))).into_response();
     if retry {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }

@@ -15,8 +15,8 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme, SupportedCipherSuite};
 
 use super::file::{ClientAuth, Pem, TlsSettings, TlsVersion};
@@ -123,9 +123,14 @@ pub(super) fn build(t: &TlsSettings) -> Result<Built, String> {
                 missing.join(", ")
             ));
         }
-        let listed_tls12 = names.iter().any(|n| !n.starts_with("TLS_AES_") && !n.starts_with("TLS_CHACHA20_"));
-        let tls12: Vec<SupportedCipherSuite> =
-            chosen.iter().copied().filter(|s| s.version() == &rustls::version::TLS12).collect();
+        let listed_tls12 = names
+            .iter()
+            .any(|n| !n.starts_with("TLS_AES_") && !n.starts_with("TLS_CHACHA20_"));
+        let tls12: Vec<SupportedCipherSuite> = chosen
+            .iter()
+            .copied()
+            .filter(|s| s.version() == &rustls::version::TLS12)
+            .collect();
         if listed_tls12 && tls12.is_empty() && t.min_version < TlsVersion::Tls13 && t.max_version >= TlsVersion::Tls12 {
             return Err(format!(
                 "tls_server_config.cipher_suites: none of the TLS 1.2 suites listed is implemented here ({}); \
@@ -133,8 +138,11 @@ pub(super) fn build(t: &TlsSettings) -> Result<Built, String> {
                 missing.join(", ")
             ));
         }
-        let mut tls13: Vec<SupportedCipherSuite> =
-            chosen.iter().copied().filter(|s| s.version() == &rustls::version::TLS13).collect();
+        let mut tls13: Vec<SupportedCipherSuite> = chosen
+            .iter()
+            .copied()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .collect();
         // As Go: a list of TLS 1.2 suites only leaves TLS 1.3 its own.
         if tls13.is_empty() {
             tls13 = provider
@@ -320,7 +328,9 @@ impl ClientVerifier {
         if names.iter().any(|n| allowed.contains(n)) {
             Ok(())
         } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 }
@@ -409,9 +419,18 @@ mod tests {
     fn go_names_map_to_suites_and_groups() {
         let s = suite_by_go_name("TLS_AES_128_GCM_SHA256").unwrap().unwrap();
         assert_eq!(s.suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-        let s = suite_by_go_name("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256").unwrap().unwrap();
-        assert_eq!(s.suite(), rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256);
-        assert!(suite_by_go_name("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA").unwrap().is_none());
+        let s = suite_by_go_name("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.suite(),
+            rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        );
+        assert!(
+            suite_by_go_name("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA")
+                .unwrap()
+                .is_none()
+        );
         assert!(suite_by_go_name("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA2048").is_err());
         assert!(curve_by_go_name("X25519").unwrap().is_some());
         assert!(curve_by_go_name("CurveP521").unwrap().is_none());
