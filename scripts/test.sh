@@ -78,6 +78,11 @@ chart_takes_a_web_config_and_binds_to_the_node_address"
 FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology \
 a_full_ring_buffer_is_counted_and_marks_journeys_incomplete \
 fragmentation_needed_names_the_mtu a_sweep_exports_the_path_mtu"
+# Binaries whose subject is what user space makes of the kernel's events (serving, exporting,
+# the page, DNS answers, pods, command lines), not the events themselves: the host and the
+# first VM series prove them; later series run only the binaries that watch the kernel.
+FIRST_VM_ONLY_BINS="bad_input cli_errors dashboards dns health http_floods otlp otlp_harness pods serve web \
+web_config"
 first_series=${series_list%% *}
 
 # Runs a guest script made by guest_script in a VM of series S (more vm.sh run options after
@@ -140,6 +145,9 @@ vm_series() { # series bins
         fi
         # The netfilter contention test runs below, in a VM of its own on a flooded bridge.
         for b in $bins; do
+            if [ "$s" != "$first_series" ] && [[ " $FIRST_VM_ONLY_BINS " == *" $(basename "${b%-*}") "* ]]; then
+                continue
+            fi
             case $b in
                 */contention-*) echo "step $(basename "$b") $b --test-threads=1 --skip netfilter_rows_carry$skips" ;;
                 # The two-kernel test runs on this machine, which boots its VM: see crossnode().
