@@ -19,8 +19,10 @@ use crate::config::{AttachMode, Config, Origin, Probe, Target};
 use crate::engine::{self, Engine, Lease, ProbeKind, Spec};
 use crate::export::board::{Board, JourneyView, TargetView};
 use crate::export::health::{Health, Heartbeat};
-use crate::export::metrics::{Metrics, ProbeError, TargetLabels};
+use crate::export::labels::TargetLabels;
+use crate::export::metrics::ErrorReason;
 use crate::export::otlp::{self, SpanCounts, TargetInfo, Tracer};
+use crate::export::prometheus::Metrics;
 use crate::export::web::Web;
 use crate::export::{http, server};
 use crate::kernel::loader::{Foreign, Mechanisms, Sizing};
@@ -134,7 +136,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                     Ok(path) => Some(path),
                     Err(e) => {
                         report(Some(format!("probe not sent: {e}")));
-                        metrics.probe_error(tag, &labels, ProbeError::Send);
+                        metrics.probe_error(tag, &labels, ErrorReason::send);
                         board.record(&t.name, JourneyView::not_sent("send_error", e));
                         continue;
                     }
@@ -154,13 +156,13 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                         Ok(s) => {
                             let e = format!("the resolver {s} is not of ip_version {}", t.ip_version);
                             report(Some(e.clone()));
-                            metrics.probe_error(tag, &labels, ProbeError::Resolve);
+                            metrics.probe_error(tag, &labels, ErrorReason::resolve);
                             board.record(&t.name, JourneyView::unresolved(e));
                             continue;
                         }
                         Err(e) => {
                             report(Some(format!("no DNS server to ask: {e}")));
-                            metrics.probe_error(tag, &labels, ProbeError::Resolve);
+                            metrics.probe_error(tag, &labels, ErrorReason::resolve);
                             board.record(&t.name, JourneyView::unresolved(e));
                             continue;
                         }
@@ -176,7 +178,7 @@ async fn probe_loop(p: Probing, start_after: Duration) {
                     Ok(a) => (a, None),
                     Err(e) => {
                         report(Some(e.to_string()));
-                        metrics.probe_error(tag, &labels, ProbeError::Resolve);
+                        metrics.probe_error(tag, &labels, ErrorReason::resolve);
                         board.record(&t.name, JourneyView::unresolved(e.to_string()));
                         continue;
                     }
@@ -213,15 +215,15 @@ async fn probe_loop(p: Probing, start_after: Duration) {
             let error = match &journey.outcome {
                 Outcome::SendError(e) => {
                     report(Some(format!("probe to {addr} not sent: {e}")));
-                    Some(ProbeError::Send)
+                    Some(ErrorReason::send)
                 }
                 Outcome::IcmpError(e) => {
                     tracing::debug!(target = %t.name, %addr, "{e}");
-                    Some(ProbeError::IcmpError)
+                    Some(ErrorReason::icmp_error)
                 }
-                Outcome::Refused => Some(ProbeError::Refused),
-                Outcome::Unreachable(_) => Some(ProbeError::Unreachable),
-                Outcome::Timeout => Some(ProbeError::Timeout),
+                Outcome::Refused => Some(ErrorReason::refused),
+                Outcome::Unreachable(_) => Some(ErrorReason::unreachable),
+                Outcome::Timeout => Some(ErrorReason::timeout),
                 Outcome::Reply { .. } => None,
             };
             if !matches!(journey.outcome, Outcome::SendError(_)) {

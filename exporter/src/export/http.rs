@@ -18,7 +18,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::board::{Board, HopView, JourneyView, KEEP, Summary};
-use super::metrics::Metrics;
+use super::prometheus::Metrics;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The version of the JSON API's documents (`docs/api/*.schema.json`).

@@ -5,7 +5,7 @@ use probe_common::DropKey;
 use prometheus_client::encoding::EncodeLabelSet;
 
 use super::{Collect, CounterMap, Labelling};
-use crate::export::metrics::TargetLabels;
+use crate::export::labels::TargetLabels;
 use crate::kernel::maps::Counters;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -13,7 +13,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
@@ -24,17 +24,15 @@ use tracing::warn;
 
 use probe_common::Tagged;
 
-use super::metrics::TargetLabels;
+use super::labels::{TargetLabels, Targets};
 use crate::engine::Telemetry;
 use crate::journey::{HopDetail, Journey};
 use crate::kernel::loader::DropReasons;
 use crate::kernel::maps::{Counters, MapError};
 use crate::names::Names;
 
-/// What turns kernel keys into labels: targets by tag, namespaces and interfaces by number.
+/// What turns kernel keys into labels: namespaces and interfaces by number.
 pub struct Labelling {
-    /// Probe tag → target.
-    pub targets: RwLock<HashMap<u32, TargetLabels>>,
     /// (netns inode, ifindex) → interface name, learned from journeys (ifindex is per netns).
     ifnames: Mutex<HashMap<(u32, u32), String>>,
     names: Arc<Mutex<Names>>,
@@ -44,7 +42,6 @@ pub struct Labelling {
 impl Labelling {
     pub fn new(names: Arc<Mutex<Names>>, drop_reasons: DropReasons) -> Self {
         Labelling {
-            targets: RwLock::new(HashMap::new()),
             ifnames: Mutex::new(HashMap::new()),
             names,
             drop_reasons,
@@ -183,6 +180,7 @@ where
 pub struct Kernel {
     collectors: Vec<Box<dyn Collect>>,
     labelling: Arc<Labelling>,
+    targets: Arc<Targets>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -192,14 +190,18 @@ impl std::fmt::Debug for Kernel {
 }
 
 impl Kernel {
-    pub fn new(t: Telemetry, labelling: Arc<Labelling>) -> Self {
+    pub fn new(t: Telemetry, labelling: Arc<Labelling>, targets: Arc<Targets>) -> Self {
         let collectors: Vec<Box<dyn Collect>> = vec![
             interfaces::collector(t.hops),
             netfilter::collector(t.verdicts),
             drops::collector(t.drops),
             Box::new(stats::Stats::new(t.stats, t.counts, t.clock)),
         ];
-        Kernel { collectors, labelling }
+        Kernel {
+            collectors,
+            labelling,
+            targets,
+        }
     }
 
     pub fn forget(&self, tag: u32) {
@@ -216,8 +218,7 @@ struct CollectorLabels {
 
 impl Collector for Kernel {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // A snapshot: scrapes must not hold up probes recording their journeys.
-        let targets = self.labelling.targets.read().unwrap().clone();
+        let targets = self.targets.snapshot();
         let mut outcomes: Vec<(&'static str, Duration, bool)> = Vec::with_capacity(self.collectors.len());
         for c in &self.collectors {
             let start = Instant::now();
@@ -309,6 +310,7 @@ mod tests {
                 }),
             ],
             labelling: Arc::new(Labelling::new(names, DropReasons::default())),
+            targets: Arc::default(),
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(kernel));

@@ -5,7 +5,7 @@ use probe_common::VerdictKey;
 use prometheus_client::encoding::EncodeLabelSet;
 
 use super::{Collect, CounterMap, Labelling};
-use crate::export::metrics::TargetLabels;
+use crate::export::labels::TargetLabels;
 use crate::kernel::events::cstr;
 use crate::kernel::maps::Counters;
 use crate::names;

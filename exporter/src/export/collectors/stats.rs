@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 
 use super::{Collect, CollectError, Labelling, counter_family};
 use crate::engine::{AttachClock, EngineCounts};
-use crate::export::metrics::TargetLabels;
+use crate::export::labels::TargetLabels;
 use crate::kernel::maps::KernelStats;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
