@@ -54,6 +54,8 @@ pub struct Groups {
     pub process: process::Process,
     /// The families of per-target series, by name, as registered.
     per_target: Vec<(&'static str, Box<dyn RemoveTarget>)>,
+    /// Every family, by name, as registered.
+    families: Vec<&'static str>,
 }
 
 impl Groups {
@@ -67,15 +69,18 @@ impl Groups {
             remote: remote::Remote::default(),
             process: process::Process::new(attached, kernel),
             per_target: Vec::new(),
+            families: Vec::new(),
         };
         let mut r = Registrar {
             registry,
             per_target: Vec::new(),
+            families: Vec::new(),
         };
         for g in groups.each() {
             g.register(&mut r);
         }
         groups.per_target = r.per_target;
+        groups.families = r.families;
         groups
     }
 
@@ -111,11 +116,13 @@ impl Groups {
 struct Registrar<'a> {
     registry: &'a mut Registry,
     per_target: Vec<(&'static str, Box<dyn RemoveTarget>)>,
+    families: Vec<&'static str>,
 }
 
 impl Registrar<'_> {
     /// A family whose series belong to no target.
-    fn register(&mut self, name: &str, help: &str, unit: Option<Unit>, metric: impl Metric) {
+    fn register(&mut self, name: &'static str, help: &str, unit: Option<Unit>, metric: impl Metric) {
+        self.families.push(name);
         // Names are spelled in full (no registry prefix) so they read the same here and in the
         // collectors, which write their own.
         match unit {

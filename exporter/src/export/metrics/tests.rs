@@ -137,8 +137,14 @@ fn removing_a_target_leaves_no_series_of_it_in_any_group() {
     groups.process.reload(true);
 
     let before = encode(&registry);
-    // A family of per-target series this test records nothing into could keep its targets
-    // unseen: each must show one here.
+    // A family this test records nothing into could keep a target's series unseen: every
+    // family must show a series here, and every per-target one a series of the target.
+    for family in &groups.families {
+        assert!(
+            before.lines().any(|l| !l.starts_with('#') && in_family(l, family)),
+            "{family} has no series: record into it in this test\n{before}"
+        );
+    }
     for (family, _) in &groups.per_target {
         assert!(
             series_of(&before, "gone").iter().any(|l| in_family(l, family)),
