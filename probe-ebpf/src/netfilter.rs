@@ -208,7 +208,7 @@ fn stash(frame: u64, skb: usize, state: usize, table: usize) -> u32 {
     };
     // A stash already in this frame is one whose return was never taken (its probe ended
     // first, or the kernel missed the return): nothing can pair with it any more.
-    if NF_ARGS.insert(frame, &*s, 0).is_err() {
+    if NF_ARGS.insert(frame, s, 0).is_err() {
         stat_inc(stat::NF_STASH_FULL);
     }
     0
