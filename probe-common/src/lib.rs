@@ -10,9 +10,11 @@
 mod hooks;
 mod offsets;
 pub mod payload;
+mod settings;
 
 pub use hooks::{HOOKS, HookSpec, Point, Via};
 pub use offsets::{Off, Offsets, Source};
+pub use settings::{Reasons, Settings};
 
 pub const IFNAMSIZ: usize = 16;
 /// Longest netfilter table or chain name kept (`XT_TABLE_MAXNAMELEN`; nftables allows longer
@@ -516,7 +518,7 @@ impl Tagged for DropKey {
 mod pod {
     use super::*;
     // SAFETY: all of these are repr(C), made of integers and byte arrays, with explicit padding.
-    unsafe impl aya::Pod for Offsets {}
+    unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for ProbeInfo {}
     unsafe impl aya::Pod for HopKey {}
@@ -541,7 +543,14 @@ mod tests {
         assert_eq!(size_of::<HopKey>(), 16);
         assert_eq!(size_of::<VerdictKey>(), 16 + 2 * NAME_LEN);
         assert_eq!(size_of::<DropKey>(), 16);
-        assert_eq!(size_of::<Offsets>(), 4 * Off::COUNT);
+        assert_eq!(size_of::<Offsets>(), 2 * Off::COUNT);
+        assert_eq!(size_of::<Reasons>(), 4 * 5);
+        assert_eq!(
+            size_of::<Settings>(),
+            size_of::<Offsets>() + size_of::<Reasons>() + 4 + 4
+        );
+        // Every setting within an 8-bit displacement of the map's start.
+        assert!(size_of::<Settings>() <= 128);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! where user space finds each one on the running kernel.
 //!
 //! Rust eBPF cannot emit CO-RE relocations, so none of these is compiled in: the loader
-//! resolves each from its [`Source`] at start-up and hands the lot to the programs as one
-//! frozen read-only global. An entry left at [`Offsets::ABSENT`] was not found; a program
-//! whose hook needs it is not attached (the hook table says which need which).
+//! resolves each from its [`Source`] at start-up and hands the lot to the programs in their
+//! frozen settings ([`crate::Settings`]). An entry left at [`Offsets::ABSENT`] was not found;
+//! a program whose hook needs it is not attached (the hook table says which need which).
 
 /// One offset the programs may read. The value indexes [`Offsets::v`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -149,16 +149,20 @@ impl Off {
     }
 }
 
-/// The resolved offsets, as the programs read them (the `OFFSETS` global).
+/// The resolved offsets, as the programs read them ([`crate::Settings::offsets`]).
+///
+/// 16 bits each: every field the programs read lies well within 64 KiB of its struct's start,
+/// and half-words keep all the settings within the first 128 bytes of their map, where every
+/// load of one is an x86 instruction with an 8-bit displacement.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Offsets {
-    pub v: [u32; Off::COUNT],
+    pub v: [u16; Off::COUNT],
 }
 
 impl Offsets {
-    /// Not resolved on this kernel. Never a real offset: no struct is 4 GiB long.
-    pub const ABSENT: u32 = u32::MAX;
+    /// Not resolved on this kernel.
+    pub const ABSENT: u16 = u16::MAX;
 
     pub const fn unresolved() -> Self {
         Offsets {
@@ -166,10 +170,21 @@ impl Offsets {
         }
     }
 
-    pub const fn get(&self, off: Off) -> Option<u32> {
+    pub const fn get(&self, off: Off) -> Option<u16> {
         match self.v[off as usize] {
             Self::ABSENT => None,
             v => Some(v),
+        }
+    }
+
+    /// Sets `off` to `v`; false, leaving it absent, when `v` does not fit.
+    pub fn set(&mut self, off: Off, v: u32) -> bool {
+        match u16::try_from(v) {
+            Ok(v) if v != Self::ABSENT => {
+                self.v[off as usize] = v;
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -183,5 +198,21 @@ mod tests {
         for (i, off) in Off::ALL.iter().enumerate() {
             assert_eq!(*off as usize, i);
         }
+    }
+
+    #[test]
+    fn an_offset_that_does_not_fit_stays_absent() {
+        let mut o = Offsets::unresolved();
+        assert!(o.set(Off::SkbLen, 112) && o.set(Off::DevName, 65534));
+        assert!(!o.set(Off::SkbDev, 65535) && !o.set(Off::NetNsInum, 1 << 20));
+        assert_eq!(
+            (
+                o.get(Off::SkbLen),
+                o.get(Off::DevName),
+                o.get(Off::SkbDev),
+                o.get(Off::NetNsInum)
+            ),
+            (Some(112), Some(65534), None, None)
+        );
     }
 }

@@ -4,31 +4,23 @@ use aya_ebpf::programs::TracePointContext;
 use probe_common::{DropKey, Event, Hook, Kind, Offsets, stat};
 
 use crate::packet::{self, Access, L3};
-use crate::{
-    DROPS, EVENTS, NF_DROPPED, REASON_CONSUMED, REASON_NETFILTER_DROP, REASON_NO_SOCKET, REASON_NOT_DROPPED_YET,
-    REASON_NOT_SPECIFIED, bump, stat_inc,
-};
-
-#[inline(always)]
-fn reason_const(r: &'static u32) -> u32 {
-    unsafe { core::ptr::read_volatile(r) }
-}
+use crate::{DROPS, EVENTS, NF_DROPPED, bump, stat_inc};
 
 #[inline(always)]
 pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
     // Frees that are not a probe's end, told from the reason alone before touching the skb:
     // not drops at all, or NO_SOCKET, which only ends echo replies once tracepkt's raw socket
     // has its copy (echo requests are answered by the stack, never looked up in sockets).
-    if reason == reason_const(&REASON_CONSUMED)
-        || reason == reason_const(&REASON_NOT_DROPPED_YET)
-        || reason == reason_const(&REASON_NO_SOCKET)
+    if reason == setting!(reasons.consumed)
+        || reason == setting!(reasons.not_dropped_yet)
+        || reason == setting!(reasons.no_socket)
     {
         return 0;
     }
     let Some(p) = packet::ours(skb, L3::NetworkHeader, access) else {
         return 0;
     };
-    if reason == reason_const(&REASON_NETFILTER_DROP)
+    if reason == setting!(reasons.netfilter_drop)
         && let Some(slot) = NF_DROPPED.get_ptr_mut(0)
     {
         unsafe { *slot = skb as u64 };
@@ -40,7 +32,7 @@ pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
     ev.verdict = reason;
     // NOT_SPECIFIED also frees clones on normal paths: user space decides per journey whether
     // it was the packet's end, so only reasoned drops are counted here.
-    if reason != reason_const(&REASON_NOT_SPECIFIED) {
+    if reason != setting!(reasons.not_specified) {
         let key = DropKey {
             tag: p.info.tag,
             netns: ev.netns,

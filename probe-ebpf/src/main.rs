@@ -7,14 +7,22 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-/// Reads one entry of `OFFSETS`. Volatile, so the compiler cannot fold the placeholder: the
+/// Reads one field of `SETTINGS` (a path into `probe_common::Settings`): every read of a
+/// setting goes through here. Volatile, so the compiler cannot fold the placeholder: the
 /// verifier folds the real value instead, from the frozen map.
-macro_rules! off {
-    ($name:ident) => {{
+macro_rules! setting {
+    ($($path:tt)+) => {{
         #[allow(unused_unsafe)]
-        let v = unsafe { core::ptr::read_volatile(&raw const crate::OFFSETS.v[probe_common::Off::$name as usize]) };
-        v as usize
+        let v = unsafe { core::ptr::read_volatile(&raw const crate::SETTINGS.$($path)+) };
+        v
     }};
+}
+
+/// One kernel offset of the settings, as an address offset.
+macro_rules! off {
+    ($name:ident) => {
+        setting!(offsets.v[probe_common::Off::$name as usize]) as usize
+    };
 }
 
 mod drops;
@@ -30,29 +38,14 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use probe_common::{
-    BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, MAX_PROBE_LEN, Offsets, ProbeInfo, ProbeLengths,
+    BPF_F_NO_PREALLOC, DropKey, EVENTS_RING_BYTES, Hook, HopKey, MAX_PROBE_LEN, ProbeInfo, ProbeLengths, Settings,
     VerdictKey, stat,
 };
 
-/// Kernel offsets, filled in by the loader from BTF and tracefs before load. Frozen read-only,
-/// so the verifier sees the values as constants.
+/// Every read-only setting, written by the loader before load (`Settings::GLOBAL`) and frozen
+/// read-only, so the verifier sees each value as a constant.
 #[unsafe(no_mangle)]
-static OFFSETS: Offsets = Offsets::unresolved();
-
-/// `skb_drop_reason` values that are not drops (`SKB_CONSUMED`, `SKB_NOT_DROPPED_YET`), and
-/// `NOT_SPECIFIED`, which user space judges per journey. Resolved from BTF.
-#[unsafe(no_mangle)]
-static REASON_NOT_SPECIFIED: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static REASON_CONSUMED: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static REASON_NOT_DROPPED_YET: u32 = u32::MAX;
-/// A reply freed with `NO_SOCKET` after our raw socket took its copy: the normal end of
-/// every answered probe, not a drop.
-#[unsafe(no_mangle)]
-static REASON_NO_SOCKET: u32 = u32::MAX;
-#[unsafe(no_mangle)]
-static REASON_NETFILTER_DROP: u32 = u32::MAX;
+static SETTINGS: Settings = Settings::unresolved();
 
 // Map sizes here are placeholders: the loader sizes PROBES and the counter maps from the
 // configuration. None is preallocated: memory follows the keys in use, beyond a bucket array
@@ -97,22 +90,16 @@ fn probe_length(len: usize) -> bool {
 /// Another node's probes: how many events a second the programs may report, over all CPUs;
 /// 0 turns recognising them off. While on, user space keeps `IN_FLIGHT` above zero, as such a
 /// probe may arrive at any time.
-#[unsafe(no_mangle)]
-static FOREIGN_BUDGET: u32 = 0;
-
-/// Whether to look one level into VXLAN, Geneve and IPIP packets for a probe (1) or not (0).
-/// User space then also lets the tunnelled probe lengths past the first test.
-#[unsafe(no_mangle)]
-static TUNNELS: u32 = 0;
-
 #[inline(always)]
 fn foreign_budget() -> u32 {
-    unsafe { core::ptr::read_volatile(&raw const FOREIGN_BUDGET) }
+    setting!(foreign_budget)
 }
 
+/// Whether to look one level into VXLAN, Geneve and IPIP packets for a probe. User space then
+/// also lets the tunnelled probe lengths past the first test.
 #[inline(always)]
 fn tunnels() -> bool {
-    unsafe { core::ptr::read_volatile(&raw const TUNNELS) != 0 }
+    setting!(tunnels) != 0
 }
 
 /// The foreign-probe budget's window: its start (CLOCK_MONOTONIC ns) and the events reported

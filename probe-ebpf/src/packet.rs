@@ -10,10 +10,11 @@
 //! In BTF-typed programs the skb fields are plain loads the verifier checks against BTF,
 //! not helper calls: a foreign packet costs a load or two and a compare.
 //!
-//! Another node's probe is in no `PROBES` entry here: while recognising those is on
-//! (`FOREIGN_BUDGET`), an echo or UDP packet that misses the map is taken when its payload is
-//! a tracepkt one and the budget has room. While `TUNNELS` is on, a VXLAN, Geneve or IPIP
-//! packet is looked into once, and the probe inside reported with the outer addresses.
+//! Another node's probe is in no `PROBES` entry here: while recognising those is on (the
+//! settings' `foreign_budget`), an echo or UDP packet that misses the map is taken when its
+//! payload is a tracepkt one and the budget has room. While `tunnels` is on, a VXLAN,
+//! Geneve or IPIP packet is looked into once, and the probe inside reported with the outer
+//! addresses.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use probe_common::{
@@ -172,7 +173,7 @@ pub fn ours(skb: usize, l3: L3, access: Access) -> Option<Probe> {
     let mut p = Probe::empty();
     let (ipproto, l4) = network(&mut p, ethertype, ip)?;
     // A probe inside a tunnel: the outer packet passed the first test only if the tunnelled
-    // lengths are allowed, which user space does only while `TUNNELS` is on.
+    // lengths are allowed, which user space does only while `tunnels` is on.
     if crate::tunnels()
         && p.ip_version == 4
         && let Some((tunnel, inner_ip)) = tunnel_inner(ipproto, l4, l3_len)

@@ -11,7 +11,9 @@ use std::path::Path;
 
 use aya::programs::{BtfTracePoint, KProbe, Program, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use probe_common::{EVENTS_RING_BYTES, HOOKS, Hook, HookSpec, Kind, Mechanism, Off, Offsets, Point, Source, Via, map};
+use probe_common::{
+    EVENTS_RING_BYTES, HOOKS, Hook, HookSpec, Kind, Mechanism, Off, Offsets, Point, Reasons, Settings, Source, Via, map,
+};
 use tracing::{info, warn};
 
 use super::btf::{BtfError, KernelBtf};
@@ -139,6 +141,18 @@ impl DropReasons {
     /// The reason also given when clones and consumed copies are freed on normal paths.
     pub fn not_specified(&self) -> Option<u32> {
         self.value("NOT_SPECIFIED")
+    }
+
+    /// The reasons the drop program tells apart, as it reads them.
+    fn for_programs(&self) -> Reasons {
+        let v = |name| self.value(name).unwrap_or(Reasons::ABSENT);
+        Reasons {
+            not_specified: v("NOT_SPECIFIED"),
+            consumed: v("SKB_CONSUMED"),
+            not_dropped_yet: v("SKB_NOT_DROPPED_YET"),
+            no_socket: v("NO_SOCKET"),
+            netfilter_drop: v("NETFILTER_DROP"),
+        }
     }
 }
 
@@ -332,8 +346,13 @@ fn resolve_offsets(btf: &KernelBtf, tracefs: &Path) -> Offsets {
                 .filter(|&i| i < 3)
                 .map(|i| i as u32),
         };
-        if let Some(v) = v {
-            o.v[off as usize] = v;
+        if let Some(v) = v
+            && !o.set(off, v)
+        {
+            warn!(
+                "{} is at {v}, past the 16 bits the programs keep for an offset",
+                describe(off)
+            );
         }
     }
     o
@@ -505,9 +524,7 @@ fn attach_hook(ebpf: &mut Ebpf, env: &Env, spec: &HookSpec, links: &mut Vec<Link
     not_attached(why)
 }
 
-/// Loads the programs, with maps sized by `sizing`, and attaches everything the running
-/// kernel supports by the mechanisms `allowed`.
-/// Recognising other nodes' probes (see the programs' `FOREIGN_BUDGET` and `TUNNELS`).
+/// Recognising other nodes' probes (the settings' `foreign_budget` and `tunnels`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Foreign {
     /// Events a second at most.
@@ -515,6 +532,19 @@ pub struct Foreign {
     pub tunnels: bool,
 }
 
+/// Every setting the programs run with: the running kernel's layouts and drop reasons, and
+/// what the configuration turns on. The one place they are made.
+fn settings(offsets: Offsets, reasons: &DropReasons, foreign: Option<Foreign>) -> Settings {
+    Settings {
+        offsets,
+        reasons: reasons.for_programs(),
+        foreign_budget: foreign.map_or(0, |f| f.budget),
+        tunnels: u32::from(foreign.is_some_and(|f| f.tunnels)),
+    }
+}
+
+/// Loads the programs, with maps sized by `sizing`, and attaches everything the running
+/// kernel supports by the mechanisms `allowed`.
 pub fn load(sizing: Sizing, allowed: &Mechanisms, foreign: Option<Foreign>) -> Result<Kernel, LoadError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -544,9 +574,8 @@ pub fn load(sizing: Sizing, allowed: &Mechanisms, foreign: Option<Foreign>) -> R
             None
         }
     };
-    let offsets = resolve_offsets(&btf, &tracefs_root);
     let reasons = DropReasons::from_btf(&btf);
-    let reason = |name: &str| reasons.value(name).unwrap_or(u32::MAX);
+    let settings = settings(resolve_offsets(&btf, &tracefs_root), &reasons, foreign);
 
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
     let rlim = libc::rlimit {
@@ -558,27 +587,13 @@ pub fn load(sizing: Sizing, allowed: &Mechanisms, foreign: Option<Foreign>) -> R
         tracing::debug!("could not raise RLIMIT_MEMLOCK (only matters before 5.11)");
     }
 
-    let (not_specified, consumed, not_dropped_yet, no_socket, netfilter_drop) = (
-        reason("NOT_SPECIFIED"),
-        reason("SKB_CONSUMED"),
-        reason("SKB_NOT_DROPPED_YET"),
-        reason("NO_SOCKET"),
-        reason("NETFILTER_DROP"),
-    );
     let mut ebpf = loader
         .map_max_entries(map::PROBES, sizing.probes)
         .map_max_entries(map::HOPS, sizing.hops)
         .map_max_entries(map::VERDICTS, sizing.verdicts)
         .map_max_entries(map::DROPS, sizing.drops)
         .map_max_entries(map::EVENTS, sizing.events)
-        .override_global("OFFSETS", &offsets, true)
-        .override_global("REASON_NOT_SPECIFIED", &not_specified, true)
-        .override_global("REASON_CONSUMED", &consumed, true)
-        .override_global("REASON_NOT_DROPPED_YET", &not_dropped_yet, true)
-        .override_global("REASON_NO_SOCKET", &no_socket, true)
-        .override_global("REASON_NETFILTER_DROP", &netfilter_drop, true)
-        .override_global("FOREIGN_BUDGET", &foreign.map_or(0u32, |f| f.budget), true)
-        .override_global("TUNNELS", &u32::from(foreign.is_some_and(|f| f.tunnels)), true)
+        .override_global(Settings::GLOBAL, &settings, true)
         .load(PROGRAMS)
         .map_err(|e| match missing.program_eperm() {
             Some(m) if missing.lacks_bpf() && caps::is_eperm(&e) => LoadError::Capability(m),
@@ -590,7 +605,7 @@ pub fn load(sizing: Sizing, allowed: &Mechanisms, foreign: Option<Foreign>) -> R
         btf: &btf,
         missing: &missing,
         aya_btf: aya_btf.as_ref(),
-        offsets: &offsets,
+        offsets: &settings.offsets,
         allowed,
     };
     let mut links = Vec::new();
@@ -646,6 +661,56 @@ mod tests {
         }
         let in_table: usize = HOOKS.iter().flat_map(|s| s.via).map(|v| v.programs.len()).sum();
         assert_eq!(obj.programs.len(), in_table, "every program in the object has a row");
+    }
+
+    /// The verifier takes what a frozen read-only map holds as constants. The settings must be
+    /// all of it: anything else there (a hook table row not folded at compile time, a string)
+    /// would be a load at run time.
+    #[test]
+    fn the_settings_are_the_programs_only_read_only_data() {
+        let obj = aya_obj::Object::parse(PROGRAMS).expect("the built eBPF object parses");
+        let rodata: Vec<(&String, usize)> = obj
+            .maps
+            .iter()
+            .filter(|(name, _)| name.starts_with(".rodata"))
+            .map(|(name, m)| (name, m.data().len()))
+            .collect();
+        assert_eq!(rodata, vec![(&".rodata".to_string(), std::mem::size_of::<Settings>())]);
+    }
+
+    #[test]
+    fn settings_carry_the_reasons_and_what_cross_node_turns_on() {
+        let mut names = HashMap::new();
+        names.insert(2, "NOT_SPECIFIED".to_string());
+        names.insert(0, "SKB_CONSUMED".to_string());
+        names.insert(12, "NETFILTER_DROP".to_string());
+        let reasons = DropReasons::new(names);
+        let off = settings(Offsets::unresolved(), &reasons, None);
+        assert_eq!((off.foreign_budget, off.tunnels), (0, 0));
+        assert_eq!(
+            off.reasons,
+            Reasons {
+                not_specified: 2,
+                consumed: 0,
+                not_dropped_yet: Reasons::ABSENT,
+                no_socket: Reasons::ABSENT,
+                netfilter_drop: 12,
+            }
+        );
+        let on = settings(
+            Offsets::unresolved(),
+            &reasons,
+            Some(Foreign {
+                budget: 7,
+                tunnels: true,
+            }),
+        );
+        assert_eq!((on.foreign_budget, on.tunnels), (7, 1));
+        let untunnelled = Foreign {
+            budget: 7,
+            tunnels: false,
+        };
+        assert_eq!(settings(Offsets::unresolved(), &reasons, Some(untunnelled)).tunnels, 0);
     }
 
     #[test]
