@@ -9,31 +9,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use probe_common::payload::TraceContext;
-use probe_common::{Direction, Hook, Kind, Proto};
+use probe_common::{Direction, Io, Kind, Proto};
 use serde::Serialize;
 
 use crate::kernel::events::{Detail, KernelEvent};
 use crate::names::{self, Names};
 use crate::prober::Outcome;
-
-/// Which way an interface was crossed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Io {
-    /// Queued for transmit (`net_dev_queue`).
-    Tx,
-    /// Received (`netif_receive_skb`, or the receive entry points before it).
-    Rx,
-}
-
-impl Io {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Io::Tx => "tx",
-            Io::Rx => "rx",
-        }
-    }
-}
 
 /// What happened at a hop. Serialised flat into the hop, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -221,7 +202,8 @@ fn is_real_drop(ev: &KernelEvent, later: &[KernelEvent], not_specified: Option<u
 fn detail_of(ev: &KernelEvent, names: &Names) -> HopDetail {
     match &ev.detail {
         Detail::Interface => HopDetail::Interface {
-            io: if ev.hook == Hook::NetDevQueue { Io::Tx } else { Io::Rx },
+            // Interface events come from interface hooks, and every one of those has a way.
+            io: ev.hook.spec().io.unwrap_or(Io::Rx),
         },
         Detail::Netfilter {
             pf,
@@ -438,7 +420,7 @@ mod tests {
     }
 
     use Direction::{Reply, Request};
-    use Hook::*;
+    use probe_common::Hook::{self, *};
 
     #[test]
     fn merges_receive_entry_points_and_orders_by_time() {

@@ -2,15 +2,17 @@
 //! how to attach it, in order of preference, with the offsets each way needs.
 //!
 //! The loader attaches from this table, the attach report and `tracepkt_program_attached`
-//! are made from it, and the programs named here are the entry points in `probe-ebpf`'s
-//! `main.rs`. Adding a hook means a row here, its [`Hook`] value and its kernel handler.
+//! are made from it, the programs named here are the entry points in `probe-ebpf`'s
+//! `main.rs`, and what a hook's events mean (which way a crossing goes, whether the kernel
+//! counts it) is read from its row, by the programs and by journey assembly alike. Adding a
+//! hook means a row here, its [`Hook`] value and its kernel handler.
 //!
 //! Netfilter functions are followed by kprobes only. fentry/fexit would be cheaper, but the
 //! functions live in modules (`nf_tables`, `ip_tables`) on the kernels tracepkt is tested on,
 //! and aya loads fentry/fexit programs against vmlinux BTF only; kernels that lock ftrace
 //! down refuse fentry altogether.
 
-use crate::{Hook, Kind, Mechanism, Off};
+use crate::{Hook, Io, Kind, Mechanism, Off};
 
 /// Where in the kernel a hook sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +46,12 @@ pub struct HookSpec {
     pub hook: Hook,
     pub kind: Kind,
     pub point: Point,
+    /// Interface hooks: which way the packet crosses the interface there; none for the others.
+    pub io: Option<Io>,
+    /// Whether the programs count this hook's events in the kernel's counters (`HOPS`,
+    /// `VERDICTS`, `DROPS`). Several interface hooks see one crossing; only one of them
+    /// counts it.
+    pub counted: bool,
     /// Offsets every way of attaching this hook needs.
     pub needs: &'static [Off],
     /// Ways of attaching it, preferred first.
@@ -113,11 +121,18 @@ const fn kprobe(programs: &'static [&'static str], needs: &'static [Off]) -> Via
     }
 }
 
-const fn interface(hook: Hook, name: &'static str, via: &'static [Via]) -> HookSpec {
+/// The `counted` column of interface hooks.
+const COUNTED_HERE: bool = true;
+/// A receive entry point: `netif_receive_skb`, later on the same crossing, counts it.
+const COUNTED_LATER: bool = false;
+
+const fn interface(hook: Hook, name: &'static str, io: Io, counted: bool, via: &'static [Via]) -> HookSpec {
     HookSpec {
         hook,
         kind: Kind::Interface,
         point: Point::Tracepoint { category: "net", name },
+        io: Some(io),
+        counted,
         needs: SKB,
         via,
     }
@@ -128,16 +143,24 @@ const fn netfilter(hook: Hook, name: &'static str, module: &'static str, via: &'
         hook,
         kind: Kind::Netfilter,
         point: Point::Function { name, module },
+        io: None,
+        counted: true,
         needs: SKB,
         via,
     }
 }
 
 /// In [`Hook`] value order: `Hook::spec` indexes it.
+///
+/// A crossing is counted where every packet of its way passes once: at `net_dev_queue` on
+/// transmit, at `netif_receive_skb` on receive, which every received packet reaches after
+/// `netif_rx` or GRO.
 pub const HOOKS: &[HookSpec] = &[
     interface(
         Hook::NetDevQueue,
         "net_dev_queue",
+        Io::Tx,
+        COUNTED_HERE,
         &[
             tp_btf(&["net_dev_queue_btf"]),
             tracepoint(&["net_dev_queue_tp"], &[Off::TpNetDevQueueSkb]),
@@ -146,6 +169,8 @@ pub const HOOKS: &[HookSpec] = &[
     interface(
         Hook::NetifReceiveSkb,
         "netif_receive_skb",
+        Io::Rx,
+        COUNTED_HERE,
         &[
             tp_btf(&["netif_receive_skb_btf"]),
             tracepoint(&["netif_receive_skb_tp"], &[Off::TpNetifReceiveSkbSkb]),
@@ -154,6 +179,8 @@ pub const HOOKS: &[HookSpec] = &[
     interface(
         Hook::NetifRx,
         "netif_rx",
+        Io::Rx,
+        COUNTED_LATER,
         &[
             tp_btf(&["netif_rx_btf"]),
             tracepoint(&["netif_rx_tp"], &[Off::TpNetifRxSkb]),
@@ -162,6 +189,8 @@ pub const HOOKS: &[HookSpec] = &[
     interface(
         Hook::NapiGroReceiveEntry,
         "napi_gro_receive_entry",
+        Io::Rx,
+        COUNTED_LATER,
         &[
             tp_btf(&["napi_gro_receive_entry_btf"]),
             tracepoint(&["napi_gro_receive_entry_tp"], &[Off::TpNapiGroReceiveEntrySkb]),
@@ -174,6 +203,9 @@ pub const HOOKS: &[HookSpec] = &[
             category: "skb",
             name: "kfree_skb",
         },
+        io: None,
+        // Reasoned drops only: NOT_SPECIFIED is judged per journey in user space.
+        counted: true,
         needs: SKB,
         via: &[
             tp_btf(&["kfree_skb_btf"]),
@@ -217,5 +249,21 @@ mod tests {
         }
         assert_eq!(Hook::NftDoChain.name(), "nft_do_chain");
         assert_eq!(Hook::KfreeSkb.name(), "kfree_skb");
+    }
+
+    #[test]
+    fn interface_hooks_say_which_way_and_count_each_way_once() {
+        for h in Hook::ALL {
+            assert_eq!(h.spec().io.is_some(), h.spec().kind == Kind::Interface, "{h:?}");
+        }
+        for io in [Io::Tx, Io::Rx] {
+            let counting = Hook::ALL
+                .into_iter()
+                .filter(|h| h.spec().io == Some(io) && h.spec().counted)
+                .count();
+            assert_eq!(counting, 1, "{io:?}");
+        }
+        assert_eq!(Hook::NetDevQueue.spec().io, Some(Io::Tx));
+        assert!(Hook::NetifReceiveSkb.spec().counted && !Hook::NetifRx.spec().counted);
     }
 }

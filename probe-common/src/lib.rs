@@ -232,6 +232,25 @@ impl Direction {
     }
 }
 
+/// Which way a packet crosses an interface (the hook table's [`HookSpec::io`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+pub enum Io {
+    /// Queued for transmit.
+    Tx,
+    /// Received.
+    Rx,
+}
+
+impl Io {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Io::Tx => "tx",
+            Io::Rx => "rx",
+        }
+    }
+}
+
 /// What a hook reveals about a packet: where it crossed an interface, what a netfilter chain
 /// decided, or where it was dropped.
 #[repr(u8)]

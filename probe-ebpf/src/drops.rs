@@ -1,7 +1,7 @@
 //! Drops: the `skb:kfree_skb` tracepoint, for probe packets only.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{DropKey, Event, Hook, Kind, Offsets, stat};
+use probe_common::{DropKey, Event, Hook, Offsets, stat};
 
 use crate::packet::{self, Access, L3};
 use crate::{DROPS, EVENTS, NF_DROPPED, bump, stat_inc};
@@ -26,13 +26,13 @@ pub fn handle(skb: usize, location: usize, reason: u32, access: Access) -> i32 {
         unsafe { *slot = skb as u64 };
     }
     let mut ev = Event::zeroed();
-    packet::fill(&mut ev, &p, skb, Kind::Drop, Hook::KfreeSkb);
+    packet::fill(&mut ev, &p, skb, Hook::KfreeSkb);
     packet::device(skb, &mut ev);
     ev.location = location as u64;
     ev.verdict = reason;
     // NOT_SPECIFIED also frees clones on normal paths: user space decides per journey whether
     // it was the packet's end, so only reasoned drops are counted here.
-    if reason != setting!(reasons.not_specified) {
+    if Hook::KfreeSkb.spec().counted && reason != setting!(reasons.not_specified) {
         let key = DropKey {
             tag: p.info.tag,
             netns: ev.netns,

@@ -2,27 +2,26 @@
 //! receive entry points `netif_rx` / `napi_gro_receive_entry`.
 
 use aya_ebpf::programs::TracePointContext;
-use probe_common::{Event, Hook, HopKey, Kind, stat};
+use probe_common::{Event, Hook, HopKey, Io, stat};
 
 use crate::packet::{self, Access, L3};
 use crate::{EVENTS, HOPS, bump, stat_inc};
 
 #[inline(always)]
 pub fn handle(skb: usize, hook: Hook, access: Access) -> i32 {
-    let l3 = if hook == Hook::NetDevQueue {
-        L3::Transmit
-    } else {
-        L3::Data
+    let spec = hook.spec();
+    let l3 = match spec.io {
+        Some(Io::Tx) => L3::Transmit,
+        _ => L3::Data,
     };
     let Some(p) = packet::ours(skb, l3, access) else {
         return 0;
     };
     let mut ev = Event::zeroed();
-    packet::fill(&mut ev, &p, skb, Kind::Interface, hook);
+    packet::fill(&mut ev, &p, skb, hook);
     packet::device(skb, &mut ev);
-    // One count per crossing: transmit at net_dev_queue, receive at netif_receive_skb, which
-    // every received packet reaches after netif_rx or GRO.
-    if hook == Hook::NetDevQueue || hook == Hook::NetifReceiveSkb {
+    // Once per crossing: the hook table says which of the hooks that see it counts it.
+    if spec.counted {
         let key = HopKey {
             tag: p.info.tag,
             netns: ev.netns,

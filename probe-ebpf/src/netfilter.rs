@@ -19,7 +19,7 @@ use aya_ebpf::{
     },
     programs::{ProbeContext, RetProbeContext},
 };
-use probe_common::{Event, Hook, Kind, VerdictKey, stat};
+use probe_common::{Event, Hook, VerdictKey, stat};
 
 use crate::packet::{self, Access, Dev, L3, Probe};
 use crate::{EVENTS, NF_ARGS, NF_DROPPED, SCRATCH, STASH_SCRATCH, VERDICTS, bump, stat_inc};
@@ -79,7 +79,7 @@ fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook: Hook) {
     // SAFETY: this CPU's slot, used only here, from start to output, with no sleep between.
     let ev = unsafe { &mut *ev };
     *ev = Event::zeroed();
-    packet::fill(ev, &seen.probe, seen.skb, Kind::Netfilter, hook);
+    packet::fill(ev, &seen.probe, seen.skb, hook);
     ev.ts_ns = seen.ts_ns;
     packet::set_dev(ev, &seen.dev);
     unsafe {
@@ -110,17 +110,19 @@ fn record(seen: &Seen, state: usize, table: usize, verdict: u32, hook: Hook) {
         ev.verdict = NF_DROP;
         unsafe { *slot = 0 };
     }
-    let key = VerdictKey {
-        tag: seen.probe.info.tag,
-        netns: ev.netns,
-        verdict: ev.verdict,
-        pf: ev.nf_pf,
-        hook: ev.nf_hook,
-        _pad: [0; 2],
-        table: ev.table,
-        chain: ev.chain,
-    };
-    bump(&VERDICTS, &key);
+    if hook.spec().counted {
+        let key = VerdictKey {
+            tag: seen.probe.info.tag,
+            netns: ev.netns,
+            verdict: ev.verdict,
+            pf: ev.nf_pf,
+            hook: ev.nf_hook,
+            _pad: [0; 2],
+            table: ev.table,
+            chain: ev.chain,
+        };
+        bump(&VERDICTS, &key);
+    }
     if EVENTS.output::<Event>(ev, 0).is_err() {
         stat_inc(stat::EVENTS_LOST);
     }

@@ -18,7 +18,7 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
 use probe_common::{
-    DNS_L3_LEN_V4, DNS_L3_LEN_V6, Direction, Event, FLAG_FOREIGN, FLAG_TUNNEL_SHIFT, FOREIGN_TAG, Hook, Kind,
+    DNS_L3_LEN_V4, DNS_L3_LEN_V6, Direction, Event, FLAG_FOREIGN, FLAG_TUNNEL_SHIFT, FOREIGN_TAG, Hook,
     PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, ProbeInfo, Proto, Tunnel, payload, probe_key,
 };
 
@@ -424,10 +424,10 @@ pub fn netns_of_net(net: usize) -> u32 {
 
 /// Fills the packet part of an event.
 #[inline(always)]
-pub fn fill(ev: &mut Event, p: &Probe, skb: usize, kind: Kind, hook: Hook) {
+pub fn fill(ev: &mut Event, p: &Probe, skb: usize, hook: Hook) {
     ev.ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     ev.skb = skb as u64;
-    ev.kind = kind as u8;
+    ev.kind = hook.spec().kind as u8;
     ev.hook = hook as u8;
     ev.direction = p.direction as u8;
     ev.ip_version = p.ip_version;

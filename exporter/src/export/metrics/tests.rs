@@ -3,10 +3,10 @@ use std::time::Duration;
 
 use opentelemetry::trace::TraceId;
 use probe_common::payload::TraceContext;
-use probe_common::{Direction, Hook, Mechanism, Proto};
+use probe_common::{Direction, Hook, Io, Mechanism, Proto};
 
 use super::*;
-use crate::journey::{Hop, HopDetail, Io, Journey};
+use crate::journey::{Hop, HopDetail, Journey};
 use crate::prober::Outcome;
 use crate::remote::RemoteJourney;
 
