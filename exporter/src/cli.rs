@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use probe_common::Mechanism;
 
+use crate::pods::PodName;
+use crate::probes::dns::DnsQuery;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tracepkt",
@@ -71,7 +74,7 @@ pub struct TraceArgs {
     /// Probe with a DNS query instead, NAME[/TYPE] (type A unless given), and check its
     /// answer: to --server, or to the resolver of the namespace the probe starts in.
     #[arg(long, value_name = "NAME[/TYPE]", conflicts_with_all = ["tcp", "udp"], value_parser = dns_query)]
-    pub dns: Option<String>,
+    pub dns: Option<DnsQuery>,
     /// The DNS server for --dns: IP or IP:PORT.
     #[arg(long, value_name = "ADDR", requires = "dns", value_parser = crate::config::parse_dns_server)]
     pub server: Option<std::net::SocketAddr>,
@@ -82,7 +85,7 @@ pub struct TraceArgs {
     /// Start the probes in the network namespace of this pod on this node: NAMESPACE/NAME,
     /// found through its processes' cgroups and the kubelet's /var/log/pods.
     #[arg(long, value_name = "NAMESPACE/NAME", value_parser = pod_name)]
-    pub from_pod: Option<String>,
+    pub from_pod: Option<PodName>,
     /// Also send each journey as an OpenTelemetry trace to this OTLP collector
     /// (http://HOST:PORT) and print its trace id.
     #[arg(long, value_name = "ENDPOINT", value_parser = crate::config::check_otlp_endpoint)]
@@ -108,12 +111,12 @@ pub struct ServeArgs {
     pub listen_address: Option<std::net::IpAddr>,
 }
 
-fn dns_query(s: &str) -> Result<String, String> {
-    s.parse::<crate::dns::DnsQuery>().map(|_| s.to_owned())
+fn dns_query(s: &str) -> Result<DnsQuery, String> {
+    s.parse()
 }
 
-fn pod_name(s: &str) -> Result<String, String> {
-    s.parse::<crate::pods::PodName>().map(|_| s.to_owned())
+fn pod_name(s: &str) -> Result<PodName, String> {
+    s.parse()
 }
 
 fn mechanism(s: &str) -> Result<Mechanism, String> {

@@ -13,8 +13,8 @@ use probe_common::{Direction, Io, Kind, Proto};
 use serde::Serialize;
 
 use crate::kernel::events::{Detail, KernelEvent};
-use crate::names::{self, Names};
-use crate::prober::Outcome;
+use crate::names::{self, Names, Verdict};
+use crate::outcome::{Ending, Outcome};
 
 /// What happened at a hop. Serialised flat into the hop, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -30,7 +30,7 @@ pub enum HopDetail {
         /// nftables chains have names; iptables chains are named by their hook.
         #[serde(skip_serializing_if = "Option::is_none")]
         chain: Option<String>,
-        verdict: &'static str,
+        verdict: Verdict,
     },
     Drop {
         reason: String,
@@ -124,7 +124,7 @@ impl Hop {
     pub fn is_fatal(&self) -> bool {
         match &self.detail {
             HopDetail::Drop { .. } => true,
-            HopDetail::Netfilter { verdict, .. } => *verdict == "DROP",
+            HopDetail::Netfilter { verdict, .. } => *verdict == Verdict::Drop,
             HopDetail::Interface { .. } => false,
         }
     }
@@ -180,8 +180,6 @@ pub struct Journey {
     /// Events the kernel could not queue (ring buffer full) while the probe was out: when not
     /// 0, hops may be missing from this journey.
     pub events_lost: u64,
-    /// What came back to a UDP probe (a DNS answer, for a DNS probe).
-    pub answer: Option<Vec<u8>>,
 }
 
 /// Whether a drop event ends the packet or only frees a copy of it.
@@ -287,7 +285,6 @@ impl Journey {
             ended_ns: 0,
             violation: None,
             events_lost: 0,
-            answer: None,
         }
     }
 
@@ -295,15 +292,14 @@ impl Journey {
         matches!(self.outcome, Outcome::Reply { .. })
     }
 
-    /// The outcome in one word (`replied`, `timeout`, `refused`, `unreachable`, `icmp_error`,
-    /// `send_error`, `dropped`), and what explains a failure.
-    pub fn outcome_text(&self) -> (&'static str, Option<String>) {
+    /// How the journey ended, and what explains a failure.
+    pub fn ending(&self) -> (Ending, Option<String>) {
         match &self.outcome {
-            Outcome::Reply { .. } => ("replied", None),
-            Outcome::SendError(e) => ("send_error", Some(e.clone())),
-            Outcome::IcmpError(e) => ("icmp_error", Some(e.clone())),
-            Outcome::Refused => ("refused", None),
-            Outcome::Unreachable(e) => ("unreachable", Some(e.clone())),
+            Outcome::Reply { .. } => (Ending::Replied, None),
+            Outcome::SendError(e) => (Ending::SendError, Some(e.clone())),
+            Outcome::IcmpError(e) => (Ending::IcmpError, Some(e.clone())),
+            Outcome::Refused => (Ending::Refused, None),
+            Outcome::Unreachable(e) => (Ending::Unreachable, Some(e.clone())),
             // The kernel's drop row names the reason; a chain's DROP verdict, which comes
             // first, only names the chain.
             Outcome::Timeout => match self
@@ -320,10 +316,10 @@ impl Journey {
                     if let HopDetail::Drop { location, .. } = &h.detail {
                         place.push_str(&format!(" at {location}"));
                     }
-                    ("dropped", Some(place))
+                    (Ending::Dropped, Some(place))
                 }
                 None => (
-                    "timeout",
+                    Ending::Timeout,
                     self.last_hop()
                         .map(|h| format!("last seen in netns {} on {}", h.netns_label(), h.ifname)),
                 ),

@@ -6,7 +6,6 @@
 pub mod cli;
 mod clock;
 pub(crate) mod config;
-mod dns;
 mod engine;
 mod expect;
 mod explain;
@@ -19,15 +18,16 @@ pub mod fuzzing;
 mod journey;
 mod kernel;
 mod names;
-mod pmtu;
+mod netns;
+mod outcome;
 mod pods;
-mod prober;
+mod probes;
 mod remote;
 pub mod serve;
-mod sockets;
 // Serve does not run the sources yet: only the tests do.
 #[allow(dead_code)]
 mod targets;
+mod telemetry;
 pub mod trace;
 
 /// Gives up every capability tracepkt never uses (the list and why each one stays:

@@ -240,16 +240,49 @@ pub fn nf_hook(hook: u8) -> &'static str {
     }
 }
 
+/// A netfilter verdict (`NF_*`), as iptables and nft spell it at the edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Drop,
+    Accept,
+    Stolen,
+    Queue,
+    Repeat,
+    Stop,
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Drop => "DROP",
+            Verdict::Accept => "ACCEPT",
+            Verdict::Stolen => "STOLEN",
+            Verdict::Queue => "QUEUE",
+            Verdict::Repeat => "REPEAT",
+            Verdict::Stop => "STOP",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Netfilter verdict (`NF_*`, low byte).
-pub fn nf_verdict(v: u32) -> &'static str {
+pub fn nf_verdict(v: u32) -> Verdict {
     match v & 0xff {
-        0 => "DROP",
-        1 => "ACCEPT",
-        2 => "STOLEN",
-        3 => "QUEUE",
-        4 => "REPEAT",
-        5 => "STOP",
-        _ => "UNKNOWN",
+        0 => Verdict::Drop,
+        1 => Verdict::Accept,
+        2 => Verdict::Stolen,
+        3 => Verdict::Queue,
+        4 => Verdict::Repeat,
+        5 => Verdict::Stop,
+        _ => Verdict::Unknown,
     }
 }
 
@@ -356,8 +389,8 @@ mod tests {
     fn netfilter_names() {
         assert_eq!(nf_hook(3), "OUTPUT");
         assert_eq!(nf_family(10), "ip6");
-        assert_eq!(nf_verdict(1), "ACCEPT");
+        assert_eq!(nf_verdict(1), Verdict::Accept);
         // Queue verdicts carry the queue number in the upper bits.
-        assert_eq!(nf_verdict((5 << 16) | 3), "QUEUE");
+        assert_eq!(nf_verdict((5 << 16) | 3).as_str(), "QUEUE");
     }
 }

@@ -14,7 +14,7 @@ use probe_common::{Direction, Proto};
 use crate::journey::{Hop, Journey};
 use crate::kernel::events::KernelEvent;
 use crate::names::Names;
-use crate::prober::Outcome;
+use crate::outcome::Outcome;
 
 /// How long a probe's events may pause before its journey here is taken as complete: far
 /// longer than a packet takes to cross a node, and its reply comes back within the sender's

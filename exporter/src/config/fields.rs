@@ -21,8 +21,8 @@ use super::model::{
     DEFAULT_PORT, MAX_COUNT, MAX_FOREIGN_BUDGET, MAX_RTT_BUCKETS, MAX_SIZES, MAX_TARGETS, MIN_INTERVAL, RESERVED_LABELS,
 };
 use super::raw::RawTarget;
-use crate::dns::{AnswerExpect, DnsQuery};
 use crate::pods::PodName;
+use crate::probes::dns::{AnswerExpect, DnsQuery};
 
 /// Visits a scalar as text and converts it with `parse`.
 struct StrVisitor<T, F> {

@@ -12,8 +12,8 @@ use probe_common::Mechanism;
 use serde::Deserialize;
 
 pub use super::discovery::{Discovery, Source};
-use crate::dns::{AnswerExpect, DnsQuery};
 use crate::pods::PodName;
+use crate::probes::dns::{AnswerExpect, DnsQuery};
 
 /// Default port of the HTTP server (`/metrics`): outside the exporter range 9100-9999, which
 /// Prometheus' list of default port allocations has fully taken, and below the ephemeral range.
@@ -226,7 +226,7 @@ impl Expect {
     }
 }
 
-pub use crate::prober::IpVersion;
+pub use crate::probes::IpVersion;
 
 /// Where to send OpenTelemetry traces, as the file says; unset values fall back to the
 /// standard `OTEL_*` variables (`export::otlp::Settings`).

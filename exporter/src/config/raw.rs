@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::discovery::RawDiscovery;
 use super::fields::{self, MechanismName, Text};
 use super::model::{AttachMode, IpVersion, OtlpProtocol};
-use crate::dns::{AnswerExpect, DnsQuery};
 use crate::pods::PodName;
+use crate::probes::dns::{AnswerExpect, DnsQuery};
 
 #[derive(Deserialize)]
 #[serde(expecting = "a mapping of tracepkt settings", deny_unknown_fields)]

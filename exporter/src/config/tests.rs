@@ -8,7 +8,7 @@ use probe_common::Mechanism;
 use super::fields::{MECHANISM_NAMES, check_label_name, parse_address};
 use super::locate::{Seg, locate, locate_nearest, path_string};
 use super::*;
-use crate::dns::AnswerExpect;
+use crate::probes::dns::AnswerExpect;
 
 const FILE: &str = "conf/tracepkt.yaml";
 

@@ -238,10 +238,12 @@ pub(super) async fn open_in<T: Send + 'static>(
     ns: Option<&PathBuf>,
     make: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> Result<T, Error> {
-    crate::sockets::in_netns(ns, make).await.map_err(|e| Error::Namespace {
-        ns: ns.map(|p| p.display().to_string()).unwrap_or_default(),
-        why: format!("{e:#}"),
-    })
+    crate::netns::in_netns(ns.map(PathBuf::as_path), make)
+        .await
+        .map_err(|e| Error::Namespace {
+            ns: ns.map(|p| p.display().to_string()).unwrap_or_default(),
+            why: format!("{e:#}"),
+        })
 }
 
 fn emit(out: &mut Vec<u8>, msg: NetfilterMessage, flags: u16, seq: u32) {

@@ -10,9 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use opentelemetry::trace::TraceId;
 use serde::Serialize;
 
-use crate::config::Target;
 use crate::journey::{Hop, HopDetail, Journey};
-use crate::prober::Outcome;
+use crate::outcome::{Ending, Outcome};
 
 /// Journeys kept per target: the page's history and the success ratio's window.
 pub const KEEP: usize = 20;
@@ -25,18 +24,6 @@ pub struct TargetView {
     pub protocol: &'static str,
     pub labels: BTreeMap<String, String>,
     pub interval_seconds: f64,
-}
-
-impl TargetView {
-    pub fn of(t: &Target) -> Self {
-        TargetView {
-            name: t.name.clone(),
-            address: t.address.clone(),
-            protocol: t.probe.protocol(),
-            labels: t.labels.clone(),
-            interval_seconds: t.interval.as_secs_f64(),
-        }
-    }
 }
 
 /// One hop of a journey, as `tracepkt trace` prints it, with its share of the journey's time.
@@ -87,9 +74,7 @@ pub struct JourneyView {
     pub seq: u16,
     /// When it ended, Unix seconds.
     pub at_unix: f64,
-    /// `replied`, `timeout`, `refused`, `unreachable`, `dropped`, `icmp_error`, `send_error` or
-    /// `resolve_error`.
-    pub outcome: &'static str,
+    pub outcome: Ending,
     pub detail: Option<String>,
     pub rtt_seconds: Option<f64>,
     /// Set when the journey was sent as a trace.
@@ -108,7 +93,7 @@ pub struct JourneyView {
 
 impl JourneyView {
     pub fn replied(&self) -> bool {
-        self.outcome == "replied"
+        self.outcome == Ending::Replied
     }
 
     /// The width of a hop's time bar, in percent of the journey's longest hop.
@@ -161,7 +146,7 @@ fn hop_view(i: usize, h: &Hop, first_ts: u64, next_ts: Option<u64>) -> HopView {
 
 impl JourneyView {
     pub fn of(j: &Journey, trace: Option<TraceId>) -> Self {
-        let (outcome, detail) = j.outcome_text();
+        let (outcome, detail) = j.ending();
         let first = j.hops.first().map(|h| h.ts_ns).unwrap_or(0);
         let hops = j
             .hops
@@ -197,11 +182,11 @@ impl JourneyView {
 
     /// A probe that could not be sent because its target did not resolve.
     pub fn unresolved(reason: String) -> Self {
-        Self::not_sent("resolve_error", reason)
+        Self::not_sent(Ending::ResolveError, reason)
     }
 
     /// A probe that was not sent: `outcome` says why, `reason` in the user's words.
-    pub fn not_sent(outcome: &'static str, reason: String) -> Self {
+    pub fn not_sent(outcome: Ending, reason: String) -> Self {
         JourneyView {
             seq: 0,
             at_unix: now_unix(),

@@ -235,7 +235,7 @@ fn journey_row(board: &Board, j: &JourneyView) -> JourneyRow {
         when: humantime::format_rfc3339_seconds(when).to_string(),
         seq: j.seq,
         status: if j.replied() { "up" } else { "down" },
-        outcome: j.outcome,
+        outcome: j.outcome.as_str(),
         detail: match (&j.detail, j.rtt_seconds) {
             _ if j.expect_violation.is_some() => format!(
                 "path not as expected: {}",

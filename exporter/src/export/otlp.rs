@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use crate::clock;
 use crate::config::{Otlp, OtlpProtocol};
 use crate::journey::{Hop, HopDetail, Journey};
-use crate::prober::Outcome;
+use crate::outcome::Outcome;
 use crate::remote::RemoteJourney;
 use probe_common::Direction;
 
@@ -491,13 +491,13 @@ impl Tracer {
         } else {
             (wall(j.sent_ns), wall(end_ns))
         };
-        let (outcome, why) = j.outcome_text();
+        let (outcome, why) = j.ending();
         let mut attrs = vec![
             KeyValue::new("tracepkt.target", target.name.to_string()),
             KeyValue::new("server.address", target.address.to_string()),
             KeyValue::new("tracepkt.probe.id", i64::from(j.probe)),
             KeyValue::new("tracepkt.probe.seq", i64::from(j.seq)),
-            KeyValue::new("tracepkt.outcome", outcome),
+            KeyValue::new("tracepkt.outcome", outcome.as_str()),
             KeyValue::new("tracepkt.hops", j.hops.len() as i64),
             KeyValue::new("tracepkt.protocol", j.proto.as_str()),
         ];
@@ -532,7 +532,7 @@ impl Tracer {
         }
         let status = match &why {
             Some(w) if !j.replied() => Status::error(format!("{outcome}: {w}")),
-            _ if !j.replied() => Status::error(outcome),
+            _ if !j.replied() => Status::error(outcome.as_str()),
             _ => Status::Unset,
         };
         let mut out = Vec::with_capacity(j.hops.len() + 3);
@@ -671,7 +671,7 @@ fn hop_attributes(h: &Hop, index: usize) -> Vec<KeyValue> {
             if let Some(c) = chain {
                 kv.push(KeyValue::new("tracepkt.netfilter.chain", c.clone()));
             }
-            kv.push(KeyValue::new("tracepkt.netfilter.verdict", *verdict));
+            kv.push(KeyValue::new("tracepkt.netfilter.verdict", verdict.as_str()));
         }
         HopDetail::Drop { reason, location } => {
             kv.push(KeyValue::new("tracepkt.drop.reason", reason.clone()));
@@ -800,7 +800,6 @@ mod tests {
             ended_ns: 2,
             violation: None,
             events_lost: 0,
-            answer: None,
         }
     }
 

@@ -15,10 +15,10 @@ use super::collectors::{Kernel, Labelling};
 use super::labels::{TargetLabels, Targets};
 use super::metrics::{ErrorReason, Groups, Rcode};
 use super::otlp::SpanCounts;
-use crate::engine::Telemetry;
 use crate::journey::Journey;
-use crate::prober::Outcome;
+use crate::outcome::Outcome;
 use crate::remote::RemoteJourney;
+use crate::telemetry::Telemetry;
 
 pub struct Metrics {
     pub registry: Registry,

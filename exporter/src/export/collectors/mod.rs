@@ -25,11 +25,11 @@ use tracing::warn;
 use probe_common::Tagged;
 
 use super::labels::{TargetLabels, Targets};
-use crate::engine::Telemetry;
 use crate::journey::{HopDetail, Journey};
 use crate::kernel::loader::DropReasons;
 use crate::kernel::maps::{Counters, MapError};
 use crate::names::Names;
+use crate::telemetry::Telemetry;
 
 /// What turns kernel keys into labels: namespaces and interfaces by number.
 pub struct Labelling {

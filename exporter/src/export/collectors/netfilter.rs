@@ -30,7 +30,7 @@ fn labels(k: &VerdictKey, target: TargetLabels, l: &Labelling) -> VerdictLabels 
         hook: names::nf_hook(k.hook),
         table: cstr(&k.table),
         chain: cstr(&k.chain),
-        verdict: names::nf_verdict(k.verdict),
+        verdict: names::nf_verdict(k.verdict).as_str(),
     }
 }
 

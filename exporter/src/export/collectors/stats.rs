@@ -9,9 +9,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 
 use super::{Collect, CollectError, Labelling, counter_family};
-use crate::engine::{AttachClock, EngineCounts};
 use crate::export::labels::TargetLabels;
 use crate::kernel::maps::KernelStats;
+use crate::telemetry::{AttachClock, EngineCounts};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct AnomalyLabels {

@@ -7,7 +7,7 @@ use probe_common::{Direction, Hook, Io, Mechanism, Proto};
 
 use super::*;
 use crate::journey::{Hop, HopDetail, Journey};
-use crate::prober::Outcome;
+use crate::outcome::Outcome;
 use crate::remote::RemoteJourney;
 
 fn target(name: &str) -> TargetLabels {
@@ -51,7 +51,6 @@ fn journey(outcome: Outcome, hops: Vec<Hop>, events_lost: u64) -> Journey {
         ended_ns: 100,
         violation: None,
         events_lost,
-        answer: None,
     }
 }
 

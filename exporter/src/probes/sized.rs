@@ -1,28 +1,131 @@
-//! Sized probes: the padded payload, and the MTU an ICMP "fragmentation needed" (IPv4 type 3
-//! code 4) or "packet too big" (ICMPv6 type 2) names for a don't-fragment probe.
+//! Sized ICMP probes: echoes of chosen IP lengths, swept in a round, with or without
+//! don't-fragment, for a path's MTU and its black holes (README, *MTU black holes*).
 //!
-//! The reply matcher only says that such an error answered the probe; the MTU is in the ICMP
-//! header, which it does not keep. So a don't-fragment probe also opens a raw socket of its
+//! The reply matcher only says that an ICMP "fragmentation needed" (IPv4 type 3 code 4) or
+//! "packet too big" (ICMPv6 type 2) answered a don't-fragment probe; the MTU it names is in
+//! the ICMP header, which it does not keep. So such a probe also opens a raw socket of its
 //! own, in the probe's namespace, that lets only those messages in (an ICMP filter, so
 //! nothing else queues on it) and reads them, without waiting, once the probe has ended.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use anyhow::Context as _;
-use probe_common::{PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, payload};
+use probe_common::{PROBE_L3_LEN_V4, PROBE_L3_LEN_V6, Proto, payload};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::sockets::in_netns;
+use super::icmp::{Echo, Fragmentation, echo_to};
+use super::sockets::{in_netns, setsockopt};
+use super::{Asked, BoxFuture, Kind, Kit, Round, Shot, TargetMetrics, Words};
+use crate::outcome::Outcome;
+
+/// ICMP echoes of chosen IP lengths, or with don't-fragment, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizedIcmp {
+    /// The IP lengths of the probes, one probe of each per round and per `count`, in this
+    /// order; empty: the smallest probe only. Unique, each at least the smallest probe.
+    pub sizes: Vec<u16>,
+    /// Don't-fragment on every probe.
+    pub dont_fragment: bool,
+}
+
+impl SizedIcmp {
+    /// The IP length of a round's probe `index`; `None`: the smallest probe.
+    fn size(&self, index: usize) -> Option<u16> {
+        self.sizes.get(index).copied()
+    }
+
+    /// What the probe's socket does about fragmentation: either never fragmented or
+    /// fragmented anywhere, as the target says; the kernel's default for an unsized probe.
+    fn fragmentation(&self, size: Option<u16>) -> Fragmentation {
+        match (self.dont_fragment, size) {
+            (true, _) => Fragmentation::Never,
+            (false, Some(_)) => Fragmentation::Allowed,
+            (false, None) => Fragmentation::Default,
+        }
+    }
+
+    async fn send(&self, kit: &Kit, shot: Shot<'_>, trace: payload::TraceContext) -> anyhow::Result<super::Landed> {
+        let key = (Proto::Icmp, shot.lease.id(), shot.seq);
+        let size = self.size(shot.index);
+        let data = padded(&trace.encode(), shot.addr, size)?;
+        let fragmentation = self.fragmentation(size);
+        // The sockets first: a namespace that is gone fails here, before anything is
+        // registered.
+        let echo = Echo::open(kit, shot.from, shot.addr, fragmentation).await?;
+        let too_big = match fragmentation {
+            Fragmentation::Never => Some(TooBig::listen(shot.from, shot.addr).await?),
+            _ => None,
+        };
+        let flight = kit.engine().begin(shot.lease, key, Some(trace.trace_id), size)?;
+        let mut outcome = echo.ping(&shot, &data).await;
+        if let (Outcome::IcmpError(e), Some(l)) = (&mut outcome, &too_big)
+            && let Some(mtu) = l.mtu_named(shot.addr, shot.lease.id(), shot.seq)
+        {
+            e.push_str(&format!(": next-hop MTU {mtu}"));
+        }
+        Ok(flight.land(outcome).await)
+    }
+}
+
+impl Kind for SizedIcmp {
+    fn protocol(&self) -> &'static str {
+        "icmp"
+    }
+
+    fn sweep(&self) -> usize {
+        self.sizes.len().max(1)
+    }
+
+    fn ask<'a>(&'a self, kit: &'a Kit, shot: Shot<'a>) -> BoxFuture<'a, Asked> {
+        Box::pin(async move {
+            let key = (Proto::Icmp, shot.lease.id(), shot.seq);
+            let (journey, ()) = kit
+                .fly(key, |trace| async move { Ok((self.send(kit, shot, trace).await?, ())) })
+                .await;
+            let mut asked = Asked::new(shot.addr, journey);
+            asked.size = self.size(shot.index);
+            asked
+        })
+    }
+
+    fn words(&self, asked: &Asked) -> Words {
+        let mut extra = asked.size.map(|s| format!(", {s} bytes")).unwrap_or_default();
+        if self.dont_fragment {
+            extra.push_str(", don't fragment");
+        }
+        Words {
+            to: echo_to(asked, &extra),
+            answered: "reply",
+            // Fragments carry no probe header the kernel programs could know them by.
+            note: (asked.size.is_some() && asked.journey.hops.is_empty()).then(|| {
+                "no hop seen: a probe sent in fragments (without --df, beyond a path MTU) is not followed".to_owned()
+            }),
+        }
+    }
+
+    fn added(&self, m: &TargetMetrics<'_>) {
+        if !self.sizes.is_empty() {
+            m.metrics.set_sizes(m.tag, m.labels, &self.sizes);
+        }
+    }
+
+    fn round_done(&self, m: &TargetMetrics<'_>, round: &Round) {
+        if !self.sizes.is_empty() {
+            m.metrics.record_round(m.tag, m.labels, &round.answered);
+        }
+    }
+}
 
 const IPV4_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 const ECHO_HEADER: usize = 8;
 
 /// The smallest probe, its IP length, for `addr`'s family.
-pub fn min_len(addr: IpAddr) -> usize {
+fn min_len(addr: IpAddr) -> usize {
     if addr.is_ipv4() {
         PROBE_L3_LEN_V4
     } else {
@@ -31,7 +134,7 @@ pub fn min_len(addr: IpAddr) -> usize {
 }
 
 /// What an echo request to `addr` of IP length `size` carries: the probe's payload, then zeros.
-pub fn padded(payload: &[u8; payload::LEN], addr: IpAddr, size: Option<u16>) -> anyhow::Result<Vec<u8>> {
+fn padded(payload: &[u8; payload::LEN], addr: IpAddr, size: Option<u16>) -> anyhow::Result<Vec<u8>> {
     let mut data = payload.to_vec();
     if let Some(size) = size {
         let size = usize::from(size);
@@ -47,13 +150,13 @@ pub fn padded(payload: &[u8; payload::LEN], addr: IpAddr, size: Option<u16>) -> 
 }
 
 /// A raw socket that queues only the "too big" errors of its namespace.
-pub struct TooBig {
+struct TooBig {
     socket: Socket,
 }
 
 impl TooBig {
     /// Opens the socket in `ns` (`None`: tracepkt's own namespace), before the probe leaves.
-    pub async fn listen(ns: Option<&PathBuf>, addr: IpAddr) -> anyhow::Result<Self> {
+    async fn listen(ns: Option<&Path>, addr: IpAddr) -> anyhow::Result<Self> {
         let socket = in_netns(ns, move || open(addr))
             .await
             .context("opening a socket for ICMP \"fragmentation needed\"")?;
@@ -62,7 +165,7 @@ impl TooBig {
 
     /// The MTU named by a "too big" error quoting the echo request (`id`, `seq`) to `addr`,
     /// among those queued so far.
-    pub fn mtu_named(&self, addr: IpAddr, id: u16, seq: u16) -> Option<u32> {
+    fn mtu_named(&self, addr: IpAddr, id: u16, seq: u16) -> Option<u32> {
         let mut buf = vec![MaybeUninit::<u8>::uninit(); 2048];
         let mut found = None;
         // Drains the queue: messages about other probes are read and let go.
@@ -85,36 +188,18 @@ fn open(addr: IpAddr) -> io::Result<Socket> {
         // ICMP_FILTER (SOL_RAW): a bit set blocks that type; only 3 (destination unreachable)
         // passes.
         let blocked: u32 = !(1 << 3);
-        setsockopt(&s, 255, 1, &blocked)?;
+        setsockopt(s.as_raw_fd(), 255, 1, &blocked)?;
         s
     } else {
         let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
         // ICMP6_FILTER: 256 bits, a bit set blocks that type; only 2 (packet too big) passes.
         let mut blocked = [u32::MAX; 8];
         blocked[0] &= !(1 << 2);
-        setsockopt(&s, libc::IPPROTO_ICMPV6, 1, &blocked)?;
+        setsockopt(s.as_raw_fd(), libc::IPPROTO_ICMPV6, 1, &blocked)?;
         s
     };
     socket.set_nonblocking(true)?;
     Ok(socket)
-}
-
-fn setsockopt<T>(s: &Socket, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: `value` is a live T of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// An IPv4 raw socket reads the IP header first, then the ICMP message: type 3 code 4, the

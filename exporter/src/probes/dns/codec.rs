@@ -1,5 +1,5 @@
-//! DNS probes: a query that the kernel programs can follow, and a check of the answer that
-//! comes back, not only that one came.
+//! What a DNS probe says and reads: a query that the kernel programs can follow, the answer
+//! that comes back and its check, and where a namespace's resolver is.
 //!
 //! The query is padded (EDNS(0) padding, RFC 7830) to a fixed [`QUERY_LEN`] bytes, so that
 //! every DNS probe has one IP length the kernel programs accept before anything else; answers
@@ -85,20 +85,15 @@ impl DnsQuery {
     }
 }
 
-/// DNS query ids: a random start, then one apart, so that an answer to an earlier query is
-/// never taken for the current one's.
-pub struct QueryIds(u16);
-
-impl QueryIds {
-    pub fn new() -> Self {
-        use std::hash::{BuildHasher, RandomState};
-        QueryIds(RandomState::new().hash_one(std::time::SystemTime::now()) as u16)
-    }
-
-    pub fn next(&mut self) -> u16 {
-        self.0 = self.0.wrapping_add(1);
-        self.0
-    }
+/// The id of the next DNS query of this process: a random start, then one apart, so that an
+/// answer to an earlier query is never taken for a later one's.
+pub fn next_query_id() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: LazyLock<AtomicU16> =
+        LazyLock::new(|| AtomicU16::new(RandomState::new().hash_one(std::time::SystemTime::now()) as u16));
+    NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
 }
 
 /// What must be in an answer.
@@ -110,11 +105,61 @@ pub enum AnswerExpect {
     Holds(Vec<String>),
 }
 
+/// A DNS response code: the common ones by name, the others by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rcode {
+    NoError,
+    FormErr,
+    ServFail,
+    NxDomain,
+    NotImp,
+    Refused,
+    Other(u16),
+}
+
+impl Rcode {
+    /// As `tracepkt_dns_responses_total` labels it: the common codes by name, the others
+    /// together, so that the series of a target stay few and known.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rcode::NoError => "NOERROR",
+            Rcode::FormErr => "FORMERR",
+            Rcode::ServFail => "SERVFAIL",
+            Rcode::NxDomain => "NXDOMAIN",
+            Rcode::NotImp => "NOTIMP",
+            Rcode::Refused => "REFUSED",
+            Rcode::Other(_) => "OTHER",
+        }
+    }
+}
+
+impl From<ResponseCode> for Rcode {
+    fn from(c: ResponseCode) -> Self {
+        match c {
+            ResponseCode::NoError => Rcode::NoError,
+            ResponseCode::FormErr => Rcode::FormErr,
+            ResponseCode::ServFail => Rcode::ServFail,
+            ResponseCode::NXDomain => Rcode::NxDomain,
+            ResponseCode::NotImp => Rcode::NotImp,
+            ResponseCode::Refused => Rcode::Refused,
+            other => Rcode::Other(u16::from(other)),
+        }
+    }
+}
+
+impl std::fmt::Display for Rcode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rcode::Other(n) => write!(f, "RCODE{n}"),
+            named => f.write_str(named.label()),
+        }
+    }
+}
+
 /// An answer, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsAnswer {
-    /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, ...
-    pub rcode: String,
+    pub rcode: Rcode,
     /// The answer's records of the type asked, as text (addresses, names, strings).
     pub values: Vec<String>,
     /// The smallest TTL of those records.
@@ -142,7 +187,7 @@ impl DnsAnswer {
             });
         }
         Ok(DnsAnswer {
-            rcode: rcode_name(m.metadata.response_code),
+            rcode: m.metadata.response_code.into(),
             values,
             ttl,
         })
@@ -151,7 +196,7 @@ impl DnsAnswer {
     /// Why the answer does not hold what `expect` asks, or `None` when it does. Without an
     /// expectation, an answer is right when it is NOERROR.
     pub fn violation(&self, expect: Option<&AnswerExpect>) -> Option<String> {
-        if self.rcode != "NOERROR" {
+        if self.rcode != Rcode::NoError {
             return Some(format!("the server answered {}", self.rcode));
         }
         match expect {
@@ -178,18 +223,6 @@ fn same_value(got: &str, want: &str) -> bool {
         _ => got
             .trim_end_matches('.')
             .eq_ignore_ascii_case(want.trim_end_matches('.')),
-    }
-}
-
-fn rcode_name(c: ResponseCode) -> String {
-    match c {
-        ResponseCode::NoError => "NOERROR".into(),
-        ResponseCode::FormErr => "FORMERR".into(),
-        ResponseCode::ServFail => "SERVFAIL".into(),
-        ResponseCode::NXDomain => "NXDOMAIN".into(),
-        ResponseCode::NotImp => "NOTIMP".into(),
-        ResponseCode::Refused => "REFUSED".into(),
-        other => format!("RCODE{}", u16::from(other)),
     }
 }
 
@@ -293,7 +326,9 @@ mod tests {
             Some("the answer [198.18.1.10, 198.18.1.11] lacks 198.18.1.99")
         );
         let nx = DnsAnswer::decode(&reply(8, ResponseCode::NXDomain, vec![]), 8, &q).unwrap();
-        assert_eq!(nx.rcode, "NXDOMAIN");
+        assert_eq!(nx.rcode, Rcode::NxDomain);
+        assert_eq!(Rcode::from(ResponseCode::Unknown(23)).to_string(), "RCODE23");
+        assert_eq!(Rcode::from(ResponseCode::Unknown(23)).label(), "OTHER");
         assert_eq!(nx.violation(None).as_deref(), Some("the server answered NXDOMAIN"));
         let empty = DnsAnswer::decode(&reply(9, ResponseCode::NoError, vec![]), 9, &q).unwrap();
         assert_eq!(
