@@ -310,8 +310,19 @@ pub fn wait_for<T>(secs: u64, what: &str, log: &Path, mut f: impl FnMut() -> Opt
     }
 }
 
+/// One answered scrape: a scrape that gets no answer within curl's 5 s is tried again, for up to
+/// a minute, since under a VM's software emulation an answer can take longer than 5 s; how quick
+/// the answer is is not what these tests are about. Empty if none came.
 pub fn scrape(port: u16) -> String {
-    http_get(&format!("http://127.0.0.1:{port}/metrics")).unwrap_or_default()
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match http_get(&url) {
+            Some(text) => return text,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),
+            None => return String::new(),
+        }
+    }
 }
 
 pub fn sample(text: &str, prefix: &str) -> Option<f64> {
