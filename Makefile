@@ -88,7 +88,8 @@ lint: deps
 	cd probe-ebpf && cargo +nightly clippy --target bpfel-unknown-none -Z build-std=core --release -- -D warnings -C panic=abort \
 		--cfg 'bpf_target_arch="$(shell uname -m)"'
 
-# Every fuzz target for FUZZ_SECONDS each (`make test` runs them for 25 s each). New inputs
+# Every fuzz target for FUZZ_SECONDS each (`TRACEPKT_FUZZ_SECONDS=25 make test` adds 25 s each
+# to the suite). New inputs
 # collect in target/fuzz/corpus, crashes in target/fuzz/artifacts (fuzz/README.md).
 FUZZ_SECONDS ?= 600
 fuzz: fuzz-deps

@@ -4,8 +4,8 @@
 #   scripts/deps.sh build   toolchain only (nightly rust-src, bpf-linker)
 #   scripts/deps.sh test    plus the packages the test suite drives (iproute2, iptables, nftables,
 #                           prometheus, qemu + a Debian 6.1 kernel for the kernel matrix),
-#                           helm and the manifest validators for the chart tests (.tools/),
-#                           and the fuzz group (the suite runs every fuzz target briefly)
+#                           helm and the manifest validators for the chart tests (.tools/);
+#                           the fuzz group only when the suite is asked to fuzz too
 #   scripts/deps.sh fuzz    toolchain plus cargo-fuzz (scripts/fuzz.sh, `make fuzz`)
 #   scripts/deps.sh bench   toolchain plus every tool scripts/bench.sh drives (iperf3, bpftrace,
 #                           bpftool, curl, python3, iproute2, util-linux)
@@ -146,7 +146,6 @@ case "$what" in
         helm_tool
         chart_validators
         apt_install file
-        cargo_fuzz
         ;;
     image)
         "$0" build

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` runs it:
 #   1. host: every unit and integration test on this machine's kernel (privileged tests run
-#      when root, as CI is), then every fuzz target for a bounded time (scripts/fuzz.sh;
-#      TRACEPKT_FUZZ_SECONDS per target, default 25, 0 leaves the fuzzers out);
+#      when root, as CI is); with TRACEPKT_FUZZ_SECONDS=N, every fuzz target for N s as well
+#      (scripts/fuzz.sh; `make fuzz` runs them on its own: their sanitizer build of every
+#      dependency is a build of its own, longer than the suite can spare);
 #   2. vm:   the privileged integration tests again, inside VMs on Debian's 6.1 and 6.12
 #            kernels, where kprobes exist and netfilter lives in modules (scripts/vm.sh); then
 #            the netfilter contention test in a VM whose NIC sits on a bridge made here, with
@@ -33,8 +34,9 @@ host() {
     echo "=== kernel $(uname -r) (this machine): cargo test" >&2
     cargo test --locked 2>&1 | tee "$results/host.log"
     [ "${PIPESTATUS[0]}" = 0 ] || failed=1
-    local fuzz_seconds=${TRACEPKT_FUZZ_SECONDS:-25}
+    local fuzz_seconds=${TRACEPKT_FUZZ_SECONDS:-0}
     [ "$fuzz_seconds" = 0 ] && return
+    scripts/deps.sh fuzz || { failed=1; return; }
     echo "=== kernel $(uname -r) (this machine): fuzz targets, ${fuzz_seconds} s each" >&2
     scripts/fuzz.sh "$fuzz_seconds" 2>&1 | tee "$results/host-fuzz.log"
     [ "${PIPESTATUS[0]}" = 0 ] || failed=1
@@ -78,11 +80,15 @@ chart_takes_a_web_config_and_binds_to_the_node_address"
 FIRST_VM_ONLY="every_dashboard_and_alert_query_returns_data_on_a_live_topology \
 a_full_ring_buffer_is_counted_and_marks_journeys_incomplete \
 fragmentation_needed_names_the_mtu a_sweep_exports_the_path_mtu"
-# Binaries whose subject is what user space makes of the kernel's events (serving, exporting,
-# the page, DNS answers, pods, command lines), not the events themselves: the host and the
-# first VM series prove them; later series run only the binaries that watch the kernel.
-FIRST_VM_ONLY_BINS="bad_input cli_errors dashboards dns health http_floods otlp otlp_harness pods serve web \
-web_config"
+# Binaries whose subject is user space alone (exporting traces, the page, the web config, HTTP
+# floods, health, pods' names, command lines): the host proves them, and no VM runs them.
+HOST_ONLY_BINS="cli_errors health http_floods otlp otlp_harness pods web web_config"
+# Binaries whose subject is what user space makes of the kernel's events (serving, DNS answers,
+# the dashboards' queries, odd names, the chart's capability set, a full ring buffer, clean
+# exits), not the events themselves: the host and the first VM series prove them; later series
+# run only the binaries that watch the kernel's own paths (hooks, drops, netfilter, NAT, MTU,
+# tunnels, contention).
+FIRST_VM_ONLY_BINS="bad_input chart dashboards dns faults lifecycle serve"
 first_series=${series_list%% *}
 
 # Runs a guest script made by guest_script in a VM of series S (more vm.sh run options after
@@ -145,6 +151,7 @@ vm_series() { # series bins
         fi
         # The netfilter contention test runs below, in a VM of its own on a flooded bridge.
         for b in $bins; do
+            [[ " $HOST_ONLY_BINS " == *" $(basename "${b%-*}") "* ]] && continue
             if [ "$s" != "$first_series" ] && [[ " $FIRST_VM_ONLY_BINS " == *" $(basename "${b%-*}") "* ]]; then
                 continue
             fi
